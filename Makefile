@@ -1,0 +1,53 @@
+# One-command setup and runs. `make experiments` and `make test` create .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RESULTS ?= results
+REPORT  ?= $(RESULTS)/report
+QUICK  ?=
+PYTEST_ARGS ?=
+
+# QUICK=1 runs every study at reduced size (same shapes, fewer tasks and repeats).
+RUN_FLAGS := $(if $(QUICK),--quick,)
+
+.PHONY: setup test lint experiments report figures bench clean help
+
+help:
+	@echo "make experiments   run the default study suite, then the report (RESULTS=DIR, QUICK=1)"
+	@echo "make test          lint and run the whole test suite"
+	@echo "make report        report of RESULTS (default results/) into RESULTS/report"
+	@echo "make figures       figures only"
+	@echo "make bench         harness overhead benchmark"
+	@echo "make setup         create .venv from requirements.lock (done by the others)"
+
+setup: $(STAMP)
+
+# Idempotent: redone only when the lock file or pyproject.toml changes.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+lint: setup
+	$(PY) -m ruff check research analysis experiments tests
+
+test: setup lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+experiments: setup
+	$(PY) -m research run experiments/*.toml --out $(RESULTS) $(RUN_FLAGS)
+	$(MAKE) --no-print-directory report RESULTS=$(RESULTS) REPORT=$(REPORT)
+
+report: setup
+	$(PY) analysis/report.py $(RESULTS) --out $(REPORT)
+
+figures: setup
+	$(PY) analysis/figures.py $(RESULTS) --out $(REPORT)/figures
+
+bench: setup
+	$(PY) experiments/bench_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,75 @@
+"""Command line: ``python -m research run CONFIG... [--out DIR] [--force]`` and ``list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .schedulers import REGISTRY, get_scheduler
+    from .workloads import COMMON, SHAPES
+
+    print("schedulers:")
+    for name in REGISTRY:
+        try:
+            cls = get_scheduler(name)
+            opts = ", ".join(cls.options_spec) or "-"
+            print(f"  {name:<11} {cls.description}  [options: {opts}]")
+        except ImportError as exc:
+            print(f"  {name:<11} (unavailable: {exc})")
+    print("workload shapes:")
+    for shape in SHAPES.values():
+        print(f"  {shape.name:<11} {shape.doc}  [keys: {', '.join(shape.params)}]")
+    print(f"  every shape also takes: {', '.join(COMMON)}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import config
+    from .runner import cleanup_tmp, run_sweep
+
+    try:
+        experiments = [config.load(p) for p in args.configs]
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    n = sum(len(e.trials) for e in experiments)
+    print(f"{len(experiments)} config(s), {n} trial(s) -> {args.out}", file=sys.stderr)
+    cleanup_tmp(args.out)
+    try:
+        result = run_sweep(experiments, args.out, force=args.force, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted: clusters shut down, finished trials saved; rerun to resume",
+              file=sys.stderr)
+        return 130
+    print(f"wrote {len(result.written)} trial file(s), skipped {len(result.skipped)}, "
+          f"{len(result.failed)} failed", file=sys.stderr)
+    for trial_id, reason in result.failed:
+        print(f"  failed: {trial_id}: {reason}", file=sys.stderr)
+    return 1 if result.failed and args.strict else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(prog="python -m research", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the trials of one or more experiment configs")
+    run.add_argument("configs", nargs="+", type=Path, metavar="CONFIG")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results directory")
+    run.add_argument("--force", action="store_true", help="redo trials that are already done")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--strict", action="store_true", help="exit 1 if any trial failed")
+    run.set_defaults(func=_cmd_run)
+    lst = sub.add_parser("list", help="list schedulers and workload shapes")
+    lst.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

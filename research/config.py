@@ -1,0 +1,210 @@
+"""Experiment configs (TOML): load, validate before anything runs, expand into trials.
+
+The sweep is schedulers x workloads x n_workers x repeats. A workload table may narrow
+``schedulers``, ``n_workers`` or ``repeats`` for itself. ``[scheduler_options.NAME]`` passes
+options to one scheduler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import schema, workloads
+from .errors import ConfigError, ParamError
+from .schedulers import REGISTRY, get_scheduler
+
+DEFAULT_TRIAL_TIMEOUT_S = 300.0
+EXPERIMENT_KEYS = ("name", "description", "repeats", "n_workers", "schedulers", "trial_timeout_s")
+SWEEP_OVERRIDES = ("schedulers", "n_workers", "repeats")
+TOP_TABLES = ("experiment", "workloads", "scheduler_options")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything that defines one trial; :attr:`key` hashes it, so a rerun can skip it."""
+
+    experiment: str
+    scheduler: str
+    options: dict[str, Any]
+    workload: str
+    shape: str
+    params: dict[str, Any]
+    n_workers: int
+    repeat: int
+    timeout_s: float
+    config_path: str
+    config_text: str = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        ident = {
+            "experiment": self.experiment, "scheduler": self.scheduler, "options": self.options,
+            "workload": self.workload, "shape": self.shape, "params": self.params,
+            "n_workers": self.n_workers, "repeat": self.repeat,
+            "schema": schema.SCHEMA_VERSION.split(".")[0],
+        }
+        blob = json.dumps(ident, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    @property
+    def trial_id(self) -> str:
+        return f"{self.scheduler}_{self.workload}_w{self.n_workers}_r{self.repeat}_{self.key[:10]}"
+
+    def path(self, out: Path) -> Path:
+        """Where this trial's record file lives under the results directory ``out``."""
+        return out / self.experiment / f"{self.trial_id}.parquet"
+
+    def metadata(self) -> dict[str, Any]:
+        """The trial's defining facts, as stored in the file metadata."""
+        return {
+            "trial_id": self.trial_id, "key": self.key, "experiment": self.experiment,
+            "scheduler": self.scheduler, "options": self.options, "workload": self.workload,
+            "shape": self.shape, "params": self.params, "n_workers": self.n_workers,
+            "repeat": self.repeat, "timeout_s": self.timeout_s, "config_path": self.config_path,
+        }
+
+
+@dataclass
+class Experiment:
+    """A validated config file."""
+
+    path: Path
+    text: str
+    name: str
+    description: str
+    trials: list[TrialSpec]
+
+
+def _where(path: Path, table: str | None = None) -> str:
+    return f"{path} [{table}]" if table else str(path)
+
+
+def _int_list(path: Path, table: str, key: str, value: Any) -> list[int]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(_where(path, table), key, "must list at least one worker count")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(_where(path, table), key,
+                              f"worker counts must be integers >= 1, got {v!r}")
+    return values
+
+
+def _schedulers(path: Path, table: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, str) for s in value):
+        raise ConfigError(_where(path, table), "schedulers",
+                          f"expected a non-empty list of names; allowed: {', '.join(REGISTRY)}")
+    for s in value:
+        if s not in REGISTRY:
+            raise ConfigError(_where(path, table), "schedulers",
+                              f"unknown scheduler {s!r}; allowed: {', '.join(REGISTRY)}")
+    return value
+
+
+def _positive_int(path: Path, table: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(_where(path, table), key, f"expected an integer >= 1, got {value!r}")
+    return value
+
+
+def load(path: str | Path) -> Experiment:
+    """Read and validate a config; raises :class:`ConfigError` on the first problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), "-", f"cannot read the file: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "-", f"not valid TOML: {exc}") from None
+    return parse(doc, path, text)
+
+
+def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
+    """Validate a parsed config document and expand it into trials."""
+    for key in doc:
+        if key not in TOP_TABLES:
+            raise ConfigError(str(path), key, f"unknown table; allowed: {', '.join(TOP_TABLES)}")
+    exp = doc.get("experiment")
+    if not isinstance(exp, dict):
+        raise ConfigError(str(path), "experiment", "missing [experiment] table")
+    for key in exp:
+        if key not in EXPERIMENT_KEYS:
+            raise ConfigError(_where(path, "experiment"), key,
+                              f"unknown key; allowed: {', '.join(EXPERIMENT_KEYS)}")
+    for key in ("name", "n_workers", "schedulers"):
+        if key not in exp:
+            raise ConfigError(_where(path, "experiment"), key, "missing (required)")
+    name = exp["name"]
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        raise ConfigError(_where(path, "experiment"), "name",
+                          f"expected a non-empty name without spaces or slashes, got {name!r}")
+    repeats = _positive_int(path, "experiment", "repeats", exp.get("repeats", 1))
+    n_workers = _int_list(path, "experiment", "n_workers", exp["n_workers"])
+    scheds = _schedulers(path, "experiment", exp["schedulers"])
+    timeout = exp.get("trial_timeout_s", DEFAULT_TRIAL_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(_where(path, "experiment"), "trial_timeout_s",
+                          f"expected seconds > 0, got {timeout!r}")
+
+    options = _scheduler_options(doc.get("scheduler_options", {}), path)
+
+    wl = doc.get("workloads")
+    if not isinstance(wl, dict) or not wl:
+        raise ConfigError(str(path), "workloads", "at least one [workloads.NAME] table is needed")
+    trials: list[TrialSpec] = []
+    seen: set[str] = set()
+    for wname, table in wl.items():
+        tname = f"workloads.{wname}"
+        if not isinstance(table, dict):
+            raise ConfigError(str(path), tname, "expected a table")
+        raw = dict(table)
+        shape = raw.pop("shape", None)
+        if shape is None:
+            raise ConfigError(_where(path, tname), "shape",
+                              f"missing; allowed: {', '.join(workloads.SHAPES)}")
+        w_scheds = _schedulers(path, tname, raw.pop("schedulers")) if "schedulers" in raw else scheds
+        w_workers = (_int_list(path, tname, "n_workers", raw.pop("n_workers"))
+                     if "n_workers" in raw else n_workers)
+        w_repeats = (_positive_int(path, tname, "repeats", raw.pop("repeats"))
+                     if "repeats" in raw else repeats)
+        for n in w_workers:
+            try:
+                params = workloads.validate(shape, raw, n)
+            except ParamError as exc:
+                raise ConfigError(_where(path, tname), exc.key, exc.problem) from None
+            for sname in w_scheds:
+                cls = get_scheduler(sname)
+                eff = min(n, cls.max_workers or n)
+                for r in range(w_repeats):
+                    spec = TrialSpec(name, sname, options.get(sname, cls.validate_options({})),
+                                     wname, shape, params, eff, r, float(timeout), str(path), text)
+                    if spec.key not in seen:  # serial at several n_workers runs once
+                        seen.add(spec.key)
+                        trials.append(spec)
+    return Experiment(path, text, name, str(exp.get("description", "")), trials)
+
+
+def _scheduler_options(table: Any, path: Path) -> dict[str, dict[str, Any]]:
+    if not isinstance(table, dict):
+        raise ConfigError(str(path), "scheduler_options", "expected a table of tables")
+    out = {}
+    for sname, raw in table.items():
+        tname = f"scheduler_options.{sname}"
+        if sname not in REGISTRY:
+            raise ConfigError(str(path), tname,
+                              f"unknown scheduler {sname!r}; allowed: {', '.join(REGISTRY)}")
+        if not isinstance(raw, dict):
+            raise ConfigError(str(path), tname, "expected a table")
+        try:
+            out[sname] = get_scheduler(sname).validate_options(raw)
+        except ParamError as exc:
+            raise ConfigError(_where(path, tname), exc.key, exc.problem) from None
+    return out

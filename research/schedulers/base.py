@@ -1,0 +1,169 @@
+"""The one small interface every scheduler adapter implements.
+
+An adapter starts a cluster of ``n_workers`` (or connects to an existing one), runs a task list
+and hands back each task's :class:`~research.tasks.Outcome` with the client-side submit and
+receive stamps, and shuts down. It is a context manager, so the cluster is shut down on success,
+error and Ctrl-C alike. Adapters override only what they need.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psutil
+
+from ..errors import ParamError
+from ..tasks import Outcome, Task
+from ..workloads import REQUIRED, Param, check_param
+
+
+@dataclass
+class RunOutput:
+    """What one trial produced on the client side.
+
+    ``submit_ns``/``receive_ns`` map task id to stamp; a scheduler that hands over (or returns)
+    the whole map at once gives every task the same stamp. ``error`` is a trial-level failure
+    (timeout, dead worker): the outcomes that did arrive are kept.
+    """
+
+    outcomes: list[Outcome]
+    submit_ns: dict[int, int]
+    receive_ns: dict[int, int]
+    error: str | None = None
+    native: Any = None  # a pandas DataFrame of the system's own timing records, if it has them
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Scheduler(ABC):
+    """Base class of scheduler adapters; subclasses set :attr:`name` and implement
+    :meth:`_start`, :meth:`_shutdown` and :meth:`run`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    #: Accepted ``[scheduler_options.NAME]`` keys.
+    options_spec: ClassVar[dict[str, Param]] = {}
+    #: Upper bound on workers this scheduler can use (serial: 1); None means no bound.
+    max_workers: ClassVar[int | None] = None
+    #: Workers share one interpreter (threads): CPU bodies cannot run in parallel.
+    shares_gil: ClassVar[bool] = False
+
+    def __init__(
+        self, n_workers: int, options: Mapping[str, Any] | None = None, workdir: Path | None = None
+    ) -> None:
+        if n_workers < 1:
+            raise ParamError("n_workers", f"must be >= 1, got {n_workers}")
+        self.n_workers = n_workers
+        self.options = self.validate_options(options or {})
+        self.workdir = workdir
+        self.startup_s: float | None = None
+        self.shutdown_s: float | None = None
+        self.rss_mib: float | None = None
+        self.started = False
+        #: Set by an adapter when a failure left the cluster unusable; the runner restarts it.
+        self.broken = False
+
+    @classmethod
+    def validate_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Check options against :attr:`options_spec`; fill defaults (None when not given)."""
+        unknown = sorted(set(raw) - set(cls.options_spec))
+        if unknown:
+            allowed = ", ".join(cls.options_spec) or "none"
+            raise ParamError(unknown[0], f"not an option of scheduler {cls.name!r}; allowed: {allowed}")
+        out: dict[str, Any] = {}
+        for key, spec in cls.options_spec.items():
+            if raw.get(key) is not None:
+                out[key] = check_param(key, spec, raw[key])
+            else:
+                out[key] = None if spec.default is REQUIRED else spec.default
+        return out
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start (or connect to) the cluster; records start-up seconds and resident memory."""
+        t0 = time.perf_counter()
+        self.started = True  # set first, so a failed start is still shut down
+        self._start()
+        self.startup_s = time.perf_counter() - t0
+        self.rss_mib = descendants_rss_mib()
+
+    def shutdown(self) -> None:
+        """Stop what :meth:`start` started; safe to call twice and after a failed start."""
+        if not self.started:
+            return
+        self.started = False
+        t0 = time.perf_counter()
+        try:
+            self._shutdown()
+        finally:
+            self.shutdown_s = time.perf_counter() - t0
+
+    def __enter__(self) -> Scheduler:
+        try:
+            self.start()
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    @abstractmethod
+    def _start(self) -> None: ...
+
+    @abstractmethod
+    def _shutdown(self) -> None: ...
+
+    @abstractmethod
+    def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
+        """Run ``tasks`` and return their outcomes; give up after ``timeout_s`` seconds."""
+
+    # -- optional hooks --------------------------------------------------------------------
+    def warm(self, timeout_s: float = 60.0) -> None:
+        """Make sure every worker is up and has imported the task code before a trial.
+
+        The default runs one short sleep per worker through :meth:`run`; adapters that can
+        address workers one by one do better.
+        """
+        n = self.effective_workers
+        out = self.run([Task(-1 - i, "sleep", 0.05, 0.05) for i in range(n)], timeout_s)
+        if out.error:
+            self.broken = True
+            raise RuntimeError(f"{self.name}: warm-up failed: {out.error}")
+
+    @property
+    def effective_workers(self) -> int:
+        """Workers this adapter really uses (serial: always 1)."""
+        return min(self.n_workers, self.max_workers or self.n_workers)
+
+    def info(self) -> dict[str, Any]:
+        """Cluster facts stored in each trial file's metadata."""
+        return {
+            "scheduler": self.name,
+            "n_workers": self.effective_workers,
+            "startup_s": self.startup_s,
+            "shutdown_s": self.shutdown_s,
+            "rss_mib": self.rss_mib,
+            "existing_cluster": False,
+        }
+
+
+def descendants_rss_mib() -> float:
+    """Resident memory of this process's child processes, summed, in MiB."""
+    total = 0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def stamp_all(tasks: Sequence[Task], ns: int) -> dict[int, int]:
+    """One stamp for every task: the map was handed over (or returned) as a whole."""
+    return dict.fromkeys((t.task_id for t in tasks), ns)

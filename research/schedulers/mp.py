@@ -1,0 +1,70 @@
+"""``multiprocessing.Pool``: ``map`` (contiguous chunks) and ``imap_unordered`` (one by one)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.pool
+import time
+from collections.abc import Sequence
+
+from ..tasks import Outcome, Task, execute
+from ..workloads import Param
+from .base import RunOutput, Scheduler, stamp_all
+from .futures import START_METHODS
+
+
+class _PoolScheduler(Scheduler):
+    options_spec = {
+        "chunksize": Param("int>0", None, help="default: the library's"),
+        "start_method": Param("str", "forkserver", START_METHODS),
+    }
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context(self.options["start_method"])
+        self.pool: multiprocessing.pool.Pool = ctx.Pool(self.n_workers)
+
+    def _shutdown(self) -> None:
+        # terminate() is bounded even with a hung or dead worker; close()+join() is not.
+        self.pool.terminate()
+        self.pool.join()
+
+
+class MpMap(_PoolScheduler):
+    """``Pool.map``: chunks of ``ceil(n / (4 * workers))`` contiguous tasks by default."""
+
+    name = "mp-map"
+    description = "multiprocessing.Pool.map (contiguous chunks, default chunksize)"
+
+    def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
+        submit = stamp_all(tasks, time.time_ns())
+        result = self.pool.map_async(execute, tasks, chunksize=self.options["chunksize"])
+        try:
+            outcomes: list[Outcome] = result.get(timeout_s)
+        except multiprocessing.TimeoutError:
+            # Pool.map never returns if a worker died holding a chunk: the timeout is the guard.
+            self.broken = True
+            return RunOutput([], submit, {}, error=f"timeout after {timeout_s:g} s")
+        return RunOutput(outcomes, submit, stamp_all(tasks, time.time_ns()))
+
+
+class MpDynamic(_PoolScheduler):
+    """``Pool.imap_unordered`` with chunksize 1: each idle worker takes the next task."""
+
+    name = "mp-dynamic"
+    description = "multiprocessing.Pool.imap_unordered, chunksize 1"
+
+    def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
+        deadline = time.monotonic() + timeout_s
+        submit = stamp_all(tasks, time.time_ns())
+        it = self.pool.imap_unordered(execute, tasks, chunksize=self.options["chunksize"] or 1)
+        outcomes: list[Outcome] = []
+        receive: dict[int, int] = {}
+        for _ in range(len(tasks)):
+            try:
+                out = it.next(timeout=max(0.0, deadline - time.monotonic()))
+            except multiprocessing.TimeoutError:
+                self.broken = True
+                return RunOutput(outcomes, submit, receive, error=f"timeout after {timeout_s:g} s")
+            receive[out.task_id] = time.time_ns()
+            outcomes.append(out)
+        return RunOutput(outcomes, submit, receive)

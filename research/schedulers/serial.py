@@ -1,0 +1,38 @@
+"""The serial baseline: every task in order, in the client process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from ..tasks import Task, execute
+from .base import RunOutput, Scheduler
+
+
+class Serial(Scheduler):
+    """Runs tasks one after another in this process (always one worker)."""
+
+    name = "serial"
+    description = "one task after another in the client process (baseline)"
+    max_workers = 1
+
+    def _start(self) -> None:
+        pass
+
+    def _shutdown(self) -> None:
+        pass
+
+    def warm(self, timeout_s: float = 60.0) -> None:
+        pass
+
+    def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
+        deadline = time.monotonic() + timeout_s
+        outcomes, submit, receive = [], {}, {}
+        for task in tasks:
+            # A running task cannot be interrupted in-process; the deadline stops the rest.
+            if time.monotonic() > deadline:
+                return RunOutput(outcomes, submit, receive, error=f"timeout after {timeout_s:g} s")
+            submit[task.task_id] = time.time_ns()
+            outcomes.append(execute(task))
+            receive[task.task_id] = time.time_ns()
+        return RunOutput(outcomes, submit, receive)

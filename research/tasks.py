@@ -1,0 +1,145 @@
+"""What a worker runs: a task's body wrapped in the in-task timestamps.
+
+This module is imported inside every worker (process, engine, Dask or Ray worker), so it stays
+small and cheap to import and its hot path does as little as possible around the body.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import threading
+import time
+from typing import Any, NamedTuple
+
+BODIES = ("sleep", "cpu", "prime", "noop", "fail", "crash")
+
+
+class Task(NamedTuple):
+    """One unit of work. ``arg`` is the body's argument: seconds to sleep, CPU loop iterations,
+    the number to test for primality, or nothing."""
+
+    task_id: int
+    body: str
+    arg: float | int
+    planned_s: float
+
+
+class Outcome(NamedTuple):
+    """What a task hands back: in-task stamps around the body only, and who ran it."""
+
+    task_id: int
+    start_ns: int
+    end_ns: int
+    pid: int
+    host: str
+    worker: str
+    status: str
+    error: str
+    result: Any
+
+
+# Set once per worker process by an adapter (engine id, worker address ...); a process that
+# never got one is labelled by its pid. Threads label themselves by their thread name.
+WORKER_LABEL: str | None = None
+_HOST = socket.gethostname()
+
+
+def set_worker_label(label: str) -> int:
+    """Give this worker process a stable label; returns the pid, so callers can map both."""
+    global WORKER_LABEL
+    WORKER_LABEL = label
+    return os.getpid()
+
+
+def worker_identity() -> tuple[int, str, str | None]:
+    """(pid, host, label) of the calling worker process."""
+    return os.getpid(), _HOST, WORKER_LABEL
+
+
+def is_prime(n: int) -> bool:
+    """Trial division by odd numbers up to floor(sqrt(n)), as in the talk."""
+    if n % 2 == 0:
+        return False
+    sqrt_n = int(math.floor(math.sqrt(n)))
+    for i in range(3, sqrt_n + 1, 2):
+        if n % i == 0:
+            return False
+    return True
+
+
+def spin(iterations: int) -> int:
+    """A fixed amount of pure-Python CPU work: ``iterations`` rounds of integer arithmetic."""
+    x = 0
+    for i in range(iterations):
+        x = (x + i * i) % 1_000_003
+    return x
+
+
+def calibrate_spin(target_s: float = 0.2) -> float:
+    """Iterations of :func:`spin` per second on this core, best of three short runs."""
+    n = 20_000
+    while True:
+        t0 = time.perf_counter()
+        spin(n)
+        dt = time.perf_counter() - t0
+        if dt > target_s / 4:
+            break
+        n *= 4
+    best = min(_timed(spin, n) for _ in range(3))
+    return n / best
+
+
+def _timed(fn: Any, arg: Any) -> float:
+    t0 = time.perf_counter()
+    fn(arg)
+    return time.perf_counter() - t0
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the ``fail`` body: a task that raises on purpose."""
+
+
+def _run_body(body: str, arg: Any) -> Any:
+    if body == "sleep":
+        time.sleep(arg)
+        return None
+    if body == "cpu":
+        return spin(arg)
+    if body == "prime":
+        return is_prime(arg)
+    if body == "noop":
+        return None
+    if body == "fail":
+        raise InjectedFailure(f"task failed on purpose (arg={arg!r})")
+    if body == "crash":
+        # A worker that dies mid-task, without cleanup: the scheduler's failure path is tested.
+        os._exit(13)
+    raise ValueError(f"unknown task body {body!r}; allowed: {', '.join(BODIES)}")
+
+
+def execute(task: Task) -> Outcome:
+    """Run one task and time its body only."""
+    start = time.time_ns()
+    try:
+        result = _run_body(task.body, task.arg)
+        status, error = "ok", ""
+    except Exception as exc:  # the task's failure is data, not a crash of the harness
+        result, status, error = None, "error", f"{type(exc).__name__}: {exc}"
+    end = time.time_ns()
+    return Outcome(
+        task.task_id, start, end, os.getpid(), _HOST, WORKER_LABEL or f"pid-{os.getpid()}",
+        status, error, result,
+    )
+
+
+def execute_in_thread(task: Task) -> Outcome:
+    """:func:`execute`, labelled by thread: threads share a process and its pid."""
+    out = execute(task)
+    return out._replace(worker=threading.current_thread().name)
+
+
+def execute_many(tasks: list[Task]) -> list[Outcome]:
+    """Run a block of tasks in order (for schedulers that ship blocks, like a DirectView)."""
+    return [execute(t) for t in tasks]

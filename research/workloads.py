@@ -1,0 +1,269 @@
+"""Workload shapes: pure, seeded functions from parameters to a list of planned durations.
+
+Each shape is registered in :data:`SHAPES` with its parameter spec, so configs are validated
+before anything runs. :func:`build_tasks` turns a validated parameter dict into :class:`Task`s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ParamError
+from .tasks import Task
+
+#: The talk's 15 numbers for the prime validation benchmark (see the seed digest).
+TALK_PRIMES: tuple[int, ...] = (
+    112272535095293, 112582705942171, 112272535095293, 115280095190773, 115797848077099,
+    1099726899285419, 2669120158555979, 4199178838367599, 1922629667035087, 6822879205760977,
+    4283424651555827, 4442577269950067, 3410579000484763, 5489761944588443, 4303055515665917,
+)
+
+REQUIRED = object()
+TASK_BODIES = ("sleep", "cpu")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One workload parameter: its kind, default (or REQUIRED) and an allowed-values text."""
+
+    kind: str  # "bool", "int>0", "int>=0", "float>0", "float>=0", "float", "str", "floats>=0", "ints"
+    default: Any = REQUIRED
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+
+# Keys every workload table accepts besides its shape's own.
+COMMON: dict[str, Param] = {
+    "body": Param("str", "sleep", TASK_BODIES, "what each task does"),
+    "fail_ids": Param("ints", [], help="task ids that raise instead of running (fault injection)"),
+    "crash_ids": Param("ints", [], help="task ids that kill their worker process (fault injection)"),
+}
+
+
+def uniform(n_tasks: int, duration_s: float) -> list[float]:
+    """``n_tasks`` tasks of ``duration_s`` each: static blocks are optimal here."""
+    return [float(duration_s)] * n_tasks
+
+
+def worst_case(n_tasks: int, long_s: float, short_s: float, n_long: int) -> list[float]:
+    """``n_long`` long tasks first, then short ones: contiguous blocks put every long task on
+    the first worker (the talk: 146 tasks, 12 x 1.0 s then 134 x 0.2 s on 12 engines)."""
+    n_long = min(n_long, n_tasks)
+    return [float(long_s)] * n_long + [float(short_s)] * (n_tasks - n_long)
+
+
+def random_durations(
+    n_tasks: int, seed: int, unit_s: float, distribution: str, **dist: float
+) -> list[float]:
+    """Draws from ``numpy.random.RandomState(seed)`` times ``unit_s``.
+
+    With gamma 7.5/0.5, seed 9527, 180 tasks and unit 0.1 s this is the talk's list (sum 66.71 s).
+    """
+    rs = np.random.RandomState(seed)
+    if distribution == "gamma":
+        draws = rs.gamma(shape=dist["gamma_shape"], scale=dist["gamma_scale"], size=n_tasks)
+    elif distribution == "exponential":
+        draws = rs.exponential(scale=dist["mean"], size=n_tasks)
+    elif distribution == "lognormal":
+        draws = rs.lognormal(mean=dist["mu"], sigma=dist["sigma"], size=n_tasks)
+    elif distribution == "uniform":
+        draws = rs.uniform(low=dist["low"], high=dist["high"], size=n_tasks)
+    else:  # validated before, kept for direct callers
+        raise ParamError("distribution", f"unknown {distribution!r}")
+    return [float(d) * unit_s for d in draws]
+
+
+def explicit(durations_s: list[float]) -> list[float]:
+    """Replay a trace: the given durations, in order."""
+    return [float(d) for d in durations_s]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A registered workload shape."""
+
+    name: str
+    params: dict[str, Param]
+    doc: str
+    # Called with the validated params (and n_workers); returns (body, args, planned) per task.
+    make: Callable[[dict[str, Any], int], list[tuple[str, float | int, float]]] = field(repr=False)
+
+
+RANDOM_DISTS: dict[str, tuple[str, ...]] = {
+    "gamma": ("gamma_shape", "gamma_scale"),
+    "exponential": ("mean",),
+    "lognormal": ("mu", "sigma"),
+    "uniform": ("low", "high"),
+}
+
+
+def _timed(durations: list[float], body: str) -> list[tuple[str, float | int, float]]:
+    return [(body, d, d) for d in durations]
+
+
+SHAPES: dict[str, Shape] = {
+    "uniform": Shape(
+        "uniform",
+        {"n_tasks": Param("int>0"), "duration_s": Param("float>=0")},
+        "equal tasks (control case)",
+        lambda p, n: _timed(uniform(p["n_tasks"], p["duration_s"]), p["body"]),
+    ),
+    "worst_case": Shape(
+        "worst_case",
+        {
+            "n_tasks": Param("int>0"),
+            "long_s": Param("float>=0"),
+            "short_s": Param("float>=0"),
+            "n_long": Param("int>=0", None, help="default n_tasks // n_workers"),
+        },
+        "long tasks first, worst case for contiguous blocks",
+        lambda p, n: _timed(
+            worst_case(p["n_tasks"], p["long_s"], p["short_s"], p["n_long"]), p["body"]
+        ),
+    ),
+    "random": Shape(
+        "random",
+        {
+            "n_tasks": Param("int>0"),
+            "seed": Param("int>=0"),
+            "unit_s": Param("float>=0"),
+            "distribution": Param("str", REQUIRED, tuple(RANDOM_DISTS)),
+            "gamma_shape": Param("float>0", None),
+            "gamma_scale": Param("float>0", None),
+            "mean": Param("float>0", None),
+            "mu": Param("float", None),
+            "sigma": Param("float>=0", None),
+            "low": Param("float>=0", None),
+            "high": Param("float>=0", None),
+        },
+        "seeded random durations (gamma, exponential, lognormal, uniform)",
+        lambda p, n: _timed(
+            random_durations(
+                p["n_tasks"], p["seed"], p["unit_s"], p["distribution"],
+                **{k: p[k] for k in RANDOM_DISTS[p["distribution"]]},
+            ),
+            p["body"],
+        ),
+    ),
+    "explicit": Shape(
+        "explicit",
+        {"durations_s": Param("floats>=0")},
+        "replay a list of durations",
+        lambda p, n: _timed(explicit(p["durations_s"]), p["body"]),
+    ),
+    "primes": Shape(
+        "primes",
+        {"numbers": Param("ints", list(TALK_PRIMES), help="default: the talk's 15 numbers")},
+        "trial division of each number (real CPU work; planned time unknown)",
+        lambda p, n: [("prime", int(x), math.nan) for x in p["numbers"]],
+    ),
+}
+
+
+def check_param(key: str, spec: Param, value: Any) -> Any:
+    """Validate one value against its :class:`Param`; raises :class:`ParamError`."""
+    kind = spec.kind
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ParamError(key, f"expected true or false, got {value!r}")
+        return value
+    if kind.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamError(key, f"expected an integer, got {value!r}")
+        if kind == "int>0" and value < 1:
+            raise ParamError(key, f"must be >= 1, got {value}")
+        if kind == "int>=0" and value < 0:
+            raise ParamError(key, f"must be >= 0, got {value}")
+        return value
+    if kind.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamError(key, f"expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ParamError(key, f"must be finite, got {value}")
+        if kind == "float>0" and value <= 0:
+            raise ParamError(key, f"must be > 0, got {value}")
+        if kind == "float>=0" and value < 0:
+            raise ParamError(key, f"must be >= 0 (a duration cannot be negative), got {value}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ParamError(key, f"expected a string, got {value!r}")
+        if spec.choices and value not in spec.choices:
+            raise ParamError(key, f"{value!r} is not allowed; allowed: {', '.join(spec.choices)}")
+        return value
+    if kind in ("floats>=0", "ints"):
+        if not isinstance(value, list) or not value and kind == "floats>=0":
+            raise ParamError(key, f"expected a non-empty list, got {value!r}")
+        item = Param("int>=0" if kind == "ints" else "float>=0")
+        return [check_param(f"{key}[{i}]", item, v) for i, v in enumerate(value)]
+    raise AssertionError(kind)
+
+
+def validate(shape_name: str, raw: Mapping[str, Any], n_workers: int) -> dict[str, Any]:
+    """Check a workload table against its shape; returns params with defaults filled in.
+
+    Raises :class:`ParamError` naming the key and what is allowed.
+    """
+    if shape_name not in SHAPES:
+        raise ParamError("shape", f"unknown shape {shape_name!r}; allowed: {', '.join(SHAPES)}")
+    shape = SHAPES[shape_name]
+    specs = {**shape.params, **COMMON}
+    unknown = sorted(set(raw) - set(specs))
+    if unknown:
+        raise ParamError(
+            unknown[0], f"not a parameter of shape {shape_name!r}; allowed: {', '.join(specs)}"
+        )
+    out: dict[str, Any] = {}
+    for key, spec in specs.items():
+        if key in raw:
+            out[key] = check_param(key, spec, raw[key])
+        elif spec.default is REQUIRED:
+            raise ParamError(key, f"missing; shape {shape_name!r} needs {_required(shape)}")
+        else:
+            out[key] = spec.default
+    if shape_name == "random":
+        for key in RANDOM_DISTS[out["distribution"]]:
+            if out[key] is None:
+                raise ParamError(key, f"missing; distribution {out['distribution']!r} needs "
+                                      f"{', '.join(RANDOM_DISTS[out['distribution']])}")
+        if out["distribution"] == "uniform" and out["high"] < out["low"]:
+            raise ParamError("high", f"must be >= low ({out['low']}), got {out['high']}")
+    if shape_name == "worst_case" and out["n_long"] is None:
+        out["n_long"] = out["n_tasks"] // n_workers
+    if shape_name == "primes" and out["body"] == "cpu":
+        raise ParamError("body", "primes always runs trial division; omit 'body'")
+    return out
+
+
+def _required(shape: Shape) -> str:
+    return ", ".join(k for k, p in shape.params.items() if p.default is REQUIRED)
+
+
+def build_tasks(
+    shape_name: str, params: Mapping[str, Any], n_workers: int, cpu_rate: float | None = None
+) -> list[Task]:
+    """The task list for validated ``params``.
+
+    ``cpu_rate`` (spin iterations per second, measured once per run) turns planned seconds into
+    a fixed amount of CPU work for the ``cpu`` body.
+    """
+    items = SHAPES[shape_name].make(dict(params), n_workers)
+    fail, crash = set(params.get("fail_ids", ())), set(params.get("crash_ids", ()))
+    tasks = []
+    for i, (body, arg, planned) in enumerate(items):
+        if body == "cpu":
+            if cpu_rate is None:
+                raise ValueError("cpu body needs a calibrated cpu_rate")
+            arg = max(1, round(float(arg) * cpu_rate))
+        if i in fail:
+            body = "fail"
+        elif i in crash:
+            body = "crash"
+        tasks.append(Task(i, body, arg, planned))
+    return tasks
