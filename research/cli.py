@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, ParamError
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -42,6 +42,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cleanup_tmp(args.out)
     try:
         result = run_sweep(experiments, args.out, force=args.force, progress=not args.no_progress)
+    except ParamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: clusters shut down, finished trials saved; rerun to resume",
               file=sys.stderr)

@@ -170,7 +170,8 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
         if shape is None:
             raise ConfigError(_where(path, tname), "shape",
                               f"missing; allowed: {', '.join(workloads.SHAPES)}")
-        w_scheds = _schedulers(path, tname, raw.pop("schedulers")) if "schedulers" in raw else scheds
+        w_scheds = (_schedulers(path, tname, raw.pop("schedulers"))
+                    if "schedulers" in raw else scheds)
         w_workers = (_int_list(path, tname, "n_workers", raw.pop("n_workers"))
                      if "n_workers" in raw else n_workers)
         w_repeats = (_positive_int(path, tname, "repeats", raw.pop("repeats"))
@@ -182,6 +183,11 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
                 raise ConfigError(_where(path, tname), exc.key, exc.problem) from None
             for sname in w_scheds:
                 cls = get_scheduler(sname)
+                if params.get("crash_ids") and cls.in_process:
+                    raise ConfigError(_where(path, tname), "crash_ids",
+                                      f"scheduler {sname!r} runs tasks in the client process, "
+                                      "which a crashing task would kill; drop it from this "
+                                      "workload's schedulers")
                 eff = min(n, cls.max_workers or n)
                 for r in range(w_repeats):
                     spec = TrialSpec(name, sname, options.get(sname, cls.validate_options({})),

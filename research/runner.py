@@ -139,6 +139,8 @@ class Sweep:
                 todo.append(t)
         if self.result.skipped:
             self.log(f"skipping {len(self.result.skipped)} trial(s) already done (--force redoes)")
+        for group in _groups(todo):
+            get_scheduler(group[0].scheduler).preflight(group[0].n_workers, group[0].options)
         from tqdm import tqdm
 
         with tqdm(total=len(todo), unit="trial", disable=not self.progress, dynamic_ncols=True,

@@ -176,4 +176,6 @@ def read_trial(path: Path) -> pd.DataFrame:
 def is_record_file(path: Path) -> bool:
     """True for a trial's task-record file (not a native table, not a temp file)."""
     name = path.name
-    return name.endswith(".parquet") and not name.endswith(NATIVE_SUFFIX) and not name.startswith(".")
+    if name.startswith(".") or name.endswith(NATIVE_SUFFIX):
+        return False
+    return name.endswith(".parquet") and ".superseded" not in path.parts

@@ -28,7 +28,8 @@ REGISTRY: dict[str, str] = {
 def get_scheduler(name: str) -> type[Scheduler]:
     """The adapter class registered as ``name``; imports its module (and library) now."""
     if name not in REGISTRY:
-        raise ParamError("schedulers", f"unknown scheduler {name!r}; allowed: {', '.join(REGISTRY)}")
+        allowed = ", ".join(REGISTRY)
+        raise ParamError("schedulers", f"unknown scheduler {name!r}; allowed: {allowed}")
     module, cls = REGISTRY[name].split(":")
     return getattr(importlib.import_module(f".{module}", __name__), cls)
 

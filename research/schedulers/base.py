@@ -8,6 +8,7 @@ error and Ctrl-C alike. Adapters override only what they need.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -51,6 +52,9 @@ class Scheduler(ABC):
     max_workers: ClassVar[int | None] = None
     #: Workers share one interpreter (threads): CPU bodies cannot run in parallel.
     shares_gil: ClassVar[bool] = False
+    #: Tasks run inside the client process (serial, threads): a task that kills its process
+    #: would kill the harness, so the ``crash`` fault cannot be injected.
+    in_process: ClassVar[bool] = False
 
     def __init__(
         self, n_workers: int, options: Mapping[str, Any] | None = None, workdir: Path | None = None
@@ -73,7 +77,8 @@ class Scheduler(ABC):
         unknown = sorted(set(raw) - set(cls.options_spec))
         if unknown:
             allowed = ", ".join(cls.options_spec) or "none"
-            raise ParamError(unknown[0], f"not an option of scheduler {cls.name!r}; allowed: {allowed}")
+            raise ParamError(unknown[0],
+                             f"not an option of scheduler {cls.name!r}; allowed: {allowed}")
         out: dict[str, Any] = {}
         for key, spec in cls.options_spec.items():
             if raw.get(key) is not None:
@@ -124,6 +129,15 @@ class Scheduler(ABC):
         """Run ``tasks`` and return their outcomes; give up after ``timeout_s`` seconds."""
 
     # -- optional hooks --------------------------------------------------------------------
+    @classmethod
+    def preflight(cls, n_workers: int, options: Mapping[str, Any]) -> None:
+        """Check, before any trial runs, that the sweep can use this scheduler as configured.
+
+        Adapters that connect to an existing cluster override this to count its workers and
+        raise :class:`~research.errors.ParamError` naming both numbers when they differ.
+        """
+        return None
+
     def warm(self, timeout_s: float = 60.0) -> None:
         """Make sure every worker is up and has imported the task code before a trial.
 
@@ -157,10 +171,8 @@ def descendants_rss_mib() -> float:
     """Resident memory of this process's child processes, summed, in MiB."""
     total = 0
     for child in psutil.Process().children(recursive=True):
-        try:
+        with contextlib.suppress(psutil.Error):
             total += child.memory_info().rss
-        except psutil.Error:
-            pass
     return total / 2**20
 
 

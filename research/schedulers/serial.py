@@ -15,6 +15,7 @@ class Serial(Scheduler):
     name = "serial"
     description = "one task after another in the client process (baseline)"
     max_workers = 1
+    in_process = True
 
     def _start(self) -> None:
         pass

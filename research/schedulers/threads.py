@@ -44,6 +44,7 @@ class Threads(Scheduler):
     name = "threads"
     description = "ThreadPoolExecutor, one submit per task"
     shares_gil = True
+    in_process = True
 
     def _start(self) -> None:
         self.pool = ThreadPoolExecutor(self.n_workers, thread_name_prefix="worker")

@@ -1,0 +1,43 @@
+"""Child-process checks shared by the tests: nothing a scheduler starts may outlive it."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+
+# Standard-library helpers that live as long as the interpreter by design, not cluster processes.
+BENIGN = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+
+
+def scheduler_children() -> list[psutil.Process]:
+    """Child processes of this test process, except the standard library's own helpers."""
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(child.cmdline())
+            if child.status() == psutil.STATUS_ZOMBIE or any(b in cmd for b in BENIGN):
+                continue
+        except psutil.Error:
+            continue
+        out.append(child)
+    return out
+
+
+def wait_no_children(timeout_s: float = 15.0) -> list[str]:
+    """Wait until no scheduler child process is left; return the ones still there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = scheduler_children()
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    desc = []
+    for p in left:
+        try:
+            desc.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+        except psutil.Error:
+            pass
+    return desc
