@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 #: Columns every native table has. ``*_ns`` are wall-clock nanoseconds as the system reports
-#: them; ``source`` names the record (e.g. ``ipp.metadata``, ``dask.task_stream``, ``ray.timeline``).
+#: them; ``source`` names the record (``ipp.metadata``, ``dask.task_stream``, ``ray.timeline``).
 NATIVE_COLUMNS = ("task_id", "worker", "start_ns", "end_ns", "source")
 
 

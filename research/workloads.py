@@ -31,7 +31,8 @@ TASK_BODIES = ("sleep", "cpu")
 class Param:
     """One workload parameter: its kind, default (or REQUIRED) and an allowed-values text."""
 
-    kind: str  # "bool", "int>0", "int>=0", "float>0", "float>=0", "float", "str", "floats>=0", "ints"
+    # "bool", "int>0", "int>=0", "float>0", "float>=0", "float", "str", "floats>=0", "ints"
+    kind: str
     default: Any = REQUIRED
     choices: tuple[str, ...] = ()
     help: str = ""
@@ -40,8 +41,9 @@ class Param:
 # Keys every workload table accepts besides its shape's own.
 COMMON: dict[str, Param] = {
     "body": Param("str", "sleep", TASK_BODIES, "what each task does"),
-    "fail_ids": Param("ints", [], help="task ids that raise instead of running (fault injection)"),
-    "crash_ids": Param("ints", [], help="task ids that kill their worker process (fault injection)"),
+    # Fault injection, for testing how a scheduler copes.
+    "fail_ids": Param("ints", [], help="task ids that raise instead of running"),
+    "crash_ids": Param("ints", [], help="task ids that kill their worker process"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import psutil
@@ -36,8 +37,6 @@ def wait_no_children(timeout_s: float = 15.0) -> list[str]:
         time.sleep(0.2)
     desc = []
     for p in left:
-        try:
+        with contextlib.suppress(psutil.Error):
             desc.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
-        except psutil.Error:
-            pass
     return desc
