@@ -33,7 +33,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import cleanup_tmp, run_sweep
 
     try:
-        experiments = [config.load(p) for p in args.configs]
+        experiments = [config.load(p, quick=args.quick) for p in args.configs]
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("results"), help="results directory")
     run.add_argument("--force", action="store_true", help="redo trials that are already done")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--quick", action="store_true",
+                     help="reduced run: each config's [quick] overrides, one repeat")
     run.add_argument("--strict", action="store_true", help="exit 1 if any trial failed")
     run.set_defaults(func=_cmd_run)
     lst = sub.add_parser("list", help="list schedulers and workload shapes")

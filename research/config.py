@@ -2,7 +2,9 @@
 
 The sweep is schedulers x workloads x n_workers x repeats. A workload table may narrow
 ``schedulers``, ``n_workers`` or ``repeats`` for itself. ``[scheduler_options.NAME]`` passes
-options to one scheduler.
+options to one scheduler. An optional ``[quick]`` table holds overrides for a reduced run
+(``--quick``): ``[quick.experiment]`` keys and ``[quick.workloads.NAME]`` keys replace the
+ones above; a quick run always uses one repeat unless ``[quick.experiment]`` says otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .schedulers import REGISTRY, get_scheduler
 DEFAULT_TRIAL_TIMEOUT_S = 300.0
 EXPERIMENT_KEYS = ("name", "description", "repeats", "n_workers", "schedulers", "trial_timeout_s")
 SWEEP_OVERRIDES = ("schedulers", "n_workers", "repeats")
-TOP_TABLES = ("experiment", "workloads", "scheduler_options")
+TOP_TABLES = ("experiment", "workloads", "scheduler_options", "quick")
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,11 @@ def _positive_int(path: Path, table: str, key: str, value: Any) -> int:
     return value
 
 
-def load(path: str | Path) -> Experiment:
-    """Read and validate a config; raises :class:`ConfigError` on the first problem."""
+def load(path: str | Path, quick: bool = False) -> Experiment:
+    """Read and validate a config; raises :class:`ConfigError` on the first problem.
+
+    With ``quick``, the config's ``[quick]`` overrides are applied first.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -124,11 +129,38 @@ def load(path: str | Path) -> Experiment:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "-", f"not valid TOML: {exc}") from None
+    if quick:
+        doc = apply_quick(doc, path)
     return parse(doc, path, text)
+
+
+def apply_quick(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The config with its ``[quick]`` overrides applied (one repeat by default)."""
+    quick = doc.get("quick", {})
+    if not isinstance(quick, dict):
+        raise ConfigError(str(path), "quick", "expected a table")
+    for key in quick:
+        if key not in ("experiment", "workloads"):
+            raise ConfigError(_where(path, "quick"), key,
+                              "unknown key; allowed: experiment, workloads")
+    out = {k: v for k, v in doc.items() if k != "quick"}
+    exp = dict(out.get("experiment", {}))
+    exp["repeats"] = 1
+    exp.update(quick.get("experiment", {}))
+    out["experiment"] = exp
+    wls = {name: dict(table) for name, table in out.get("workloads", {}).items()}
+    for name, over in quick.get("workloads", {}).items():
+        if name not in wls:
+            raise ConfigError(_where(path, f"quick.workloads.{name}"), name,
+                              f"no such workload; defined: {', '.join(wls)}")
+        wls[name].update(over)
+    out["workloads"] = wls
+    return out
 
 
 def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
     """Validate a parsed config document and expand it into trials."""
+    doc = {k: v for k, v in doc.items() if k != "quick"}
     for key in doc:
         if key not in TOP_TABLES:
             raise ConfigError(str(path), key, f"unknown table; allowed: {', '.join(TOP_TABLES)}")

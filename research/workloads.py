@@ -174,6 +174,11 @@ def check_param(key: str, spec: Param, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ParamError(key, f"expected true or false, got {value!r}")
         return value
+    if kind in ("floats>=0", "ints"):
+        if not isinstance(value, list) or not value and kind == "floats>=0":
+            raise ParamError(key, f"expected a non-empty list, got {value!r}")
+        item = Param("int>=0" if kind == "ints" else "float>=0")
+        return [check_param(f"{key}[{i}]", item, v) for i, v in enumerate(value)]
     if kind.startswith("int"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParamError(key, f"expected an integer, got {value!r}")
@@ -199,11 +204,6 @@ def check_param(key: str, spec: Param, value: Any) -> Any:
         if spec.choices and value not in spec.choices:
             raise ParamError(key, f"{value!r} is not allowed; allowed: {', '.join(spec.choices)}")
         return value
-    if kind in ("floats>=0", "ints"):
-        if not isinstance(value, list) or not value and kind == "floats>=0":
-            raise ParamError(key, f"expected a non-empty list, got {value!r}")
-        item = Param("int>=0" if kind == "ints" else "float>=0")
-        return [check_param(f"{key}[{i}]", item, v) for i, v in enumerate(value)]
     raise AssertionError(kind)
 
 
@@ -238,6 +238,8 @@ def validate(shape_name: str, raw: Mapping[str, Any], n_workers: int) -> dict[st
             raise ParamError("high", f"must be >= low ({out['low']}), got {out['high']}")
     if shape_name == "worst_case" and out["n_long"] is None:
         out["n_long"] = out["n_tasks"] // n_workers
+    if shape_name == "primes" and not out["numbers"]:
+        raise ParamError("numbers", "expected a non-empty list of integers")
     if shape_name == "primes" and out["body"] == "cpu":
         raise ParamError("body", "primes always runs trial division; omit 'body'")
     return out

@@ -4,6 +4,8 @@ An adapter starts a cluster of ``n_workers`` (or connects to an existing one), r
 and hands back each task's :class:`~research.tasks.Outcome` with the client-side submit and
 receive stamps, and shuts down. It is a context manager, so the cluster is shut down on success,
 error and Ctrl-C alike. Adapters override only what they need.
+
+ADAPTER AUTHORS: read research/schedulers/README.md first (rules every adapter follows).
 """
 
 from __future__ import annotations

@@ -1,0 +1,159 @@
+"""The sweep end to end through the CLI, on the standard-library schedulers: records, metadata,
+resume, --force, failing tasks, and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from research import config, schema
+from research.cli import main
+
+STDLIB = ["serial", "threads", "mp-map", "mp-dynamic", "futures"]
+
+
+def _cfg(tmp_path: Path, text: str, name: str = "cfg.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _read_all(out: Path) -> pd.DataFrame:
+    files = [p for p in out.rglob("*.parquet") if schema.is_record_file(p)]
+    return pd.concat([schema.read_trial(p) for p in files], ignore_index=True)
+
+
+def test_example_config_loads_as_written(repo: Path) -> None:
+    exp = config.load(repo / "experiments" / "extra" / "example.toml")
+    # 4 parallel schedulers x 2 workloads x 2 worker counts x 2 repeats, plus serial:
+    # its rand trials are the same at 2 and 4 workers, its worst trials are not (n_long differs).
+    assert len(exp.trials) == 4 * 2 * 2 * 2 + 2 + 4
+
+
+def test_unseen_config_records_are_right(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, f"""
+        [experiment]
+        name = "unseen"
+        n_workers = [3]
+        schedulers = {STDLIB!r}
+        [workloads.trace]
+        shape = "explicit"
+        durations_s = [0.12, 0.0, 0.05, 0.2, 0.01, 0.07, 0.03]
+        fail_ids = [2]
+        [workloads.expo]
+        shape = "random"
+        distribution = "exponential"
+        mean = 1.0
+        unit_s = 0.02
+        n_tasks = 11
+        seed = 7
+        [workloads.primes]
+        shape = "primes"
+        numbers = [97, 91, 1000003]
+        schedulers = ["serial", "futures"]
+        [scheduler_options.mp-map]
+        chunksize = 2
+        """)
+    out = tmp_path / "res"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    df = _read_all(out)
+    assert set(df.columns) >= set(schema.COLUMNS)
+    per_trial = df.groupby("trial_id").size()
+    sizes = {(s, w) for s, w in df.groupby(["scheduler", "workload"]).size().index}
+    assert len(sizes) == 5 * 2 + 2 and len(per_trial) == 12
+    trace = df[df.workload == "trace"]
+    assert (trace.groupby("scheduler").size() == 7).all()
+    assert set(trace[trace.status == "error"].task_id) == {2}
+    assert (trace[trace.task_id == 2].error.str.contains("InjectedFailure")).all()
+    ok = df[df.status == "ok"]
+    assert (ok.submit_ns <= ok.start_ns).all() and (ok.end_ns <= ok.receive_ns).all()
+    assert (df.n_workers == df.scheduler.map(lambda s: 1 if s == "serial" else 3)).all()
+    primes = df[df.workload == "primes"].sort_values(["scheduler", "task_id"])
+    assert primes.result.tolist() == ["True", "False", "True"] * 2
+    assert primes.planned_s.isna().all()
+    expo = df[(df.workload == "expo") & (df.scheduler == "serial")].sort_values("task_id")
+    took = (expo.end_ns - expo.start_ns) / 1e9
+    assert ((took - expo.planned_s) > -1e-3).all() and ((took - expo.planned_s) < 0.25).all()
+
+    f = next(p for p in out.rglob("mp-map_trace*.parquet") if schema.is_record_file(p))
+    meta = schema.read_metadata(f)
+    assert meta["schema_version"] == schema.SCHEMA_VERSION
+    assert meta["trial"]["options"]["chunksize"] == 2
+    assert meta["trial"]["trial_status"] == "ok"
+    assert meta["trial"]["cluster"]["startup_s"] >= 0
+    assert meta["trial"]["cluster"]["shutdown_s"] >= 0
+    assert meta["system"]["cpu_count"] == os.cpu_count()
+    assert "python_version" in meta["system"] and "pandas" in meta["system"]["libraries"]
+    assert "[workloads.trace]" in meta["config"]
+
+
+def test_rerun_skips_and_force_redoes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = _cfg(tmp_path, """
+        [experiment]
+        name = "resume"
+        repeats = 2
+        n_workers = 2
+        schedulers = ["threads", "mp-dynamic"]
+        [workloads.u]
+        shape = "uniform"
+        n_tasks = 4
+        duration_s = 0.01
+        """)
+    out = tmp_path / "res"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    first = {p: p.stat().st_mtime_ns for p in (out / "resume").glob("*.parquet")}
+    assert len(first) == 4
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert "wrote 0 trial file(s), skipped 4" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in (out / "resume").glob("*.parquet")} == first
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress", "--force"]) == 0
+    assert len(list((out / "resume" / ".superseded").glob("*.parquet"))) == 4  # kept, not lost
+    assert len(list((out / "resume").glob("*.parquet"))) == 4
+
+
+def test_ctrl_c_shuts_down_keeps_finished_trials_and_resumes(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, """
+        [experiment]
+        name = "intr"
+        repeats = 6
+        n_workers = 2
+        schedulers = ["mp-dynamic"]
+        [workloads.u]
+        shape = "uniform"
+        n_tasks = 4
+        duration_s = 0.5
+        """)
+    out = tmp_path / "res"
+    cmd = [sys.executable, "-m", "research", "run", str(cfg), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    ps = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(ps.children(recursive=True)) < 2:
+        time.sleep(0.1)
+    time.sleep(2.5)  # into the third trial of six
+    children = ps.children(recursive=True)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, alive
+    done = list((out / "intr").glob("*.parquet"))
+    assert 1 <= len(done) < 6
+    assert not list(out.rglob("*.tmp"))
+    for p in done:  # every file that exists is complete
+        assert len(schema.read_trial(p)) == 4
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0
+    assert f"skipped {len(done)}" in res.stderr
+    assert len(list((out / "intr").glob("*.parquet"))) == 6
