@@ -70,7 +70,8 @@ def test_scheduler_options_are_checked(tmp_path: Path) -> None:
     bad = GOOD + "\n[scheduler_options.threads]\nchunksize = 2\n"
     with pytest.raises(ConfigError, match="chunksize.*allowed: none"):
         config.load(_write(tmp_path, bad))
-    ok = GOOD.replace("\"threads\"]", "\"mp-map\"]") + "\n[scheduler_options.mp-map]\nchunksize = 2\n"
+    ok = (GOOD.replace("\"threads\"]", "\"mp-map\"]")
+          + "\n[scheduler_options.mp-map]\nchunksize = 2\n")
     trials = config.load(_write(tmp_path, ok)).trials
     assert {t.options["chunksize"] for t in trials if t.scheduler == "mp-map"} == {2}
 
