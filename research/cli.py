@@ -56,6 +56,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if result.failed and args.strict else 0
 
 
+def _cmd_talk_primes(args: argparse.Namespace) -> int:
+    from . import talkbench
+    from .runner import supersede
+    from .workloads import TALK_PRIMES
+
+    path = args.out / f"talk_primes{'_quick' if args.quick else ''}.bench.parquet"
+    if path.exists() and not args.force:
+        print(f"{path} exists; skipped (--force redoes)", file=sys.stderr)
+        return 0
+    # Quick: three of the large numbers (about 2 s straight), enough to show the pattern.
+    numbers = TALK_PRIMES[6:9] if args.quick else TALK_PRIMES
+    print(f"timing the talk's prime benchmark on {len(numbers)} numbers "
+          f"(number={args.number}, repeat={args.repeat})...", file=sys.stderr)
+    table = talkbench.run(numbers, number=args.number, repeat=args.repeat)
+    if path.exists():
+        supersede(path)
+    talkbench.write(table, path, {"number": args.number, "repeat": args.repeat,
+                                  "n_numbers": len(numbers)})
+    print(table[["method", "best_s", "talk_s", "workers"]].to_string(index=False),
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(prog="python -m research", description=__doc__)
@@ -69,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reduced run: each config's [quick] overrides, one repeat")
     run.add_argument("--strict", action="store_true", help="exit 1 if any trial failed")
     run.set_defaults(func=_cmd_run)
+    tp = sub.add_parser("talk-primes", help="the talk's timeit prime benchmark, by its method")
+    tp.add_argument("--out", type=Path, default=Path("results") / "primes")
+    tp.add_argument("--number", type=int, default=1, help="calls per timing (talk: 3)")
+    tp.add_argument("--repeat", type=int, default=3, help="timings; the best is kept (talk: 3)")
+    tp.add_argument("--quick", action="store_true", help="three numbers instead of fifteen")
+    tp.add_argument("--force", action="store_true", help="redo even if the table exists")
+    tp.set_defaults(func=_cmd_talk_primes)
     lst = sub.add_parser("list", help="list schedulers and workload shapes")
     lst.set_defaults(func=_cmd_list)
     return parser

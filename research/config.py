@@ -2,7 +2,11 @@
 
 The sweep is schedulers x workloads x n_workers x repeats. A workload table may narrow
 ``schedulers``, ``n_workers`` or ``repeats`` for itself. ``[scheduler_options.NAME]`` passes
-options to one scheduler. An optional ``[quick]`` table holds overrides for a reduced run
+options to one scheduler; a list of values sweeps that option (each value is a variant,
+labelled ``NAME[key=value]`` in the records' ``scheduler`` column; ``"default"`` stands for the
+library's default). ``n_workers`` may say ``"cores"`` (this machine's usable cores).
+``single_repeat`` lists schedulers run once whatever ``repeats`` says (a slow serial baseline).
+An optional ``[quick]`` table holds overrides for a reduced run
 (``--quick``): ``[quick.experiment]`` keys and ``[quick.workloads.NAME]`` keys replace the
 ones above; a quick run always uses one repeat unless ``[quick.experiment]`` says otherwise.
 """
@@ -10,7 +14,9 @@ ones above; a quick run always uses one repeat unless ``[quick.experiment]`` say
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +28,8 @@ from .errors import ConfigError, ParamError
 from .schedulers import REGISTRY, get_scheduler
 
 DEFAULT_TRIAL_TIMEOUT_S = 300.0
-EXPERIMENT_KEYS = ("name", "description", "repeats", "n_workers", "schedulers", "trial_timeout_s")
+EXPERIMENT_KEYS = ("name", "description", "repeats", "n_workers", "schedulers", "trial_timeout_s",
+                   "single_repeat")
 SWEEP_OVERRIDES = ("schedulers", "n_workers", "repeats")
 TOP_TABLES = ("experiment", "workloads", "scheduler_options", "quick")
 
@@ -42,6 +49,12 @@ class TrialSpec:
     timeout_s: float
     config_path: str
     config_text: str = field(repr=False)
+    #: The ``scheduler`` column: the registry name, plus swept option values in brackets.
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.scheduler)
 
     @property
     def key(self) -> str:
@@ -56,7 +69,8 @@ class TrialSpec:
 
     @property
     def trial_id(self) -> str:
-        return f"{self.scheduler}_{self.workload}_w{self.n_workers}_r{self.repeat}_{self.key[:10]}"
+        safe = "".join(c if c.isalnum() or c in "-." else "-" for c in self.label).strip("-")
+        return f"{safe}_{self.workload}_w{self.n_workers}_r{self.repeat}_{self.key[:10]}"
 
     def path(self, out: Path) -> Path:
         """Where this trial's record file lives under the results directory ``out``."""
@@ -66,7 +80,8 @@ class TrialSpec:
         """The trial's defining facts, as stored in the file metadata."""
         return {
             "trial_id": self.trial_id, "key": self.key, "experiment": self.experiment,
-            "scheduler": self.scheduler, "options": self.options, "workload": self.workload,
+            "scheduler": self.label, "scheduler_name": self.scheduler, "options": self.options,
+            "workload": self.workload,
             "shape": self.shape, "params": self.params, "n_workers": self.n_workers,
             "repeat": self.repeat, "timeout_s": self.timeout_s, "config_path": self.config_path,
         }
@@ -87,10 +102,19 @@ def _where(path: Path, table: str | None = None) -> str:
     return f"{path} [{table}]" if table else str(path)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _int_list(path: Path, table: str, key: str, value: Any) -> list[int]:
     values = value if isinstance(value, list) else [value]
     if not values:
         raise ConfigError(_where(path, table), key, "must list at least one worker count")
+    values = [usable_cores() if v == "cores" else v for v in values]
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(_where(path, table), key,
@@ -181,6 +205,7 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
     repeats = _positive_int(path, "experiment", "repeats", exp.get("repeats", 1))
     n_workers = _int_list(path, "experiment", "n_workers", exp["n_workers"])
     scheds = _schedulers(path, "experiment", exp["schedulers"])
+    single = _schedulers(path, "experiment", exp.get("single_repeat", ["serial"]) or ["serial"])
     timeout = exp.get("trial_timeout_s", DEFAULT_TRIAL_TIMEOUT_S)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ConfigError(_where(path, "experiment"), "trial_timeout_s",
@@ -213,7 +238,7 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
                 params = workloads.validate(shape, raw, n)
             except ParamError as exc:
                 raise ConfigError(_where(path, tname), exc.key, exc.problem) from None
-            for sname in w_scheds:
+            for sname, variant in _variants(w_scheds, options):
                 cls = get_scheduler(sname)
                 if params.get("crash_ids") and cls.in_process:
                     raise ConfigError(_where(path, tname), "crash_ids",
@@ -221,16 +246,31 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
                                       "which a crashing task would kill; drop it from this "
                                       "workload's schedulers")
                 eff = min(n, cls.max_workers or n)
-                for r in range(w_repeats):
-                    spec = TrialSpec(name, sname, options.get(sname, cls.validate_options({})),
-                                     wname, shape, params, eff, r, float(timeout), str(path), text)
+                label, opts = variant
+                for r in range(1 if sname in single else w_repeats):
+                    spec = TrialSpec(name, sname, opts, wname, shape, params, eff, r,
+                                     float(timeout), str(path), text, label)
                     if spec.key not in seen:  # serial at several n_workers runs once
                         seen.add(spec.key)
                         trials.append(spec)
     return Experiment(path, text, name, str(exp.get("description", "")), trials)
 
 
-def _scheduler_options(table: Any, path: Path) -> dict[str, dict[str, Any]]:
+def _variants(
+    schedulers: list[str], options: dict[str, list[tuple[str, dict[str, Any]]]]
+) -> list[tuple[str, tuple[str, dict[str, Any]]]]:
+    """(scheduler, (label, options)) for every scheduler and every swept option value."""
+    out = []
+    for sname in schedulers:
+        for variant in options.get(sname) or [(sname, get_scheduler(sname).validate_options({}))]:
+            out.append((sname, variant))
+    return out
+
+
+def _scheduler_options(
+    table: Any, path: Path
+) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Validated options per scheduler: one (label, options) per variant of a sweep."""
     if not isinstance(table, dict):
         raise ConfigError(str(path), "scheduler_options", "expected a table of tables")
     out = {}
@@ -241,8 +281,18 @@ def _scheduler_options(table: Any, path: Path) -> dict[str, dict[str, Any]]:
                               f"unknown scheduler {sname!r}; allowed: {', '.join(REGISTRY)}")
         if not isinstance(raw, dict):
             raise ConfigError(str(path), tname, "expected a table")
-        try:
-            out[sname] = get_scheduler(sname).validate_options(raw)
-        except ParamError as exc:
-            raise ConfigError(_where(path, tname), exc.key, exc.problem) from None
+        swept = {k: v for k, v in raw.items() if isinstance(v, list)}
+        fixed = {k: v for k, v in raw.items() if k not in swept}
+        variants = []
+        for combo in itertools.product(*swept.values()):
+            chosen = dict(zip(swept, combo, strict=True))
+            values = {**fixed, **{k: None if v == "default" else v for k, v in chosen.items()}}
+            try:
+                opts = get_scheduler(sname).validate_options(values)
+            except ParamError as exc:
+                raise ConfigError(_where(path, tname), exc.key, exc.problem) from None
+            # The library's defaults keep the plain name, so they line up with other studies.
+            tag = ",".join(f"{k}={v}" for k, v in chosen.items() if v != "default")
+            variants.append((f"{sname}[{tag}]" if tag else sname, opts))
+        out[sname] = variants
     return out

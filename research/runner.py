@@ -57,7 +57,7 @@ def build_rows(spec: TrialSpec, tasks: Sequence[Task], out: RunOutput) -> pd.Dat
         o = by_id.get(t.task_id)
         rows.append({
             "experiment": spec.experiment, "trial_id": spec.trial_id, "repeat": spec.repeat,
-            "scheduler": spec.scheduler, "workload": spec.workload, "n_workers": spec.n_workers,
+            "scheduler": spec.label, "workload": spec.workload, "n_workers": spec.n_workers,
             "task_id": t.task_id, "planned_s": t.planned_s,
             "worker": o.worker if o else None, "pid": o.pid if o else None,
             "host": o.host if o else None, "submit_ns": out.submit_ns.get(t.task_id),
@@ -106,9 +106,12 @@ def _no_interrupt() -> Iterator[None]:
 
 
 def _groups(trials: Sequence[TrialSpec]) -> list[list[TrialSpec]]:
+    """Trials that can share one cluster: same scheduler, worker count and cluster options."""
     groups: dict[tuple[str, int, str], list[TrialSpec]] = {}
     for t in trials:
-        key = (t.scheduler, t.n_workers, json.dumps(t.options, sort_keys=True, default=str))
+        per_trial = get_scheduler(t.scheduler).run_options
+        cluster_opts = {k: v for k, v in t.options.items() if k not in per_trial}
+        key = (t.scheduler, t.n_workers, json.dumps(cluster_opts, sort_keys=True, default=str))
         groups.setdefault(key, []).append(t)
     return list(groups.values())
 
@@ -192,6 +195,7 @@ class Sweep:
         if start_error is not None or sched is None:
             out = RunOutput([], {}, {}, error=start_error or "no cluster")
         else:
+            sched.options = dict(spec.options)  # per-trial options (see Scheduler.run_options)
             try:
                 sched.warm(min(spec.timeout_s, 120.0))
                 out = sched.run(tasks, spec.timeout_s)

@@ -65,6 +65,8 @@ META_CONFIG = b"research.config"
 KIND_TASKS = "tasks"
 KIND_NATIVE = "native"
 NATIVE_SUFFIX = ".native.parquet"
+#: Suffix of benchmark tables that are not task records (e.g. the talk's timeit benchmark).
+BENCH_SUFFIX = ".bench.parquet"
 
 
 def arrow_schema(metadata: Mapping[bytes, bytes] | None = None) -> pa.Schema:
@@ -176,6 +178,6 @@ def read_trial(path: Path) -> pd.DataFrame:
 def is_record_file(path: Path) -> bool:
     """True for a trial's task-record file (not a native table, not a temp file)."""
     name = path.name
-    if name.startswith(".") or name.endswith(NATIVE_SUFFIX):
+    if name.startswith(".") or name.endswith((NATIVE_SUFFIX, BENCH_SUFFIX)):
         return False
     return name.endswith(".parquet") and ".superseded" not in path.parts

@@ -95,7 +95,8 @@ def test_quick_overrides(tmp_path: Path) -> None:
         """)
     path = _write(tmp_path, text)
     full, quick = config.load(path), config.load(path, quick=True)
-    assert len(full.trials) == 9 and len(quick.trials) == 3
+    # serial runs once by default (single_repeat); threads 3 repeats x 2 worker counts
+    assert len(full.trials) == 1 + 6 and len(quick.trials) == 3
     assert {t.params["n_tasks"] for t in quick.trials} == {1}
 
 
@@ -108,3 +109,27 @@ def test_cli_exits_nonzero_before_running(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert "bad.toml [workloads.u]: key 'duration_s'" in err and "negative" in err
     assert not out.exists()  # nothing ran, not even the good config
+
+
+def test_option_sweeps_become_labelled_variants(tmp_path: Path) -> None:
+    text = GOOD.replace("\"threads\"]", "\"mp-map\"]") + textwrap.dedent("""
+        [scheduler_options.mp-map]
+        chunksize = ["default", 1, 4]
+        start_method = "spawn"
+        """)
+    trials = [t for t in config.load(_write(tmp_path, text)).trials if t.scheduler == "mp-map"]
+    labels = sorted({t.label for t in trials})
+    assert labels == ["mp-map", "mp-map[chunksize=1]", "mp-map[chunksize=4]"]
+    assert {t.options["start_method"] for t in trials} == {"spawn"}
+    assert {t.options["chunksize"] for t in trials} == {None, 1, 4}
+    assert len({t.trial_id for t in trials}) == len(trials) == 6
+    with pytest.raises(ConfigError, match="chunksize"):
+        config.load(_write(tmp_path, text.replace("[\"default\", 1, 4]", "[1, -4]")))
+
+
+def test_cores_and_single_repeat(tmp_path: Path) -> None:
+    text = GOOD.replace("n_workers = [2, 4]", "n_workers = \"cores\"\nrepeats = 2\n"
+                        "single_repeat = [\"threads\"]")
+    trials = config.load(_write(tmp_path, text)).trials
+    assert {t.n_workers for t in trials if t.scheduler == "threads"} == {config.usable_cores()}
+    assert sorted(t.scheduler for t in trials) == ["serial", "serial", "threads"]

@@ -50,6 +50,9 @@ class Scheduler(ABC):
     description: ClassVar[str] = ""
     #: Accepted ``[scheduler_options.NAME]`` keys.
     options_spec: ClassVar[dict[str, Param]] = {}
+    #: Option keys read per trial (e.g. a map's chunksize): trials that differ only in these
+    #: share one cluster; any other option needs a cluster of its own.
+    run_options: ClassVar[frozenset[str]] = frozenset()
     #: Upper bound on workers this scheduler can use (serial: 1); None means no bound.
     max_workers: ClassVar[int | None] = None
     #: Workers share one interpreter (threads): CPU bodies cannot run in parallel.

@@ -18,6 +18,7 @@ class _PoolScheduler(Scheduler):
         "chunksize": Param("int>0", None, help="default: the library's"),
         "start_method": Param("str", "forkserver", START_METHODS),
     }
+    run_options = frozenset({"chunksize"})
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.options["start_method"])

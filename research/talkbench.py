@@ -1,0 +1,84 @@
+"""The talk's own prime benchmark, by its own method: ``timeit.repeat``, best of the repeats.
+
+Straight ``list(map(is_prime, P))``, ``ThreadPoolExecutor(cpu_count()).map`` and
+``ProcessPoolExecutor().map`` with the pool created inside each timed call, as in the talk's
+``benchmark.py``; plus the talk's ``ProcessPoolExecutor(4)`` demo on the first six numbers.
+The result is one small table (``*.bench.parquet``), not task records.
+"""
+
+from __future__ import annotations
+
+import os
+import timeit
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from . import metadata, schema
+from .tasks import is_prime
+from .workloads import TALK_PRIMES
+
+#: The talk's reported seconds per call on a 12-core machine.
+TALK_SECONDS = {"straight": 42.10, "threads": 39.47, "processes": 7.98}
+TALK_CORES = 12
+TALK_DEMO_RESULT = [True, True, True, True, True, False]
+
+
+def _straight(numbers: Sequence[int]) -> list[bool]:
+    return list(map(is_prime, numbers))
+
+
+def _threads(numbers: Sequence[int]) -> list[bool]:
+    with ThreadPoolExecutor(os.cpu_count()) as ex:
+        return list(ex.map(is_prime, numbers))
+
+
+def _processes(numbers: Sequence[int]) -> list[bool]:
+    # The pool is made inside the timed call, as in the talk: its start-up cost counts.
+    with ProcessPoolExecutor() as ex:
+        return list(ex.map(is_prime, numbers))
+
+
+METHODS = {"straight": _straight, "threads": _threads, "processes": _processes}
+
+
+def run(numbers: Sequence[int] = TALK_PRIMES, number: int = 1, repeat: int = 3) -> pd.DataFrame:
+    """Time each method; one row per method with the best seconds per call and every run."""
+    rows: list[dict[str, Any]] = []
+    for name, fn in METHODS.items():
+        expected = _straight(numbers) if name == "straight" else None
+        result = fn(numbers)
+        if expected is not None and result != expected:
+            raise AssertionError(f"{name} gave a wrong answer")
+        runs = timeit.repeat(lambda fn=fn: fn(numbers), number=number, repeat=repeat)
+        rows.append({
+            "method": name, "best_s": min(runs) / number, "runs_s": [r / number for r in runs],
+            "number": number, "repeat": repeat, "n_numbers": len(numbers),
+            "workers": 1 if name == "straight" else os.cpu_count(),
+            "talk_s": TALK_SECONDS[name], "result": repr(result),
+        })
+    rows.append(_demo())
+    return pd.DataFrame(rows)
+
+
+def _demo() -> dict[str, Any]:
+    """The talk's futures demo: four processes, one submit per number, first six numbers."""
+    with ProcessPoolExecutor(4) as ex:
+        futures = [ex.submit(is_prime, p) for p in TALK_PRIMES[:6]]
+        result = [f.result() for f in futures]
+    return {"method": "futures_demo_first6", "best_s": float("nan"), "runs_s": [],
+            "number": 1, "repeat": 1, "n_numbers": 6, "workers": 4,
+            "talk_s": float("nan"), "result": repr(result)}
+
+
+def write(table: pd.DataFrame, path: Path, settings: dict[str, Any]) -> Path:
+    """Write the benchmark table with the run's system metadata, atomically."""
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    meta = dict(arrow.schema.metadata or {})
+    meta.update(schema.file_metadata({"benchmark": "talk_primes", **settings},
+                                     metadata.collect_all(), "", kind="bench"))
+    return schema.write_table_atomic(arrow.replace_schema_metadata(meta), path)
