@@ -205,7 +205,8 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
     repeats = _positive_int(path, "experiment", "repeats", exp.get("repeats", 1))
     n_workers = _int_list(path, "experiment", "n_workers", exp["n_workers"])
     scheds = _schedulers(path, "experiment", exp["schedulers"])
-    single = _schedulers(path, "experiment", exp.get("single_repeat", ["serial"]) or ["serial"])
+    single = (_schedulers(path, "experiment", exp["single_repeat"])
+              if exp.get("single_repeat") else [])
     timeout = exp.get("trial_timeout_s", DEFAULT_TRIAL_TIMEOUT_S)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ConfigError(_where(path, "experiment"), "trial_timeout_s",

@@ -105,10 +105,11 @@ def task_times(df: pd.DataFrame) -> pd.DataFrame:
 
     Returns one row per input row, in ``task_id`` order, with ``task_id``, ``worker``,
     ``planned_s``, ``submit_s``, ``start_s``, ``end_s``, ``receive_s`` (NaN when missing),
-    ``status``, ``error``, ``timed`` (has start and end), ``order`` (0-based position of a timed
-    task among its worker's tasks by start; -1 if untimed) and ``row`` (the worker's row in a
-    timeline, natural label order; -1 if untimed or no worker). ``attrs['origin_ns']`` holds the
-    origin as int nanoseconds (the first start, or the first stamp of any kind if no task ran).
+    ``status``, ``error``, ``pid``, ``host``, ``timed`` (has start and end), ``order``
+    (0-based position of a timed task among its worker's tasks by start; -1 if untimed) and
+    ``row`` (the worker's row in a timeline, natural label order; -1 if untimed or no worker).
+    ``attrs['origin_ns']`` holds the origin as int nanoseconds (the first start, or the first
+    stamp of any kind if no task ran); ``attrs['workers']`` the worker labels by row.
     """
     df = df.sort_values("task_id", kind="stable") if "task_id" in df.columns else df
     ints = {c: _ns_int(df[c]) for c in _NS_COLUMNS}
@@ -130,6 +131,9 @@ def task_times(df: pd.DataFrame) -> pd.DataFrame:
     out["status"] = df["status"].astype(object).to_numpy()
     out["error"] = (df["error"].astype(object).to_numpy() if "error" in df.columns
                     else np.full(len(df), None, dtype=object))
+    for col in ("pid", "host"):
+        out[col] = (df[col].astype(object).where(df[col].notna(), None).to_numpy()
+                    if col in df.columns else np.full(len(df), None, dtype=object))
     out["timed"] = start_ok & ints["end_ns"][1]
     _add_rows_and_order(out)
     out.attrs["origin_ns"] = origin

@@ -95,8 +95,8 @@ def test_quick_overrides(tmp_path: Path) -> None:
         """)
     path = _write(tmp_path, text)
     full, quick = config.load(path), config.load(path, quick=True)
-    # serial runs once by default (single_repeat); threads 3 repeats x 2 worker counts
-    assert len(full.trials) == 1 + 6 and len(quick.trials) == 3
+    # serial 3 repeats once (same tasks at 2 and 4 workers), threads 3 x 2 worker counts
+    assert len(full.trials) == 3 + 6 and len(quick.trials) == 3
     assert {t.params["n_tasks"] for t in quick.trials} == {1}
 
 
