@@ -85,7 +85,8 @@ def records_table(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pa.Table:
     arrays = []
     for field in schema:
         if field.name in df.columns:
-            arrays.append(pa.array(df[field.name].tolist(), type=field.type))
+            # from_pandas: NaN and pandas NA become null, whatever the column's dtype
+            arrays.append(pa.Array.from_pandas(df[field.name].astype(object), type=field.type))
         else:
             arrays.append(pa.nulls(len(df), type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)

@@ -1,0 +1,145 @@
+"""Claims: the schedule models give the talk's numbers, and verdicts follow the data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from research import claims, metrics, schema, talkbench
+from research.workloads import TALK_PRIMES, build_tasks, random_durations, validate
+
+T0 = 1_700_000_000 * 10**9
+
+
+def talk_worst() -> list[float]:
+    p = validate("worst_case", {"n_tasks": 146, "long_s": 1.0, "short_s": 0.2}, 12)
+    return [t.planned_s for t in build_tasks("worst_case", p, 12)]
+
+
+def talk_random() -> list[float]:
+    return random_durations(180, 9527, 0.1, "gamma", gamma_shape=7.5, gamma_scale=0.5)
+
+
+def test_models_give_the_talks_numbers() -> None:
+    assert claims.block_makespan(talk_worst(), 12) == pytest.approx(12.2)
+    assert metrics.greedy_makespan(talk_worst(), 12) == pytest.approx(3.4)
+    assert claims.block_makespan(talk_random(), 12) == pytest.approx(6.46, abs=0.005)
+    assert metrics.greedy_makespan(talk_random(), 12) == pytest.approx(5.76, abs=0.01)
+    assert claims.block_sizes(146, 12) == [13, 13] + [12] * 10
+    assert claims.pool_map_chunksize(146, 12) == 4 and claims.pool_map_chunksize(16, 4) == 1
+    assert claims.chunked_greedy(talk_worst(), 12, 4) == pytest.approx(4.0)
+    assert sorted(claims.greedy_counts([3, 1, 1, 1], 2)) == [1, 3]
+
+
+def _schedule(durations: list[float], n: int, policy: str) -> list[tuple[int, float]]:
+    """(worker, start) per task for contiguous blocks or greedy list scheduling."""
+    out: list[tuple[int, float]] = []
+    if policy == "blocks":
+        i = 0
+        for w, size in enumerate(claims.block_sizes(len(durations), n)):
+            t = 0.0
+            for d in durations[i:i + size]:
+                out.append((w, t))
+                t += d
+            i += size
+        return out
+    free = [0.0] * n
+    for d in durations:
+        w = min(range(n), key=free.__getitem__)
+        out.append((w, free[w]))
+        free[w] += d
+    return out
+
+
+def write_trial(out: Path, experiment: str, scheduler: str, durations: list[float], n: int,
+                policy: str, repeat: int = 0, status: str = "ok", error: str = "") -> None:
+    rows = []
+    for i, ((w, start), d) in enumerate(zip(_schedule(durations, n, policy), durations,
+                                            strict=True)):
+        s = T0 + int(start * 1e9)
+        rows.append({"experiment": experiment, "trial_id": f"{scheduler}-{repeat}",
+                     "repeat": repeat, "scheduler": scheduler, "workload": "w", "n_workers": n,
+                     "task_id": i, "planned_s": d, "worker": f"w{w}", "pid": 100 + w,
+                     "host": "h", "submit_ns": T0, "start_ns": s, "end_ns": s + int(d * 1e9),
+                     "receive_ns": s + int(d * 1e9) + 1000, "status": "ok", "error": ""})
+    trial = {"trial_id": f"{scheduler}-{repeat}", "trial_status": status, "trial_error": error}
+    path = out / experiment / f"{scheduler}-{repeat}.parquet"
+    schema.write_trial(pd.DataFrame(rows), path, trial, {"host": "h"}, "")
+
+
+def _verdicts(out: Path) -> dict[str, pd.Series]:
+    table = claims.evaluate(metrics.load_results(out).summary, out)
+    return {r.claim_id: r for r in table.itertuples()}
+
+
+def test_verdicts_follow_the_data(tmp_path: Path) -> None:
+    worst, rand = talk_worst(), talk_random()
+    for r in (0, 1):
+        write_trial(tmp_path, "seed_worst_case", "ipp-direct", worst, 12, "blocks", r)
+        write_trial(tmp_path, "seed_worst_case", "ipp-lb", worst, 12, "greedy", r)
+        write_trial(tmp_path, "seed_random", "ipp-direct", rand, 12, "blocks", r)
+        write_trial(tmp_path, "seed_random", "ipp-lb", rand, 12, "greedy", r)
+        # A "dask" that behaved like contiguous blocks: the Dask claims must say so.
+        write_trial(tmp_path, "seed_worst_case", "dask", worst, 12, "blocks", r)
+    write_trial(tmp_path, "seed_worst_case", "ray", worst, 12, "greedy", status="failed",
+                error="cluster failed to start: no raylet")
+    v = _verdicts(tmp_path)
+    for cid in ("C1", "C2", "C3", "C4", "C5", "C6", "C7"):
+        assert v[cid].verdict == claims.REPRODUCED, (cid, v[cid])
+    assert "12.20 s" in v["C1"].expected and "3.40 s" in v["C2"].expected
+    assert v["D1"].verdict == claims.NOT_REPRODUCED
+    assert v["R1"].verdict == claims.NOT_RUN and "no raylet" in v["R1"].note
+    assert v["C8"].verdict == claims.NOT_RUN and "talk-primes" in v["C8"].note
+    assert v["C11"].verdict == claims.NOT_RUN and "overhead" in v["C11"].note
+
+
+def test_a_direct_view_that_balanced_is_not_reproduced(tmp_path: Path) -> None:
+    write_trial(tmp_path, "seed_worst_case", "ipp-direct", talk_worst(), 12, "greedy")
+    write_trial(tmp_path, "seed_random", "ipp-lb", talk_random(), 12, "blocks")
+    v = _verdicts(tmp_path)
+    assert v["C1"].verdict == claims.NOT_REPRODUCED
+    assert v["C7"].verdict == claims.NOT_REPRODUCED  # blocks give equal counts
+
+
+def test_reduced_runs_are_compared_with_the_model(tmp_path: Path) -> None:
+    p = validate("worst_case", {"n_tasks": 18, "long_s": 0.5, "short_s": 0.1}, 4)
+    small = [t.planned_s for t in build_tasks("worst_case", p, 4)]
+    write_trial(tmp_path, "seed_worst_case", "ipp-direct", small, 4, "blocks")
+    v = _verdicts(tmp_path)["C1"]
+    assert v.verdict == claims.REPRODUCED and "reduced size" in v.note
+    assert claims.block_makespan(small, 4) == pytest.approx(2.1)
+
+
+def test_prime_benchmark_claims(tmp_path: Path) -> None:
+    table = pd.DataFrame([
+        {"method": "straight", "best_s": 8.0, "workers": 1, "n_numbers": 15, "result": "x"},
+        {"method": "threads", "best_s": 8.2, "workers": 2, "n_numbers": 15, "result": "x"},
+        {"method": "processes", "best_s": 4.6, "workers": 2, "n_numbers": 15, "result": "x"},
+        {"method": "futures_demo_first6", "best_s": float("nan"), "workers": 4,
+         "n_numbers": 6, "result": repr(talkbench.TALK_DEMO_RESULT)},
+    ])
+    talkbench.write(table, tmp_path / "primes" / "talk_primes.bench.parquet", {})
+    v = _verdicts(tmp_path)
+    assert v["C8"].verdict == claims.REPRODUCED and "0.98x" in v["C8"].our_value
+    assert v["C9"].verdict == claims.REPRODUCED and "1.74x" in v["C9"].our_value
+    assert v["C10"].verdict == claims.REPRODUCED
+
+
+def test_overhead_order(tmp_path: Path) -> None:
+    noop = [0.0] * 100
+    write_trial(tmp_path, "overhead", "futures", noop, 2, "greedy")
+    write_trial(tmp_path, "overhead", "ipp-lb", noop, 2, "greedy")
+    # Same in-task times; stretch ipp-lb's receive stamps so its wall time is larger.
+    path = tmp_path / "overhead" / "ipp-lb-0.parquet"
+    df = schema.read_trial(path)
+    df["receive_ns"] = df["receive_ns"] + 10**9
+    path.unlink()
+    schema.write_trial(df, path, {"trial_id": "ipp-lb-0", "trial_status": "ok"}, {}, "")
+    v = _verdicts(tmp_path)["C11"]
+    assert v.verdict == claims.REPRODUCED, v
+
+
+def test_the_real_prime_list_has_one_composite() -> None:
+    assert TALK_PRIMES[5] == 3306091 * 332636609
