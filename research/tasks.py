@@ -119,8 +119,7 @@ def _run_body(body: str, arg: Any) -> Any:
     raise ValueError(f"unknown task body {body!r}; allowed: {', '.join(BODIES)}")
 
 
-def execute(task: Task) -> Outcome:
-    """Run one task and time its body only."""
+def _execute(task: Task, worker: str, pid: int) -> Outcome:
     start = time.time_ns()
     try:
         result = _run_body(task.body, task.arg)
@@ -128,16 +127,23 @@ def execute(task: Task) -> Outcome:
     except Exception as exc:  # the task's failure is data, not a crash of the harness
         result, status, error = None, "error", f"{type(exc).__name__}: {exc}"
     end = time.time_ns()
-    return Outcome(
-        task.task_id, start, end, os.getpid(), _HOST, WORKER_LABEL or f"pid-{os.getpid()}",
-        status, error, result,
-    )
+    return Outcome(task.task_id, start, end, pid, _HOST, worker, status, error, result)
+
+
+def execute(task: Task) -> Outcome:
+    """Run one task and time its body only."""
+    pid = os.getpid()
+    return _execute(task, WORKER_LABEL or f"pid-{pid}", pid)
+
+
+def noop(x: Any) -> Any:
+    """The bare no-op the overhead benchmark calls through each library, without the harness."""
+    return x
 
 
 def execute_in_thread(task: Task) -> Outcome:
     """:func:`execute`, labelled by thread: threads share a process and its pid."""
-    out = execute(task)
-    return out._replace(worker=threading.current_thread().name)
+    return _execute(task, threading.current_thread().name, os.getpid())
 
 
 def execute_many(tasks: list[Task]) -> list[Outcome]:

@@ -155,6 +155,12 @@ class Scheduler(ABC):
             self.broken = True
             raise RuntimeError(f"{self.name}: warm-up failed: {out.error}")
 
+    def bare_noop(self, n_tasks: int) -> None:
+        """Run ``n_tasks`` calls of :func:`research.tasks.noop` through the library's own API,
+        as a user would without this harness (no stamps, no records): the overhead benchmark's
+        baseline. Adapters implement it with the same library calls their :meth:`run` makes."""
+        raise NotImplementedError(f"{self.name} has no bare baseline")
+
     @property
     def effective_workers(self) -> int:
         """Workers this adapter really uses (serial: always 1)."""

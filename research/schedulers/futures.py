@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
-import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 
-from ..tasks import Outcome, Task, execute
+from ..tasks import Task, execute, noop
 from ..workloads import Param
 from .base import RunOutput, Scheduler
-from .threads import collect_futures
+from .threads import submit_and_collect
 
 START_METHODS = ("forkserver", "spawn", "fork")
 
@@ -36,12 +35,11 @@ class Futures(Scheduler):
         for p in procs:
             p.join(5)
 
+    def bare_noop(self, n_tasks: int) -> None:
+        for fut in [self.pool.submit(noop, i) for i in range(n_tasks)]:
+            fut.result()
+
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
-        submit: dict[int, int] = {}
-        futures: dict[Future[Outcome], int] = {}
-        for task in tasks:
-            submit[task.task_id] = time.time_ns()
-            futures[self.pool.submit(execute, task)] = task.task_id
-        out = collect_futures(futures, submit, timeout_s)
+        out = submit_and_collect(self.pool, execute, tasks, timeout_s)
         self.broken = self.broken or out.error is not None
         return out

@@ -7,7 +7,7 @@ import multiprocessing.pool
 import time
 from collections.abc import Sequence
 
-from ..tasks import Outcome, Task, execute
+from ..tasks import Outcome, Task, execute, noop
 from ..workloads import Param
 from .base import RunOutput, Scheduler, stamp_all
 from .futures import START_METHODS
@@ -36,6 +36,9 @@ class MpMap(_PoolScheduler):
     name = "mp-map"
     description = "multiprocessing.Pool.map (contiguous chunks, default chunksize)"
 
+    def bare_noop(self, n_tasks: int) -> None:
+        self.pool.map(noop, range(n_tasks), chunksize=self.options["chunksize"])
+
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
         submit = stamp_all(tasks, time.time_ns())
         result = self.pool.map_async(execute, tasks, chunksize=self.options["chunksize"])
@@ -53,6 +56,10 @@ class MpDynamic(_PoolScheduler):
 
     name = "mp-dynamic"
     description = "multiprocessing.Pool.imap_unordered, chunksize 1"
+
+    def bare_noop(self, n_tasks: int) -> None:
+        for _ in self.pool.imap_unordered(noop, range(n_tasks), self.options["chunksize"] or 1):
+            pass
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
         deadline = time.monotonic() + timeout_s

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from ..tasks import Task, execute
+from ..tasks import Task, execute, noop
 from .base import RunOutput, Scheduler
 
 
@@ -25,6 +25,10 @@ class Serial(Scheduler):
 
     def warm(self, timeout_s: float = 60.0) -> None:
         pass
+
+    def bare_noop(self, n_tasks: int) -> None:
+        for i in range(n_tasks):
+            noop(i)
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
         deadline = time.monotonic() + timeout_s

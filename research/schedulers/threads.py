@@ -2,40 +2,64 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
-from ..tasks import Outcome, Task, execute_in_thread
+from ..tasks import Outcome, Task, execute_in_thread, noop
 from .base import RunOutput, Scheduler
 
 
-def collect_futures(
-    futures: dict[Future[Outcome], int], submit: dict[int, int], timeout_s: float
+def submit_and_collect(
+    pool: Executor, fn: Callable[[Task], Outcome], tasks: Sequence[Task], timeout_s: float
 ) -> RunOutput:
-    """Gather futures as they complete, stamping each receive; stop at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    outcomes: list[Outcome] = []
+    """Submit one future per task, then wait for all of them until the deadline.
+
+    The receive stamp is taken by a done-callback, which runs in the client process the moment
+    the result is there (in the pool's result thread), so it costs O(1) per task.
+    """
+    submit: dict[int, int] = {}
     receive: dict[int, int] = {}
-    pending = set(futures)
-    error = None
-    while pending:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            error = f"timeout after {timeout_s:g} s"
-            break
-        done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
-        now = time.time_ns()
-        for fut in done:
-            exc = fut.exception()
-            if exc is not None:  # the pool itself failed (e.g. a worker process died)
-                error = error or f"{type(exc).__name__}: {exc}"
-                continue
+    futures: dict[Future[Outcome], int] = {}
+    # Futures notify waiters before they run callbacks, so wait() could return before the last
+    # stamp is taken: wait for the callbacks themselves instead.
+    all_stamped = threading.Event()
+    left = [len(tasks)]
+    lock = threading.Lock()
+
+    def stamp(tid: int) -> None:
+        receive[tid] = time.time_ns()
+        with lock:
+            left[0] -= 1
+            if left[0] == 0:
+                all_stamped.set()
+
+    if not tasks:
+        all_stamped.set()
+    for task in tasks:
+        tid = task.task_id
+        submit[tid] = time.time_ns()
+        fut = pool.submit(fn, task)
+        fut.add_done_callback(lambda _f, tid=tid: stamp(tid))
+        futures[fut] = tid
+    all_stamped.wait(timeout_s)
+    done = [f for f in futures if f.done()]
+    pending = [f for f in futures if not f.done()]
+    outcomes: list[Outcome] = []
+    error = f"timeout after {timeout_s:g} s" if pending else None
+    for fut in done:
+        exc = fut.exception()
+        if exc is not None:  # the pool itself failed (e.g. a worker process died)
+            error = error or f"{type(exc).__name__}: {exc}"
+            receive.pop(futures[fut], None)
+        else:
             outcomes.append(fut.result())
-            receive[futures[fut]] = now
     for fut in pending:
         fut.cancel()
-    return RunOutput(outcomes, submit, receive, error=error)
+    now = time.time_ns()  # a result that beat its callback to the deadline: stamped now
+    return RunOutput(outcomes, submit, {o.task_id: receive.get(o.task_id, now) for o in outcomes},
+                     error=error)
 
 
 class Threads(Scheduler):
@@ -53,12 +77,11 @@ class Threads(Scheduler):
         # Threads cannot be killed; a hung task delays exit but never outlives the process.
         self.pool.shutdown(wait=not self.broken, cancel_futures=True)
 
+    def bare_noop(self, n_tasks: int) -> None:
+        for fut in [self.pool.submit(noop, i) for i in range(n_tasks)]:
+            fut.result()
+
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
-        submit: dict[int, int] = {}
-        futures: dict[Future[Outcome], int] = {}
-        for task in tasks:
-            submit[task.task_id] = time.time_ns()
-            futures[self.pool.submit(execute_in_thread, task)] = task.task_id
-        out = collect_futures(futures, submit, timeout_s)
+        out = submit_and_collect(self.pool, execute_in_thread, tasks, timeout_s)
         self.broken = self.broken or out.error is not None
         return out

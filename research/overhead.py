@@ -1,0 +1,58 @@
+"""What the harness costs: no-op tasks per second through our adapters and through bare loops
+of the same library calls, side by side, and the cost of the in-task wrapper alone."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import timeit
+from collections.abc import Sequence
+from typing import Any
+
+from .schedulers import get_scheduler
+from .tasks import Task, execute, noop
+
+
+def wrapper_cost_us(n: int = 200_000) -> dict[str, float]:
+    """Microseconds the task wrapper (:func:`research.tasks.execute`) adds to a no-op body."""
+    task = Task(0, "noop", 0, 0.0)
+    wrapped = min(timeit.repeat(lambda: execute(task), number=n, repeat=5)) / n
+    bare = min(timeit.repeat(lambda: noop(0), number=n, repeat=5)) / n
+    return {"wrapped_us": wrapped * 1e6, "bare_us": bare * 1e6,
+            "wrapper_us": (wrapped - bare) * 1e6}
+
+
+def throughput(name: str, n_workers: int, n_tasks: int, repeats: int = 3,
+               timeout_s: float = 300.0) -> dict[str, Any]:
+    """Median tasks per second, harness and bare, alternating so drift hits both alike."""
+    tasks = [Task(i, "noop", 0, 0.0) for i in range(n_tasks)]
+    harness, bare = [], []
+    with get_scheduler(name)(n_workers) as sched:
+        sched.warm()
+        sched.run(tasks[: min(n_tasks, 100)], timeout_s)  # first-call costs out of the way
+        sched.bare_noop(min(n_tasks, 100))
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sched.bare_noop(n_tasks)
+            bare.append(n_tasks / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            out = sched.run(tasks, timeout_s)
+            harness.append(n_tasks / (time.perf_counter() - t0))
+            if out.error:
+                raise RuntimeError(f"{name}: {out.error}")
+    h, b = statistics.median(harness), statistics.median(bare)
+    return {"scheduler": name, "n_workers": sched.effective_workers, "n_tasks": n_tasks,
+            "harness_tasks_per_s": h, "bare_tasks_per_s": b,
+            "harness_cost_pct": (b / h - 1) * 100, "harness_us_per_task": (1 / h - 1 / b) * 1e6}
+
+
+def run_all(names: Sequence[str], n_workers: int, n_tasks: int,
+            repeats: int = 3) -> list[dict[str, Any]]:
+    """:func:`throughput` for each scheduler; a scheduler that fails is reported, not fatal."""
+    rows = []
+    for name in names:
+        try:
+            rows.append(throughput(name, n_workers, n_tasks, repeats))
+        except Exception as exc:
+            rows.append({"scheduler": name, "error": f"{type(exc).__name__}: {exc}"})
+    return rows
