@@ -157,3 +157,42 @@ def test_ctrl_c_shuts_down_keeps_finished_trials_and_resumes(tmp_path: Path) -> 
     assert res.returncode == 0
     assert f"skipped {len(done)}" in res.stderr
     assert len(list((out / "intr").glob("*.parquet"))) == 6
+
+
+def test_hung_and_crashed_trials_fail_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, """
+        [experiment]
+        name = "faults"
+        n_workers = 2
+        schedulers = ["mp-map", "mp-dynamic", "futures"]
+        trial_timeout_s = 2
+        [workloads.hang]
+        shape = "explicit"
+        durations_s = [60.0, 0.1, 0.1]
+        [workloads.crash]
+        shape = "explicit"
+        durations_s = [0.1, 0.1, 0.1, 0.1]
+        crash_ids = [1]
+        [workloads.fine]
+        shape = "uniform"
+        n_tasks = 4
+        duration_s = 0.05
+        """)
+    out = tmp_path / "res"
+    t0 = time.monotonic()
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert time.monotonic() - t0 < 90  # 6 faulty trials of at most 2 s each, plus restarts
+    status = {}
+    for p in (out / "faults").glob("*.parquet"):
+        meta = schema.read_metadata(p)["trial"]
+        status[(meta["scheduler"], meta["workload"])] = (meta["trial_status"], meta["trial_error"])
+        rows = schema.read_trial(p)
+        assert len(rows) == 3 if meta["workload"] == "hang" else 4
+        if meta["workload"] == "hang":
+            assert (rows[rows.task_id == 0].status == "error").all()
+    for sched in ("mp-map", "mp-dynamic", "futures"):
+        assert status[(sched, "hang")][0] == "failed" and "timeout" in status[(sched, "hang")][1]
+        assert status[(sched, "crash")][0] == "failed"
+        assert status[(sched, "fine")] == ("ok", None)  # the cluster was restarted
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert len(list((out / "faults" / ".superseded").glob("*.parquet"))) == 6  # failed: retried
