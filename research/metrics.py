@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import schema
@@ -44,12 +45,15 @@ ID_COLUMNS: tuple[str, ...] = (
 )
 #: Context columns after the metrics (from the file metadata when present).
 CONTEXT_COLUMNS: tuple[str, ...] = (
-    "variant", "shape", "task_s_mean", "trial_status", "trial_error", "note", "first_error",
+    "params_variant", "shape", "task_s_mean", "trial_status", "trial_error", "note", "first_error",
     "oversubscribed", "host", "source",
 )
-#: What a group of repeats is keyed by. ``variant`` separates trials that share the other keys
-#: but ran different parameters (serial runs once per parameter set at n_workers=1).
-GROUP_KEYS: tuple[str, ...] = ("experiment", "workload", "n_workers", "variant", "scheduler")
+#: What a group of repeats is keyed by. ``params_variant`` separates trials that share the
+#: other keys but ran different workload parameters (serial runs once per parameter set at
+#: n_workers=1); it names the parameters that differ, and is '' almost always.
+GROUP_KEYS: tuple[str, ...] = (
+    "experiment", "workload", "n_workers", "params_variant", "scheduler",
+)
 #: Per-trial samples kept for distribution figures are capped to bound memory on big sweeps.
 MAX_SAMPLES = 5000
 
@@ -63,11 +67,25 @@ def natural_key(label: str) -> tuple[Any, ...]:
 
 
 def scheduler_rank(name: str) -> tuple[int, str]:
-    """Sort key in the registry's display order; unknown names last, alphabetically."""
+    """Sort key in the registry's display order, option variants (``mp-map[chunksize=4]``)
+    after their plain scheduler; unknown names last, alphabetically. The second item is ''
+    for a plain registry name."""
     from .schedulers import REGISTRY
 
     order = list(REGISTRY)
-    return (order.index(name), "") if name in order else (len(order), str(name))
+    base, bracket, _ = str(name).partition("[")
+    if base in order:
+        return order.index(base), str(name) if bracket else ""
+    return len(order), str(name)
+
+
+def read_records(path: Path) -> pd.DataFrame:
+    """Read a record file with int64 columns as exact nullable ``Int64``.
+
+    (A plain ``to_pandas`` turns an int64 column with nulls into float64, which rounds
+    epoch nanoseconds to about 256 ns.)
+    """
+    return pq.read_table(path).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
 def sort_trials(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -96,8 +114,18 @@ def _ns_int(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     elif pd.api.types.is_integer_dtype(col):
         values = col.to_numpy(dtype="int64", na_value=0)
     else:
-        raise TypeError(f"column {col.name} is not numeric (dtype {col.dtype})")
+        try:  # object columns of Python ints (exact), or digit strings
+            values = col.astype("Int64").to_numpy(dtype="int64", na_value=0)
+        except (TypeError, ValueError):
+            raise TypeError(f"column {col.name} is not numeric (dtype {col.dtype})") from None
     return np.where(valid, values, 0), valid
+
+
+def _objects(col: pd.Series) -> np.ndarray:
+    """Values as an object array with None (not NaN or <NA>) for missing ones."""
+    values = col.to_numpy(dtype=object, copy=True)
+    values[pd.isna(values)] = None
+    return values
 
 
 def task_times(df: pd.DataFrame) -> pd.DataFrame:
@@ -121,19 +149,18 @@ def task_times(df: pd.DataFrame) -> pd.DataFrame:
         origin = int(min(s.min() for s in stamps)) if stamps else 0
     out = pd.DataFrame({
         "task_id": df["task_id"].to_numpy() if "task_id" in df.columns else np.arange(len(df)),
-        "worker": df["worker"].astype(object).where(df["worker"].notna(), None).to_numpy(),
+        "worker": _objects(df["worker"]),
         "planned_s": pd.to_numeric(df["planned_s"], errors="coerce").to_numpy(dtype="float64"),
     })
     for col, (values, valid) in ints.items():
         sec = (values - origin).astype("float64") / 1e9
         sec[~valid] = np.nan
         out[col.replace("_ns", "_s")] = sec
-    out["status"] = df["status"].astype(object).to_numpy()
-    out["error"] = (df["error"].astype(object).to_numpy() if "error" in df.columns
-                    else np.full(len(df), None, dtype=object))
+    out["status"] = _objects(df["status"])
+    out["error"] = _objects(df["error"]) if "error" in df.columns else np.full(len(df), None,
+                                                                               object)
     for col in ("pid", "host"):
-        out[col] = (df[col].astype(object).where(df[col].notna(), None).to_numpy()
-                    if col in df.columns else np.full(len(df), None, dtype=object))
+        out[col] = _objects(df[col]) if col in df.columns else np.full(len(df), None, object)
     out["timed"] = start_ok & ints["end_ns"][1]
     _add_rows_and_order(out)
     out.attrs["origin_ns"] = origin
@@ -143,7 +170,7 @@ def task_times(df: pd.DataFrame) -> pd.DataFrame:
 def _add_rows_and_order(t: pd.DataFrame) -> None:
     timed = t["timed"].to_numpy()
     labels = t["worker"].to_numpy()
-    has_worker = np.array([w is not None for w in labels], dtype=bool)
+    has_worker = pd.notna(labels)
     use = timed & has_worker
     workers = sorted({str(w) for w in labels[use]}, key=natural_key)
     code = {w: i for i, w in enumerate(workers)}
@@ -217,7 +244,7 @@ def tasks_per_worker(times: pd.DataFrame, n_workers: int | None) -> np.ndarray:
     """Sorted task counts: one per worker label seen, plus a zero for each of ``n_workers``
     that got no task. Counts rows with a worker label, timed or not (a task that failed
     without stamps but names its worker still went there)."""
-    labels = [str(w) for w in times["worker"].to_numpy() if w is not None]
+    labels = times["worker"].dropna().astype(str).tolist()
     counts = np.array(sorted(pd.Series(labels, dtype=object).value_counts().tolist()), dtype=int)
     missing = (n_workers or 0) - len(counts)
     return np.concatenate([np.zeros(max(missing, 0), dtype=int), counts])
@@ -356,7 +383,7 @@ class Results:
     def records(self, source: str) -> pd.DataFrame:
         """The task records of one summary row (re-read from its file)."""
         rel, _, tid = source.partition("#")
-        df = pq.read_table(self.results_dir / rel).to_pandas()
+        df = read_records(self.results_dir / rel)
         return df[df["trial_id"].astype(str) == tid] if tid else df
 
 
@@ -390,7 +417,7 @@ def _read_records(path: Path) -> pd.DataFrame:
     missing = schema.missing_columns(path)
     if missing:
         raise ValueError(f"missing required column(s): {', '.join(missing)}")
-    df = pq.read_table(path).to_pandas()
+    df = read_records(path)
     for col in _NS_COLUMNS:
         _ns_int(df[col])  # raises TypeError naming the column
     return df
@@ -464,7 +491,7 @@ def _trial_rows(
             "experiment": ident["experiment"] or path.parent.name,
             "trial_id": ident["trial_id"] or (tid if tid is not None else path.stem),
             **{k: m[k] for k in METRICS},
-            "variant": "",
+            "params_variant": "",
             "shape": tmeta.get("shape") or ident["workload"],
             "task_s_mean": m["task_s_mean"],
             "trial_status": tmeta.get("trial_status") or "unknown",
@@ -498,7 +525,7 @@ def load_results(results_dir: Path | str) -> Results:
                                      "(looked for *.parquet, skipping *.native.parquet, "
                                      "hidden files and .superseded/)"))
         return res
-    rows, envs = [], []
+    rows: list[dict[str, Any]] = []
     for path in files:
         rel = path.relative_to(base).as_posix()
         try:
@@ -511,14 +538,15 @@ def load_results(results_dir: Path | str) -> Results:
             continue  # a witness table under an ordinary name: not task records
         try:
             for row, samples, env in _trial_rows(path, rel, df, meta, meta_note):
-                rows.append(row)
-                envs.append(env)
+                rows.append({**row, **{f"_env_{k}": v for k, v in env.items()}})
                 res.samples[row["source"]] = samples
         except Exception as exc:  # keep going: one odd file must not sink the report
             res.broken.append(BrokenFile(path, f"cannot analyse: {_reason(exc)}"))
     if rows:
-        res.summary = _finish_summary(pd.DataFrame(rows))
-        res.environments = _environments(res.summary, pd.DataFrame(envs))
+        summary = _finish_summary(pd.DataFrame(rows))
+        env_cols = [c for c in summary.columns if c.startswith("_env_")]
+        res.environments = _environments(summary, env_cols)
+        res.summary = summary.drop(columns=env_cols)
     return res
 
 
@@ -531,7 +559,7 @@ def _reason(exc: BaseException) -> str:
 def _finish_summary(s: pd.DataFrame) -> pd.DataFrame:
     # A variant exists only where parameters differ within one (experiment, workload, n, sched).
     keys = s[["experiment", "workload", "n_workers", "scheduler"]].astype(str)
-    s["variant"] = _variant_labels(s["_params"], keys)
+    s["params_variant"] = _variant_labels(s["_params"], keys)
     s = s.drop(columns="_params")
     for col in ("n_workers", "repeat", "n_tasks", "n_errors", "workers_used",
                 "tasks_per_worker_min", "tasks_per_worker_max"):
@@ -541,15 +569,15 @@ def _finish_summary(s: pd.DataFrame) -> pd.DataFrame:
     return sort_trials(s, [*GROUP_KEYS, "repeat", "trial_id"])
 
 
-def _environments(summary: pd.DataFrame, envs: pd.DataFrame) -> pd.DataFrame:
-    envs = envs.assign(experiment=summary["experiment"].to_numpy() if len(envs) == len(summary)
-                       else "")
-    keys = [c for c in envs.columns if c != "experiment"]
-    out = (envs.groupby(keys, dropna=False, sort=False)
+def _environments(summary: pd.DataFrame, env_cols: list[str]) -> pd.DataFrame:
+    """One row per distinct machine/software setup, with the trials that ran on it."""
+    envs = summary[[*env_cols, "experiment"]].rename(columns=lambda c: c.removeprefix("_env_"))
+    keys = [c.removeprefix("_env_") for c in env_cols]
+    out = (envs.astype(str).groupby(keys, sort=False)
            .agg(n_trials=("experiment", "size"),
-                experiments=("experiment", lambda x: ", ".join(sorted(set(map(str, x))))))
+                experiments=("experiment", lambda x: ", ".join(sorted(set(x)))))
            .reset_index())
-    return out
+    return out.sort_values("n_trials", ascending=False, kind="stable").reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,7 +588,7 @@ def group_summary(summary: pd.DataFrame) -> pd.DataFrame:
     """Median, min and max of each metric over the repeats of each group.
 
     Groups are :data:`GROUP_KEYS` (the brief's (scheduler, workload, n_workers), kept apart by
-    experiment and parameter variant). Trials whose ``trial_status`` is ``failed`` are left out
+    experiment and ``params_variant``). Trials whose ``trial_status`` is ``failed`` are left out
     of the statistics and counted in ``n_failed``; ``n_trials`` counts all.
     """
     cols = [*GROUP_KEYS, "shape", "task_s_mean", "n_trials", "n_failed"] + [
@@ -594,7 +622,7 @@ def summary_for_csv(summary: pd.DataFrame) -> pd.DataFrame:
 __all__ = [
     "CONTEXT_COLUMNS", "GROUP_KEYS", "ID_COLUMNS", "METRICS", "BrokenFile", "Results",
     "TrialSamples", "find_record_files", "greedy_makespan", "group_summary", "load_results",
-    "lower_bound", "natural_key", "scheduler_rank", "sort_trials", "summary_for_csv",
-    "task_times", "tasks_per_worker", "trial_metrics", "work_durations", "worker_gaps",
-    "worker_labels",
+    "lower_bound", "natural_key", "read_records", "scheduler_rank", "sort_trials",
+    "summary_for_csv", "task_times", "tasks_per_worker", "trial_metrics", "work_durations",
+    "worker_gaps", "worker_labels",
 ]
