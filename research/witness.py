@@ -19,19 +19,27 @@ NATIVE_COLUMNS = ("task_id", "worker", "start_ns", "end_ns", "source")
 def compare(rows: pd.DataFrame, native: pd.DataFrame) -> dict[str, Any]:
     """How far our in-task start/end stamps are from the native ones, in milliseconds.
 
-    Differences are native minus ours, over tasks present in both with both stamps. Returns
-    the count matched, and the median and max of the absolute differences, for start and end.
+    Differences are native minus ours. A native record that carried several tasks (a DirectView
+    block, a chunk) is compared with the first start and the last end of its tasks. Returns the
+    number of records matched, and the median and max of the absolute differences.
     """
-    ours = rows[["task_id", "start_ns", "end_ns"]].dropna()
-    theirs = native.dropna(subset=["task_id", "start_ns", "end_ns"])
+    ours = rows[["task_id", "start_ns", "end_ns"]].dropna().astype("int64")
+    theirs = native.dropna(subset=["start_ns", "end_ns"]).reset_index(drop=True)
     if theirs.empty or ours.empty:
         return {"matched": 0}
-    theirs = theirs.astype({"task_id": "int64"}).drop_duplicates("task_id")
-    both = ours.astype("int64").merge(theirs[["task_id", "start_ns", "end_ns"]].astype("int64"),
-                                      on="task_id", suffixes=("", "_native"))
-    if both.empty:
+    if "task_ids" in theirs.columns:
+        ids = [list(t) if t is not None and len(t) else [k] for t, k in
+               zip(theirs["task_ids"], theirs["task_id"], strict=True)]
+    else:
+        ids = [[k] for k in theirs["task_id"]]
+    members = pd.DataFrame({"record": range(len(ids)), "task_id": ids}).explode("task_id")
+    members = members.dropna().astype("int64").merge(ours, on="task_id")
+    if members.empty:
         return {"matched": 0}
-    out: dict[str, Any] = {"matched": int(len(both)), "source": str(native["source"].iloc[0])}
+    per = members.groupby("record").agg(start_ns=("start_ns", "min"), end_ns=("end_ns", "max"))
+    both = per.join(theirs[["start_ns", "end_ns"]].astype("int64").add_suffix("_native"))
+    out: dict[str, Any] = {"matched": int(len(both)), "tasks_matched": int(len(members)),
+                           "source": str(native["source"].iloc[0])}
     for edge in ("start", "end"):
         diff_ms = (both[f"{edge}_ns_native"] - both[f"{edge}_ns"]) / 1e6
         out[f"{edge}_median_ms"] = float(diff_ms.median())
