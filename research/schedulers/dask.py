@@ -1,0 +1,432 @@
+"""Dask distributed: ``Client.map`` on a ``LocalCluster`` (or on a scheduler already running).
+
+Each worker is one process with one thread, so ``n_workers`` is also the number of task slots.
+Tasks of one ``map`` form one task group: a group larger than twice the total threads is
+"root-ish" and queues on the scheduler, which sends each worker at most
+``ceil(worker_saturation * nthreads)`` tasks at a time; smaller groups are assigned up front by
+estimated load and then corrected by work stealing. Both knobs are options here.
+
+Options (``[scheduler_options.dask]``):
+
+``work_stealing``
+    ``distributed.scheduler.work-stealing``; unset = the library's default (on).
+``worker_saturation``
+    ``distributed.scheduler.worker-saturation``, a number > 0; unset = the library's default
+    (1.1). ``"inf"`` (TOML ``inf`` or the string) turns queuing off: every task goes to a
+    worker at once. A huge number such as ``1e9`` has the same effect.
+``address``
+    ``tcp://HOST:PORT`` of a running scheduler: connect to it instead of starting a cluster,
+    and never start or stop it (shutdown only closes our client). Its workers are counted by
+    threads (worker processes x threads each); the count must equal ``n_workers``. Its settings
+    cannot be changed from here, so ``work_stealing``/``worker_saturation``, if given, must
+    match what it runs with (the preflight says so otherwise). Outcomes are labelled by worker
+    address, one label per process: threads of one worker share it (and the GIL). Its workers
+    must be able to import ``research`` (the task code is sent by reference).
+
+Settings are put into ``dask.config`` before the local scheduler and its nannies are created:
+the scheduler runs in this process and reads them at construction; nannies pass the config on
+to the worker processes they spawn (and re-spawn). The values the scheduler really runs with
+are read back from it and recorded in :meth:`Dask.info`. ``allowed-failures`` is 0 on a local
+cluster, so a task whose worker dies fails at once with ``KilledWorker`` instead of being retried
+on (and killing) the next worker; tasks queued on the same worker fail with it.
+
+The native witness is the scheduler's task stream: one ``compute`` record per task with the
+worker address and start/stop in wall-clock seconds (shifted by Dask's estimate of the worker's
+clock offset). Task keys are ``task-<token>-<trial>-<task id>``, unique per adapter and trial,
+since Dask caches results by key.
+
+``distributed`` is imported only inside methods: importing this module starts nothing and
+stays cheap (``import distributed`` is an absolute import: it never finds this module).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from ..errors import ParamError
+from ..tasks import Outcome, Task
+from ..workloads import Param
+from .base import RunOutput, Scheduler, stamp_all
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Names of standard-library helper processes that may outlive a cluster by design.
+_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+CONNECT_TIMEOUT_S = 20.0
+CLOSE_TIMEOUT_S = 10.0
+#: How long an existing cluster's workers may take to show up before they are counted.
+WORKER_WAIT_S = 10.0
+NATIVE_SOURCE = "dask.task_stream"
+INF = "inf"
+
+
+def _is_inf(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("inf", "+inf", "infinity")
+    return isinstance(value, float) and value == math.inf
+
+
+def _scheduler_settings(client: Any) -> dict[str, Any]:
+    """What the scheduler really runs with (read from the scheduler object itself)."""
+
+    def probe(dask_scheduler: Any) -> dict[str, Any]:  # pickled by value: nested
+        sat = dask_scheduler.WORKER_SATURATION
+        return {
+            "work_stealing": "stealing" in dask_scheduler.extensions,
+            "worker_saturation": "inf" if sat == float("inf") else float(sat),
+            "allowed_failures": int(dask_scheduler.allowed_failures),
+        }
+
+    return client.run_on_scheduler(probe)
+
+
+def _count_workers(client: Any) -> tuple[int, int]:
+    """(worker processes, threads in all) known to the scheduler now."""
+    nthreads = client.nthreads()
+    return len(nthreads), sum(nthreads.values())
+
+
+def _check_existing(client: Any, address: str, n_workers: int,
+                    options: Mapping[str, Any]) -> dict[str, Any]:
+    """Raise :class:`ParamError` if the running cluster does not fit; return its settings."""
+    deadline = time.monotonic() + WORKER_WAIT_S
+    procs, threads = _count_workers(client)
+    while threads < n_workers and time.monotonic() < deadline:  # workers may still connect
+        time.sleep(0.2)
+        procs, threads = _count_workers(client)
+    if threads != n_workers:
+        raise ParamError(
+            "n_workers",
+            f"the Dask scheduler at {address} has {procs} worker process(es) with {threads} "
+            f"thread(s) in all, but n_workers = {n_workers} (workers are counted by threads; "
+            f"start {n_workers} single-threaded workers, or change n_workers to {threads})")
+    settings = _scheduler_settings(client)
+    for key in ("work_stealing", "worker_saturation"):
+        want = options.get(key)
+        if want is not None and settings[key] != want:
+            raise ParamError(
+                key,
+                f"the Dask scheduler at {address} runs with {key} = {settings[key]!r}, but "
+                f"{want!r} was asked; an existing scheduler's settings cannot be changed from "
+                f"here (start it with DASK_DISTRIBUTED__SCHEDULER__"
+                f"{key.upper()}={want}, or drop the option)")
+    return settings
+
+
+def _connect(address: str) -> Any:
+    import distributed
+
+    try:
+        return distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except OSError as exc:  # includes TimeoutError
+        raise ParamError("address", f"cannot connect to a Dask scheduler at {address!r}: "
+                                    f"{type(exc).__name__}: {exc}") from None
+
+
+def _error_text(result: Any) -> str:
+    """A future's error as text: ``result`` is (type, exception, traceback) or an exception."""
+    exc = result[1] if isinstance(result, tuple) and len(result) == 3 else result
+    if isinstance(exc, BaseException):
+        try:
+            text = str(exc)
+        except Exception:  # a broken __str__ must not hide the failure itself
+            text = repr(exc)
+        return f"{type(exc).__name__}: {text}".rstrip(": ")
+    return repr(exc)
+
+
+def native_table(stream: Sequence[Mapping[str, Any]], key_to_id: Mapping[str, int]) -> pd.DataFrame:
+    """Task-stream records of our keys -> one row per ``compute`` interval (ns, wall clock)."""
+    import pandas as pd
+
+    rows = []
+    for rec in stream:
+        key = rec.get("key")
+        if key not in key_to_id:  # another client's task on a shared cluster
+            continue
+        for ss in rec.get("startstops", ()):
+            if ss.get("action") != "compute":
+                continue
+            rows.append({
+                "task_id": key_to_id[key], "worker": rec.get("worker"),
+                "start_ns": round(ss["start"] * 1e9), "end_ns": round(ss["stop"] * 1e9),
+                "source": NATIVE_SOURCE, "key": key, "thread": rec.get("thread"),
+                "status": rec.get("status"),
+            })
+    cols = ["task_id", "worker", "start_ns", "end_ns", "source", "key", "thread", "status"]
+    df = pd.DataFrame(rows, columns=cols)
+    return df.astype({"task_id": "int64", "start_ns": "int64", "end_ns": "int64"})
+
+
+class Dask(Scheduler):
+    """Dask distributed ``LocalCluster`` (one single-threaded process per worker),
+    ``client.map``."""
+
+    name = "dask"
+    description = "Dask distributed LocalCluster, client.map + as_completed"
+    options_spec = {
+        "work_stealing": Param("bool", None, help="default: the library's (on)"),
+        "worker_saturation": Param(
+            "float>0", None,
+            help="default: the library's (1.1); inf (or e.g. 1e9) sends every task at once"),
+        "address": Param("str", None, help="tcp://HOST:PORT of a running scheduler to use"),
+    }
+
+    def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
+                 workdir: Path | None = None) -> None:
+        super().__init__(n_workers, options, workdir)
+        self.client: Any = None
+        self.cluster: Any = None
+        self._token = uuid.uuid4().hex[:8]
+        self._trial = 0
+        self._tmpdir: str | None = None
+        self._before: set[int] = set()
+        self._workers: dict[str, int] = {}  # address -> pid, as of the last warm()
+        #: What the scheduler really runs with, read back from it at start.
+        self.settings: dict[str, Any] = {}
+        self.worker_processes: int | None = None
+        self.worker_threads: int | None = None
+        self._pids: set[int] = set()  # every worker pid seen, for the bounded wait at shutdown
+
+    @classmethod
+    def validate_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """As the base, but ``worker_saturation`` may also be infinite (``inf``/``"inf"``)."""
+        raw = dict(raw)
+        inf = _is_inf(raw.get("worker_saturation"))
+        if inf:
+            del raw["worker_saturation"]
+        out = super().validate_options(raw)
+        if inf:
+            out["worker_saturation"] = INF  # as Dask spells it; also JSON-safe
+        address = out.get("address")
+        if address is not None and not address.strip():
+            raise ParamError("address", "must not be empty (e.g. 'tcp://127.0.0.1:8786')")
+        return out
+
+    @classmethod
+    def preflight(cls, n_workers: int, options: Mapping[str, Any]) -> None:
+        """With ``address``: the running cluster must have ``n_workers`` threads in all and,
+        if given, the asked work-stealing and saturation settings."""
+        address = options.get("address")
+        if not address:
+            return
+        client = _connect(address)
+        try:
+            _check_existing(client, address, n_workers, options)
+        finally:
+            client.close()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _start(self) -> None:
+        self._before = {p.pid for p in psutil.Process().children(recursive=True)}
+        address = self.options["address"]
+        if address:
+            self.client = _connect(address)
+            self.settings = _check_existing(self.client, address, self.n_workers, self.options)
+        else:
+            self._start_local()
+        self.worker_processes, self.worker_threads = _count_workers(self.client)
+        self._label()
+
+    def _start_local(self) -> None:
+        import dask
+        import distributed
+
+        config: dict[str, Any] = {"distributed.scheduler.allowed-failures": 0}
+        if self.options["work_stealing"] is not None:
+            config["distributed.scheduler.work-stealing"] = self.options["work_stealing"]
+        if self.options["worker_saturation"] is not None:
+            config["distributed.scheduler.worker-saturation"] = self.options["worker_saturation"]
+        if self.workdir is not None:
+            local_dir = Path(self.workdir) / f"dask-{self._token}"
+            local_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self._tmpdir = tempfile.mkdtemp(prefix="research-dask-")
+            local_dir = Path(self._tmpdir)
+        # The scheduler (in this process) reads these when it is built; each nanny keeps a copy
+        # for the worker processes it spawns and re-spawns. Restored on leaving the block.
+        with dask.config.set(config):
+            self.cluster = distributed.LocalCluster(
+                n_workers=self.n_workers, threads_per_worker=1, processes=True,
+                host="127.0.0.1", local_directory=str(local_dir),
+                # No dashboard. The scheduler serves a few plain HTTP routes (health, metrics)
+                # regardless; with no address it would take port 8787, so a free one it is.
+                dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+            )
+        self.client = distributed.Client(self.cluster, set_as_default=False)
+        self.client.wait_for_workers(self.n_workers, timeout=CONNECT_TIMEOUT_S)
+        self.settings = _scheduler_settings(self.client)
+        expected = {"work_stealing": self.options["work_stealing"],
+                    "worker_saturation": self.options["worker_saturation"],
+                    "allowed_failures": 0}
+        for key, want in expected.items():
+            if want is not None and self.settings[key] != want:
+                raise RuntimeError(f"dask: the scheduler runs with {key} = "
+                                   f"{self.settings[key]!r}, not the {want!r} that was set")
+
+    def _label(self) -> None:
+        """Label every worker process by its address; remember address -> pid."""
+        from ..tasks import set_worker_label
+
+        self._workers = self.client.run(lambda dask_worker: set_worker_label(dask_worker.address))
+        self._pids.update(self._workers.values())
+
+    def _shutdown(self) -> None:
+        try:
+            if self.client is not None:
+                with contextlib.suppress(Exception):
+                    self.client.close(timeout=CLOSE_TIMEOUT_S)
+            if self.cluster is not None:
+                with contextlib.suppress(Exception):
+                    self.cluster.close(timeout=CLOSE_TIMEOUT_S)
+            if self.options["address"] is None:  # even if LocalCluster() itself failed
+                self._reap()
+        finally:
+            self.client = self.cluster = None
+            if self._tmpdir:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
+                self._tmpdir = None
+
+    def _reap(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Wait (bounded) until the worker processes of this cluster are gone; kill the ones
+        still there after ``timeout_s``. Closing a LocalCluster can return while they exit.
+
+        Ours are the worker pids seen while labelling, and processes spawned (by the nannies)
+        since start, including a restarted worker never labelled.
+        """
+        ours = []
+        for p in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if p.pid in self._before:
+                    continue
+                cmd = " ".join(p.cmdline())
+                spawned = "spawn_main" in cmd and not any(h in cmd for h in _HELPERS)
+                if p.pid in self._pids or spawned:
+                    ours.append(p)
+        _, alive = psutil.wait_procs(ours, timeout=timeout_s)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+
+    # -- work ------------------------------------------------------------------------------
+    def warm(self, timeout_s: float = 60.0) -> None:
+        """Wait for every worker, label each by its address (again after a nanny restarted
+        one) and run one tiny task on each, so the task code is imported everywhere."""
+        import distributed
+
+        from ..tasks import execute
+
+        try:
+            if self.cluster is not None:
+                self.client.wait_for_workers(self.n_workers, timeout=timeout_s)
+            procs, threads = _count_workers(self.client)
+            if threads != self.n_workers:
+                raise RuntimeError(f"{procs} worker process(es) with {threads} thread(s) in "
+                                   f"all, expected {self.n_workers} threads")
+            self._label()
+            self._trial += 1
+            futures = [
+                self.client.submit(execute, Task(-1, "noop", 0, 0.0), workers=[addr],
+                                   allow_other_workers=False, pure=False,
+                                   key=f"warm-{self._token}-{self._trial}-{i}")
+                for i, addr in enumerate(self._workers)
+            ]
+            # distributed.wait() needs a default client; ours is not one (set_as_default=False).
+            for fut in distributed.as_completed(futures, loop=self.client.loop,
+                                                timeout=timeout_s):
+                if fut.status != "finished":
+                    raise RuntimeError(f"warm-up task on {fut.key} {fut.status}")
+            del futures
+        except Exception as exc:
+            self.broken = True
+            raise RuntimeError(f"{self.name}: warm-up failed: {type(exc).__name__}: {exc}"
+                               ) from exc
+
+    def bare_noop(self, n_tasks: int) -> None:
+        from ..tasks import noop
+
+        self.client.gather(self.client.map(noop, range(n_tasks), pure=False))
+
+    def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
+        import distributed
+
+        from ..tasks import execute
+
+        self._trial += 1
+        prefix = f"task-{self._token}-{self._trial}-"
+        keys = [f"{prefix}{t.task_id}" for t in tasks]
+        key_to_id = {k: t.task_id for k, t in zip(keys, tasks, strict=True)}
+        outcomes: list[Outcome] = []
+        receive: dict[int, int] = {}
+        errors: dict[int, str] = {}  # task id -> error text, for futures that erred
+        timed_out = False
+        futures: list[Any] = []
+        with distributed.get_task_stream(client=self.client) as stream:
+            submit = stamp_all(tasks, time.time_ns())  # one map call hands over the whole list
+            try:
+                futures = self.client.map(execute, list(tasks), key=keys, pure=False)
+                # Results are fetched as each task finishes, so receive stamps are per task.
+                for fut, result in distributed.as_completed(
+                        futures, loop=self.client.loop, with_results=True, raise_errors=False,
+                        timeout=timeout_s):
+                    now = time.time_ns()
+                    if fut.status == "finished":
+                        outcomes.append(result)
+                        receive[key_to_id[fut.key]] = now
+                    else:  # erred (KilledWorker: its worker died) or cancelled
+                        errors[key_to_id[fut.key]] = _error_text(result)
+            except TimeoutError:
+                timed_out = True
+            finally:
+                # Release everything (results held on workers) and stop what has not run; a
+                # task already running goes on in its worker: the run is marked broken below.
+                pending = [f for f in futures if not f.done()]
+                if pending:
+                    with contextlib.suppress(Exception):
+                        self.client.cancel(pending)
+                del futures, pending
+        error = None
+        if errors:
+            # With allowed-failures 0, tasks queued on a worker that died fail with it.
+            first = next(iter(errors.items()))
+            error = (f"{len(errors)} task(s) failed (ids {sorted(errors)}); first, task "
+                     f"{first[0]}: {first[1]}")
+        if timed_out:
+            error = f"timeout after {timeout_s:g} s" + (f"; {error}" if error else "")
+        if error is not None:
+            self.broken = True
+        info = {"key_prefix": prefix, "workers": dict(self._workers),
+                "task_stream_records": len(stream.data)}
+        return RunOutput(outcomes, submit, receive, error=error,
+                         native=native_table(stream.data, key_to_id), info=info)
+
+    def info(self) -> dict[str, Any]:
+        import distributed
+
+        out = super().info()
+        out.update({
+            "existing_cluster": self.options["address"] is not None,
+            "address": self.options["address"],
+            "distributed_version": distributed.__version__,
+            "worker_processes": self.worker_processes,
+            "worker_threads": self.worker_threads,
+            # A LocalCluster's scheduler runs in this process: rss_mib (children) omits it.
+            "scheduler_in_process": self.options["address"] is None,
+            # What the scheduler really ran with, read back from it at start.
+            "work_stealing": self.settings.get("work_stealing"),
+            "worker_saturation": self.settings.get("worker_saturation"),
+            "allowed_failures": self.settings.get("allowed_failures"),
+        })
+        return out
