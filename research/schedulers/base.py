@@ -75,6 +75,9 @@ class Scheduler(ABC):
         self.started = False
         #: Set by an adapter when a failure left the cluster unusable; the runner restarts it.
         self.broken = False
+        #: Gather the system's own timing records after each trial (the native witness). They
+        #: are read after the last result, outside a trial's timeline; benchmarks turn it off.
+        self.collect_native = True
 
     @classmethod
     def validate_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
