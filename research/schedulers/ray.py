@@ -25,7 +25,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ from .. import tasks as _tasks
 from ..errors import ParamError
 from ..tasks import Outcome, Task, execute
 from ..workloads import Param
-from .base import RunOutput, Scheduler
+from .base import ReceiveStamps, RunOutput, Scheduler
 
 #: How often workers send profile events to the GCS in a cluster we start (Ray's default,
 #: 1000 ms, is what an existing cluster has): the native table is read right after a trial.
@@ -298,31 +297,17 @@ def _stamp_when_ready(refs: Mapping[Any, int], deadline: float) -> dict[int, int
     ``ray.wait(num_returns=1)`` in a loop costs O(n) per call, O(n^2) per trial; a done-callback
     on each ref's future is O(1). Returns when all are ready or at the deadline.
     """
-    receive: dict[int, int] = {}
-    left = [len(refs)]
-    lock = threading.Lock()
-    all_ready = threading.Event()
-
-    def stamp(tid: int) -> None:
-        receive[tid] = time.time_ns()
-        with lock:
-            left[0] -= 1
-            if left[0] == 0:
-                all_ready.set()
-
-    if not refs:
-        return receive
+    stamps = ReceiveStamps(len(refs))
     for ref, tid in refs.items():
-        ref.future().add_done_callback(lambda _f, tid=tid: stamp(tid))
-    all_ready.wait(max(0.0, deadline - time.monotonic()))
-    return dict(receive)
+        ref.future().add_done_callback(stamps.callback(tid))
+    return stamps.wait(deadline - time.monotonic())
 
 
 class Ray(Scheduler):
     """One ``@ray.remote`` task per item (``num_cpus=1``, no retries), results as they arrive."""
 
     name = "ray"
-    description = "Ray remote functions, one task per item, num_cpus=1, ray.wait one by one"
+    description = "Ray remote functions, one task per item, num_cpus=1, results as they arrive"
     options_spec = {
         "address": Param("str", None, help="connect to this running cluster ('host:port' or "
                          "'auto') instead of starting one; its total CPUs must equal n_workers"),

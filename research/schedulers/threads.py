@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 from ..tasks import Outcome, Task, execute_in_thread, noop
-from .base import RunOutput, Scheduler
+from .base import ReceiveStamps, RunOutput, Scheduler
 
 
 def submit_and_collect(
@@ -16,34 +15,18 @@ def submit_and_collect(
 ) -> RunOutput:
     """Submit one future per task, then wait for all of them until the deadline.
 
-    The receive stamp is taken by a done-callback, which runs in the client process the moment
-    the result is there (in the pool's result thread), so it costs O(1) per task.
+    The receive stamp is taken by a done-callback (:class:`ReceiveStamps`), which runs in the
+    client process the moment the result is there.
     """
     submit: dict[int, int] = {}
-    receive: dict[int, int] = {}
     futures: dict[Future[Outcome], int] = {}
-    # Futures notify waiters before they run callbacks, so wait() could return before the last
-    # stamp is taken: wait for the callbacks themselves instead.
-    all_stamped = threading.Event()
-    left = [len(tasks)]
-    lock = threading.Lock()
-
-    def stamp(tid: int) -> None:
-        receive[tid] = time.time_ns()
-        with lock:
-            left[0] -= 1
-            if left[0] == 0:
-                all_stamped.set()
-
-    if not tasks:
-        all_stamped.set()
+    stamps = ReceiveStamps(len(tasks))
     for task in tasks:
-        tid = task.task_id
-        submit[tid] = time.time_ns()
+        submit[task.task_id] = time.time_ns()
         fut = pool.submit(fn, task)
-        fut.add_done_callback(lambda _f, tid=tid: stamp(tid))
-        futures[fut] = tid
-    all_stamped.wait(timeout_s)
+        fut.add_done_callback(stamps.callback(task.task_id))
+        futures[fut] = task.task_id
+    receive = stamps.wait(timeout_s)
     done = [f for f in futures if f.done()]
     pending = [f for f in futures if not f.done()]
     outcomes: list[Outcome] = []
