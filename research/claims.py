@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from . import schema
 from .metrics import greedy_makespan
+from .talkbench import TALK_SECONDS
 
 REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
 COLUMNS = ("claim_id", "claim", "talk_value", "expected", "our_value", "tolerance", "verdict",
@@ -316,6 +317,30 @@ def _chunked(ctx: Context, v: Verdict, exp: str, sched: str, chunksize: int | No
     if not model > 1.05 * greedy:
         v.note = "for this task list the chunk model itself is close to greedy"
     return v
+
+
+def prime_speedups(results_dir: Path | str) -> pd.DataFrame | None:
+    """The talk's prime benchmark beside ours: seconds and speedup over straight, per method.
+
+    None when no ``talk-primes`` table is in ``results_dir``.
+    """
+    table, _ = Context(pd.DataFrame(), Path(results_dir)).bench()
+    if table is None:
+        return None
+    t = table[table["method"].isin(["straight", "threads", "processes"])].set_index("method")
+    ours_straight = float(t.loc["straight", "best_s"]) if "straight" in t.index else math.nan
+    rows = []
+    for method, row in t.iterrows():
+        talk = float(row["talk_s"])
+        rows.append({
+            "method": method, "talk_s": talk,
+            "talk_speedup": round(TALK_SECONDS["straight"] / talk, 2),
+            "our_s": round(float(row["best_s"]), 3),
+            "our_speedup": round(ours_straight / float(row["best_s"]), 2),
+            "our_workers": int(row["workers"]), "numbers": int(row["n_numbers"]),
+            "timing": f"best of {int(row['repeat'])} x {int(row['number'])} call(s)",
+        })
+    return pd.DataFrame(rows)
 
 
 Claim = Callable[[Context], Verdict]

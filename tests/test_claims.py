@@ -120,7 +120,12 @@ def test_prime_benchmark_claims(tmp_path: Path) -> None:
         {"method": "futures_demo_first6", "best_s": float("nan"), "workers": 4,
          "n_numbers": 6, "result": repr(talkbench.TALK_DEMO_RESULT)},
     ])
+    table["talk_s"] = table["method"].map(talkbench.TALK_SECONDS)
+    table["repeat"], table["number"] = 3, 1
     talkbench.write(table, tmp_path / "primes" / "talk_primes.bench.parquet", {})
+    speed = claims.prime_speedups(tmp_path).set_index("method")
+    assert speed.loc["processes", "talk_speedup"] == 5.28
+    assert speed.loc["processes", "our_speedup"] == 1.74
     v = _verdicts(tmp_path)
     assert v["C8"].verdict == claims.REPRODUCED and "0.98x" in v["C8"].our_value
     assert v["C9"].verdict == claims.REPRODUCED and "1.74x" in v["C9"].our_value
