@@ -14,14 +14,19 @@ PYTEST_ARGS ?=
 # QUICK=1 runs every study at reduced size (same shapes, fewer tasks and repeats).
 RUN_FLAGS := $(if $(QUICK),--quick,)
 
-.PHONY: setup test lint experiments report figures bench clean help
+README_FIGURES := paired_seed_worst_case_worst_w12_ipp-direct_vs_ipp-lb \
+	paired_seed_random_gamma_w12_ipp-direct_vs_ipp-lb makespan_seed_worst_case_worst \
+	sweep_tasklen_granularity_uniform_w4
+
+.PHONY: setup test lint experiments report figures bench bench-analysis readme-figures clean help
 
 help:
 	@echo "make experiments   run the default study suite, then the report (RESULTS=DIR, QUICK=1)"
 	@echo "make test          lint and run the whole test suite"
 	@echo "make report        report of RESULTS (default results/) into RESULTS/report"
 	@echo "make figures       figures only"
-	@echo "make bench         harness overhead benchmark"
+	@echo "make bench         harness overhead benchmark (bench-analysis: analysis speed)"
+	@echo "make readme-figures  copy the README's figures from RESULTS/report"
 	@echo "make setup         create .venv from requirements.lock (done by the others)"
 
 setup: $(STAMP)
@@ -55,6 +60,14 @@ figures: setup
 
 bench: setup
 	$(PY) experiments/bench_overhead.py
+
+bench-analysis: setup
+	$(PY) analysis/bench_analysis.py
+
+# The README's figures, copied from a full run's report (run `make experiments` first).
+readme-figures:
+	mkdir -p docs/figures
+	for f in $(README_FIGURES); do cp $(REPORT)/figures/$$f.png docs/figures/; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
