@@ -19,18 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_790_000_000_000_000_000
 SYSTEM = {"host": "bench", "os": "synthetic", "cpu_model": "none", "cpu_count": 1,
           "python_version": sys.version.split()[0], "libraries": {}}
-
-
-def _importable() -> None:
-    """Let the script run from a checkout where the package is not installed."""
-    try:
-        import research  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(ROOT))
 
 
 def synthetic_trial(n_tasks: int, n_workers: int, scheduler: str, workload: str, repeat: int,
@@ -136,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="also time the whole report")
     parser.add_argument("--keep", type=Path, default=None, help="keep the data in this dir")
     args = parser.parse_args(argv)
-    _importable()
     import matplotlib
 
     matplotlib.use("Agg")

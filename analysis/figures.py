@@ -14,16 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _importable() -> None:
-    """Let the script run from a checkout where the package is not installed."""
-    try:
-        import research  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(ROOT))
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
@@ -58,7 +48,6 @@ def _single_trial(path: Path, out: Path, formats: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (1 when there was nothing to draw)."""
     args = build_parser().parse_args(argv)
-    _importable()
     from research import figures
     from research.metrics import load_results
 

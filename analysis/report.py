@@ -17,16 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 CLAIMS_FILE = Path(__file__).with_name("claims.py")
-
-
-def _importable() -> None:
-    """Let the script run from a checkout where the package is not installed."""
-    try:
-        import research  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(ROOT))
 
 
 def load_claims_evaluator(path: Path = CLAIMS_FILE) -> Callable[..., Any] | None:
@@ -72,7 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (1 when there was nothing to analyse)."""
     args = build_parser().parse_args(argv)
-    _importable()
     from research.metrics import load_results
     from research.report import build_report
 

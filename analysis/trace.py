@@ -12,16 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _importable() -> None:
-    """Let the script run from a checkout where the package is not installed."""
-    try:
-        import research  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(ROOT))
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
@@ -37,7 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    _importable()
     from research.trace import export_trace
 
     try:
