@@ -166,7 +166,7 @@ class Sweep:
                     if start_error is None and (sched is None or sched.broken):
                         if sched is not None:
                             self._close(sched, done)
-                            done = []
+                            sched, done = None, []
                         try:
                             sched = cls(spec.n_workers, spec.options, Path(workdir))
                             sched.start()

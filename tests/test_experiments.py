@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -58,3 +60,37 @@ def test_quick_suite_end_to_end(repo: Path, tmp_path: Path) -> None:
     assert "reproduced" in html and "figures/" in html
 
     assert not _cluster_processes_since(t0 - 1), "cluster processes outlived the suite"
+
+
+@pytest.mark.slow
+def test_a_scheduler_that_cannot_start_is_reported_not_run(repo: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "seed.toml"
+    cfg.write_text(textwrap.dedent("""
+        [experiment]
+        name = "seed_worst_case"
+        n_workers = 2
+        schedulers = ["ray", "mp-dynamic"]
+        [workloads.worst]
+        shape = "worst_case"
+        n_tasks = 6
+        long_s = 0.2
+        short_s = 0.05
+        """))
+    results = tmp_path / "results"
+    # As if ray were not installed: its import fails inside the adapter's start.
+    code = ("import sys; sys.modules['ray'] = None; from research.cli import main; "
+            f"sys.exit(main(['run', {str(cfg)!r}, '--out', {str(results)!r}, '--no-progress']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "cluster failed to start" in run.stderr
+    report = subprocess.run([sys.executable, str(repo / "analysis" / "report.py"), str(results),
+                             "--out", str(tmp_path / "report")], capture_output=True, text=True,
+                            timeout=300)
+    assert report.returncode == 0, report.stderr
+    claims = pd.read_csv(tmp_path / "report" / "claims.csv").set_index("claim_id")
+    assert claims.loc["R1", "verdict"] == "not run"
+    assert "ray" in claims.loc["R1", "note"] and "failed" in claims.loc["R1", "note"]
+    assert claims.loc["C1", "verdict"] == "not run"  # no ipp-direct in this study
+    summary = pd.read_csv(tmp_path / "report" / "summary.csv")
+    assert set(summary[summary.trial_status == "ok"].scheduler) == {"mp-dynamic"}
