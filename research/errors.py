@@ -17,7 +17,3 @@ class ParamError(ValueError):
     def __init__(self, key: str, problem: str) -> None:
         self.key, self.problem = key, problem
         super().__init__(f"key '{key}': {problem}")
-
-
-class TrialFailed(RuntimeError):
-    """A trial could not complete (timeout, dead worker, broken pool); the sweep goes on."""

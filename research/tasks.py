@@ -53,10 +53,6 @@ def set_worker_label(label: str) -> int:
     return os.getpid()
 
 
-def worker_identity() -> tuple[int, str, str | None]:
-    """(pid, host, label) of the calling worker process."""
-    return os.getpid(), _HOST, WORKER_LABEL
-
 
 def is_prime(n: int) -> bool:
     """Trial division by odd numbers up to floor(sqrt(n)), as in the talk."""
@@ -144,8 +140,3 @@ def noop(x: Any) -> Any:
 def execute_in_thread(task: Task) -> Outcome:
     """:func:`execute`, labelled by thread: threads share a process and its pid."""
     return _execute(task, threading.current_thread().name, os.getpid())
-
-
-def execute_many(tasks: list[Task]) -> list[Outcome]:
-    """Run a block of tasks in order (for schedulers that ship blocks, like a DirectView)."""
-    return [execute(t) for t in tasks]
