@@ -52,8 +52,13 @@ EXTRA_COLUMNS: dict[str, pa.DataType] = {
     "result": pa.string(),
 }
 
+#: A task's ``status`` column.
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
+#: A trial's ``trial_status`` (file metadata): it completed, or it did not (timeout, dead
+#: worker, a cluster that could not start). Tasks that raised still leave the trial ``ok``.
+TRIAL_OK = "ok"
+TRIAL_FAILED = "failed"
 
 #: Parquet key-value metadata keys.
 META_SCHEMA = b"research.schema_version"
