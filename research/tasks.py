@@ -13,7 +13,14 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-BODIES = ("sleep", "cpu", "prime", "noop", "fail", "crash")
+#: Every task body -> whether a workload's ``body`` key may select it. The others are set per
+#: task: ``prime`` by the primes shape, ``noop`` by warm-ups and benchmarks, ``fail`` and
+#: ``crash`` by fault injection (``fail_ids``, ``crash_ids``).
+BODIES: dict[str, bool] = {
+    "sleep": True, "cpu": True, "prime": False, "noop": False, "fail": False, "crash": False,
+}
+#: The bodies a workload may select, in table order.
+SELECTABLE_BODIES: tuple[str, ...] = tuple(b for b, selectable in BODIES.items() if selectable)
 
 
 class Task(NamedTuple):
@@ -119,7 +126,7 @@ def _execute(task: Task, worker: str, pid: int) -> Outcome:
     start = time.time_ns()
     try:
         result = _run_body(task.body, task.arg)
-        status, error = "ok", ""
+        status, error = "ok", ""  # schema.STATUS_OK; schema is not imported in workers
     except Exception as exc:  # the task's failure is data, not a crash of the harness
         result, status, error = None, "error", f"{type(exc).__name__}: {exc}"
     end = time.time_ns()

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from .errors import ParamError
-from .tasks import Task
+from .params import REQUIRED, Param, check_param
+from .tasks import SELECTABLE_BODIES, Task
 
 #: The talk's 15 numbers for the prime validation benchmark (see the seed digest).
 TALK_PRIMES: tuple[int, ...] = (
@@ -23,19 +24,8 @@ TALK_PRIMES: tuple[int, ...] = (
     4283424651555827, 4442577269950067, 3410579000484763, 5489761944588443, 4303055515665917,
 )
 
-REQUIRED = object()
-TASK_BODIES = ("sleep", "cpu")
-
-
-@dataclass(frozen=True)
-class Param:
-    """One workload parameter: its kind, default (or REQUIRED) and an allowed-values text."""
-
-    # "bool", "int>0", "int>=0", "float>0", "float>=0", "float", "str", "floats>=0", "ints"
-    kind: str
-    default: Any = REQUIRED
-    choices: tuple[str, ...] = ()
-    help: str = ""
+#: Bodies a workload's ``body`` key may select (the table is :data:`research.tasks.BODIES`).
+TASK_BODIES = SELECTABLE_BODIES
 
 
 # Keys every workload table accepts besides its shape's own.
@@ -165,46 +155,6 @@ SHAPES: dict[str, Shape] = {
         lambda p, n: [("prime", int(x), math.nan) for x in p["numbers"]],
     ),
 }
-
-
-def check_param(key: str, spec: Param, value: Any) -> Any:
-    """Validate one value against its :class:`Param`; raises :class:`ParamError`."""
-    kind = spec.kind
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ParamError(key, f"expected true or false, got {value!r}")
-        return value
-    if kind in ("floats>=0", "ints"):
-        if not isinstance(value, list) or not value and kind == "floats>=0":
-            raise ParamError(key, f"expected a non-empty list, got {value!r}")
-        item = Param("int>=0" if kind == "ints" else "float>=0")
-        return [check_param(f"{key}[{i}]", item, v) for i, v in enumerate(value)]
-    if kind.startswith("int"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamError(key, f"expected an integer, got {value!r}")
-        if kind == "int>0" and value < 1:
-            raise ParamError(key, f"must be >= 1, got {value}")
-        if kind == "int>=0" and value < 0:
-            raise ParamError(key, f"must be >= 0, got {value}")
-        return value
-    if kind.startswith("float"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ParamError(key, f"expected a number, got {value!r}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ParamError(key, f"must be finite, got {value}")
-        if kind == "float>0" and value <= 0:
-            raise ParamError(key, f"must be > 0, got {value}")
-        if kind == "float>=0" and value < 0:
-            raise ParamError(key, f"must be >= 0 (a duration cannot be negative), got {value}")
-        return value
-    if kind == "str":
-        if not isinstance(value, str):
-            raise ParamError(key, f"expected a string, got {value!r}")
-        if spec.choices and value not in spec.choices:
-            raise ParamError(key, f"{value!r} is not allowed; allowed: {', '.join(spec.choices)}")
-        return value
-    raise AssertionError(kind)
 
 
 def validate(shape_name: str, raw: Mapping[str, Any], n_workers: int) -> dict[str, Any]:

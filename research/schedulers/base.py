@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 import psutil
 
 from ..errors import ParamError
+from ..params import REQUIRED, Param, check_param
 from ..tasks import Outcome, Task
-from ..workloads import REQUIRED, Param, check_param
 
 
 @dataclass
@@ -61,6 +61,14 @@ class Scheduler(ABC):
     #: Tasks run inside the client process (serial, threads): a task that kills its process
     #: would kill the harness, so the ``crash`` fault cannot be injected.
     in_process: ClassVar[bool] = False
+    #: PyPI distributions whose installed versions every trial's metadata records (e.g.
+    #: ``("dask", "distributed")``); read from the class, without importing the library.
+    distributions: ClassVar[tuple[str, ...]] = ()
+    #: Substrings of the command lines of the processes this adapter starts (e.g. "raylet"):
+    #: the tests look for them after shutdown, to find leaks.
+    process_names: ClassVar[tuple[str, ...]] = ()
+    #: Starting a cluster takes seconds: the tests mark this adapter's contract tests slow.
+    slow_start: ClassVar[bool] = False
 
     def __init__(
         self, n_workers: int, options: Mapping[str, Any] | None = None, workdir: Path | None = None
@@ -221,6 +229,11 @@ def descendants_rss_mib() -> float:
         with contextlib.suppress(psutil.Error):
             total += child.memory_info().rss
     return total / 2**20
+
+
+def timeout_error(timeout_s: float) -> str:
+    """The error text of a trial that did not finish within ``timeout_s`` seconds."""
+    return f"timeout after {timeout_s:g} s"
 
 
 def stamp_all(tasks: Sequence[Task], ns: int) -> dict[int, int]:

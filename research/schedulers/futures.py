@@ -7,11 +7,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from ..tasks import Task, execute, noop
-from ..workloads import Param
 from .base import RunOutput, Scheduler
-from .threads import submit_and_collect
-
-START_METHODS = ("forkserver", "spawn", "fork")
+from .pool import START_METHOD_OPTION, submit_and_collect
 
 
 class Futures(Scheduler):
@@ -19,7 +16,7 @@ class Futures(Scheduler):
 
     name = "futures"
     description = "ProcessPoolExecutor, one submit per task"
-    options_spec = {"start_method": Param("str", "forkserver", START_METHODS)}
+    options_spec = {"start_method": START_METHOD_OPTION}
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.options["start_method"])

@@ -7,16 +7,16 @@ import multiprocessing.pool
 import time
 from collections.abc import Sequence
 
+from ..params import Param
 from ..tasks import Outcome, Task, execute, noop
-from ..workloads import Param
-from .base import RunOutput, Scheduler, stamp_all
-from .futures import START_METHODS
+from .base import RunOutput, Scheduler, stamp_all, timeout_error
+from .pool import START_METHOD_OPTION
 
 
 class _PoolScheduler(Scheduler):
     options_spec = {
         "chunksize": Param("int>0", None, help="default: the library's"),
-        "start_method": Param("str", "forkserver", START_METHODS),
+        "start_method": START_METHOD_OPTION,
     }
     run_options = frozenset({"chunksize"})
 
@@ -47,7 +47,7 @@ class MpMap(_PoolScheduler):
         except multiprocessing.TimeoutError:
             # Pool.map never returns if a worker died holding a chunk: the timeout is the guard.
             self.broken = True
-            return RunOutput([], submit, {}, error=f"timeout after {timeout_s:g} s")
+            return RunOutput([], submit, {}, error=timeout_error(timeout_s))
         return RunOutput(outcomes, submit, stamp_all(tasks, time.time_ns()))
 
 
@@ -72,7 +72,7 @@ class MpDynamic(_PoolScheduler):
                 out = it.next(timeout=max(0.0, deadline - time.monotonic()))
             except multiprocessing.TimeoutError:
                 self.broken = True
-                return RunOutput(outcomes, submit, receive, error=f"timeout after {timeout_s:g} s")
+                return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
             receive[out.task_id] = time.time_ns()
             outcomes.append(out)
         return RunOutput(outcomes, submit, receive)

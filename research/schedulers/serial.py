@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from ..tasks import Task, execute, noop
-from .base import RunOutput, Scheduler
+from .base import RunOutput, Scheduler, timeout_error
 
 
 class Serial(Scheduler):
@@ -36,7 +36,7 @@ class Serial(Scheduler):
         for task in tasks:
             # A running task cannot be interrupted in-process; the deadline stops the rest.
             if time.monotonic() > deadline:
-                return RunOutput(outcomes, submit, receive, error=f"timeout after {timeout_s:g} s")
+                return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
             submit[task.task_id] = time.time_ns()
             outcomes.append(execute(task))
             receive[task.task_id] = time.time_ns()
