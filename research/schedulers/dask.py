@@ -43,26 +43,21 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from ..errors import ParamError
+from ..params import Param
 from ..tasks import Outcome, Task
-from ..workloads import Param
-from .base import RunOutput, Scheduler, stamp_all
+from .base import RunOutput, stamp_all, timeout_error
+from .cluster import ClusterScheduler, check_worker_count
 
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Names of standard-library helper processes that may outlive a cluster by design.
-_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 CONNECT_TIMEOUT_S = 20.0
 CLOSE_TIMEOUT_S = 10.0
 #: How long an existing cluster's workers may take to show up before they are counted.
@@ -105,12 +100,11 @@ def _check_existing(client: Any, address: str, n_workers: int,
     while threads < n_workers and time.monotonic() < deadline:  # workers may still connect
         time.sleep(0.2)
         procs, threads = _count_workers(client)
-    if threads != n_workers:
-        raise ParamError(
-            "n_workers",
-            f"the Dask scheduler at {address} has {procs} worker process(es) with {threads} "
-            f"thread(s) in all, but n_workers = {n_workers} (workers are counted by threads; "
-            f"start {n_workers} single-threaded workers, or change n_workers to {threads})")
+    check_worker_count(
+        n_workers, threads, f"the Dask scheduler at {address}",
+        f"thread(s) in all in {procs} worker process(es)",
+        f"workers are counted by threads; start {n_workers} single-threaded workers, or change "
+        f"n_workers to {threads}")
     settings = _scheduler_settings(client)
     for key in ("work_stealing", "worker_saturation"):
         want = options.get(key)
@@ -169,7 +163,7 @@ def native_table(stream: Sequence[Mapping[str, Any]], key_to_id: Mapping[str, in
     return df.astype({"task_id": "int64", "start_ns": "int64", "end_ns": "int64"})
 
 
-class Dask(Scheduler):
+class Dask(ClusterScheduler):
     """Dask distributed ``LocalCluster`` (one single-threaded process per worker),
     ``client.map``."""
 
@@ -182,6 +176,10 @@ class Dask(Scheduler):
             help="default: the library's (1.1); inf (or e.g. 1e9) sends every task at once"),
         "address": Param("str", None, help="tcp://HOST:PORT of a running scheduler to use"),
     }
+    existing_keys = ("address",)
+    distributions = ("dask", "distributed")
+    process_names = ("distributed.cli", "dask worker", "dask scheduler", "nanny", "dask")
+    exit_wait_s = CLOSE_TIMEOUT_S
 
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
                  workdir: Path | None = None) -> None:
@@ -190,14 +188,11 @@ class Dask(Scheduler):
         self.cluster: Any = None
         self._token = uuid.uuid4().hex[:8]
         self._trial = 0
-        self._tmpdir: str | None = None
-        self._before: set[int] = set()
         self._workers: dict[str, int] = {}  # address -> pid, as of the last warm()
         #: What the scheduler really runs with, read back from it at start.
         self.settings: dict[str, Any] = {}
         self.worker_processes: int | None = None
         self.worker_threads: int | None = None
-        self._pids: set[int] = set()  # every worker pid seen, for the bounded wait at shutdown
 
     @classmethod
     def validate_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,8 +223,12 @@ class Dask(Scheduler):
             client.close()
 
     # -- lifecycle -------------------------------------------------------------------------
-    def _start(self) -> None:
-        self._before = {p.pid for p in psutil.Process().children(recursive=True)}
+    def match_process(self, cmd: str) -> bool:
+        """Worker processes the nannies spawned (``multiprocessing`` spawn), restarted ones
+        too; the scheduler and the nannies run in this process."""
+        return "spawn_main" in cmd
+
+    def _start_cluster(self) -> None:
         address = self.options["address"]
         if address:
             self.client = _connect(address)
@@ -248,12 +247,7 @@ class Dask(Scheduler):
             config["distributed.scheduler.work-stealing"] = self.options["work_stealing"]
         if self.options["worker_saturation"] is not None:
             config["distributed.scheduler.worker-saturation"] = self.options["worker_saturation"]
-        if self.workdir is not None:
-            local_dir = Path(self.workdir) / f"dask-{self._token}"
-            local_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            self._tmpdir = tempfile.mkdtemp(prefix="research-dask-")
-            local_dir = Path(self._tmpdir)
+        local_dir = self.dir.make(self.workdir, f"dask-{self._token}", prefix="research-dask-")
         # The scheduler (in this process) reads these when it is built; each nanny keeps a copy
         # for the worker processes it spawns and re-spawns. Restored on leaving the block.
         with dask.config.set(config):
@@ -280,9 +274,10 @@ class Dask(Scheduler):
         from ..tasks import set_worker_label
 
         self._workers = self.client.run(lambda dask_worker: set_worker_label(dask_worker.address))
-        self._pids.update(self._workers.values())
+        if not self.existing:  # waited for at shutdown (closing can return while they exit)
+            self.procs.add(self._workers.values())
 
-    def _shutdown(self) -> None:
+    def _stop_cluster(self) -> None:
         try:
             if self.client is not None:
                 with contextlib.suppress(Exception):
@@ -290,35 +285,8 @@ class Dask(Scheduler):
             if self.cluster is not None:
                 with contextlib.suppress(Exception):
                     self.cluster.close(timeout=CLOSE_TIMEOUT_S)
-            if self.options["address"] is None:  # even if LocalCluster() itself failed
-                self._reap()
         finally:
             self.client = self.cluster = None
-            if self._tmpdir:
-                shutil.rmtree(self._tmpdir, ignore_errors=True)
-                self._tmpdir = None
-
-    def _reap(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
-        """Wait (bounded) until the worker processes of this cluster are gone; kill the ones
-        still there after ``timeout_s``. Closing a LocalCluster can return while they exit.
-
-        Ours are the worker pids seen while labelling, and processes spawned (by the nannies)
-        since start, including a restarted worker never labelled.
-        """
-        ours = []
-        for p in psutil.Process().children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                if p.pid in self._before:
-                    continue
-                cmd = " ".join(p.cmdline())
-                spawned = "spawn_main" in cmd and not any(h in cmd for h in _HELPERS)
-                if p.pid in self._pids or spawned:
-                    ours.append(p)
-        _, alive = psutil.wait_procs(ours, timeout=timeout_s)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(alive, timeout=5)
 
     # -- work ------------------------------------------------------------------------------
     def warm(self, timeout_s: float = 60.0) -> None:
@@ -404,7 +372,7 @@ class Dask(Scheduler):
             error = (f"{len(errors)} task(s) failed (ids {sorted(errors)}); first, task "
                      f"{first[0]}: {first[1]}")
         if timed_out:
-            error = f"timeout after {timeout_s:g} s" + (f"; {error}" if error else "")
+            error = timeout_error(timeout_s) + (f"; {error}" if error else "")
         if error is not None:
             self.broken = True
         info = {"key_prefix": prefix, "workers": dict(self._workers),
@@ -417,7 +385,6 @@ class Dask(Scheduler):
 
         out = super().info()
         out.update({
-            "existing_cluster": self.options["address"] is not None,
             "address": self.options["address"],
             "distributed_version": distributed.__version__,
             "worker_processes": self.worker_processes,

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import psutil
 
 from ..errors import ParamError
+from ..params import Param
 from ..tasks import Outcome, Task, execute, noop, set_worker_label
-from ..workloads import Param
-from .base import RunOutput, Scheduler, stamp_all
+from .base import RunOutput, stamp_all, timeout_error
+from .cluster import ClusterScheduler, check_worker_count
 
 if TYPE_CHECKING:  # imported lazily: `list` and config checks work without ipyparallel
     import ipyparallel as ipp
@@ -46,8 +46,6 @@ EXISTING_KEYS = ("connection_file", "profile_dir", "profile", "cluster_id")
 CONNECT_TIMEOUT_S = 10.0
 #: Seconds to wait for a local cluster's engines to register (about 1.5 s each here).
 ENGINE_TIMEOUT_S = 60.0
-#: Seconds to wait for a stopped cluster's processes to exit before killing them.
-EXIT_WAIT_S = 10.0
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 EXISTING_OPTIONS: dict[str, Param] = {
@@ -103,16 +101,9 @@ def _connect(options: Mapping[str, Any], ipython_dir: str) -> tuple[ipp.Client, 
     return client, conn
 
 
-def _count_problem(conn: Path, n_engines: int, n_workers: int) -> ParamError:
-    return ParamError("n_workers", f"the existing ipyparallel cluster ({conn}) has {n_engines} "
-                                   f"engine(s), but the sweep asks for n_workers = {n_workers}")
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+def _check_engines(conn: Path, n_engines: int, n_workers: int) -> None:
+    check_worker_count(n_workers, n_engines, f"the existing ipyparallel cluster ({conn})",
+                       "engine(s)")
 
 
 def _describe(exc: BaseException) -> str:
@@ -129,10 +120,15 @@ def _outcomes(result: Any) -> list[Outcome]:
     return [o for r in result for o in _outcomes(r)]
 
 
-class _Ipp(Scheduler):
+class _Ipp(ClusterScheduler):
     """What both views share: the cluster, engine labels, running a map and collecting it."""
 
     options_spec = EXISTING_OPTIONS
+    existing_keys = EXISTING_KEYS
+    distributions = ("ipyparallel",)
+    process_names = ("ipengine", "ipcontroller", "ipyparallel")
+    # The launchers wait for their own processes: leave their zombies to them.
+    reap_zombies = False
     #: Controller settings: only for a cluster this adapter starts.
     controller_keys: tuple[str, ...] = ()
     #: What a task's receive stamp marks (its message's arrival), for the run info.
@@ -141,15 +137,12 @@ class _Ipp(Scheduler):
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
                  workdir: Path | None = None) -> None:
         super().__init__(n_workers, options, workdir)
-        self.existing = self.is_existing(self.options)
         self.conn: Path | None = None  # the cluster's ipcontroller-client.json
         self.cluster: ipp.Cluster | None = None
         self.client: ipp.Client | None = None
         self.engine_ids: list[int] = []
         self.engine_pids: dict[int, int] = {}
         self.task_scheme: str | None = None
-        self._procs: dict[int, psutil.Process] = {}
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @classmethod
     def validate_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,22 +175,21 @@ class _Ipp(Scheduler):
             n_engines = len(client.ids)
         finally:
             client.close(linger=0)
-        if n_engines != n_workers:
-            raise _count_problem(conn, n_engines, n_workers)
+        _check_engines(conn, n_engines, n_workers)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def _start(self) -> None:
-        base = self.workdir
-        if base is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix=f"research-{self.name}-")
-            base = Path(self._tmp.name)
-        self._ipython_dir = str(Path(base) / "ipython")
+    def match_process(self, cmd: str) -> bool:
+        """The controller, the engines and their nannies (``python -m ipyparallel.*``)."""
+        return "ipyparallel" in cmd
+
+    def _start_cluster(self) -> None:
+        base = self.dir.make(self.workdir, self.name, prefix=f"research-{self.name}-")
+        self._ipython_dir = str(base / "ipython")
         if self.existing:
             self.client, self.conn = _connect(self.options, self._ipython_dir)
-            if len(self.client.ids) != self.n_workers:
-                raise _count_problem(self.conn, len(self.client.ids), self.n_workers)
+            _check_engines(self.conn, len(self.client.ids), self.n_workers)
         else:
-            self._start_local(Path(base))
+            self._start_local(base)
         self.engine_ids = sorted(self.client.ids)
         self.task_scheme = json.loads(self.conn.read_text()).get("task_scheme")
         self.warm(ENGINE_TIMEOUT_S)
@@ -237,13 +229,10 @@ class _Ipp(Scheduler):
             launchers.extend(getattr(engine_set, "launchers", {}).values())
         for launcher in launchers:
             proc = getattr(launcher, "process", None)
-            if proc is None:
-                continue
-            with contextlib.suppress(psutil.Error):
-                for p in [proc, *proc.children(recursive=True)]:
-                    self._procs[p.pid] = p
+            if proc is not None:
+                self.procs.add([proc], recursive=True)
 
-    def _shutdown(self) -> None:
+    def _stop_cluster(self) -> None:
         try:
             if self.client is not None:
                 self.client.close(linger=0)
@@ -256,29 +245,7 @@ class _Ipp(Scheduler):
                 finally:
                     self.cluster.stop_controller_sync()
         finally:
-            self._reap()
             self.cluster = self.client = None
-            self._procs = {}
-            if self._tmp is not None:
-                self._tmp.cleanup()
-                self._tmp = None
-
-    def _reap(self) -> None:
-        """Wait (bounded) until the cluster's processes are gone; kill those that are not.
-
-        A zombie counts as gone: it has exited, and an orphan's is reaped by init, not us.
-        """
-        deadline = time.monotonic() + EXIT_WAIT_S
-        alive = list(self._procs.values())
-        while True:
-            alive = [p for p in alive if _running(p)]
-            if not alive or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(alive, timeout=5)
 
     def warm(self, timeout_s: float = 60.0) -> None:
         """Label every engine ``engine-<id>`` (also importing the task code there)."""
@@ -296,7 +263,6 @@ class _Ipp(Scheduler):
 
     def info(self) -> dict[str, Any]:
         out = super().info()
-        out["existing_cluster"] = self.existing
         if self.existing:  # not ours: its memory is not measured here
             out["rss_mib"] = None
         out["connection_file"] = str(self.conn) if self.existing else None
@@ -345,7 +311,7 @@ class _Ipp(Scheduler):
         problems = []
         if len(stamps) < len(parts):
             self._abort([m for i, m in enumerate(ar.msg_ids) if i not in stamps])
-            problems.append(f"timeout after {timeout_s:g} s")
+            problems.append(timeout_error(timeout_s))
         if failed:
             problems.append(f"{len(failed)} message(s) failed: {failed[0]}")
         error = "; ".join(problems) or None

@@ -22,22 +22,19 @@ import bisect
 import contextlib
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
-import psutil
-
 from .. import tasks as _tasks
 from ..errors import ParamError
+from ..params import Param
 from ..tasks import Outcome, Task, execute
-from ..workloads import Param
-from .base import ReceiveStamps, RunOutput, Scheduler
+from .base import ReceiveStamps, RunOutput, timeout_error
+from .cluster import ClusterScheduler, check_worker_count
 
 #: How often workers send profile events to the GCS in a cluster we start (Ray's default,
 #: 1000 ms, is what an existing cluster has): the native table is read right after a trial.
@@ -174,26 +171,6 @@ def _cluster_cpus(ray: ModuleType) -> int:
     return int(ray.cluster_resources().get("CPU", 0))
 
 
-def _alive(p: psutil.Process) -> bool:
-    try:
-        if p.status() == psutil.STATUS_ZOMBIE:
-            with contextlib.suppress(psutil.Error):
-                p.wait(0)  # reap it if it is our child
-            return False
-        return p.is_running()
-    except psutil.Error:
-        return False
-
-
-def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        procs = [p for p in procs if _alive(p)]
-        if not procs or time.monotonic() > deadline:
-            return procs
-        time.sleep(0.1)
-
-
 class Event(NamedTuple):
     """One profile event of Ray's timeline, times in wall-clock nanoseconds."""
 
@@ -303,7 +280,7 @@ def _stamp_when_ready(refs: Mapping[Any, int], deadline: float) -> dict[int, int
     return stamps.wait(deadline - time.monotonic())
 
 
-class Ray(Scheduler):
+class Ray(ClusterScheduler):
     """One ``@ray.remote`` task per item (``num_cpus=1``, no retries), results as they arrive."""
 
     name = "ray"
@@ -312,13 +289,16 @@ class Ray(Scheduler):
         "address": Param("str", None, help="connect to this running cluster ('host:port' or "
                          "'auto') instead of starting one; its total CPUs must equal n_workers"),
     }
+    existing_keys = ("address",)
+    distributions = ("ray",)
+    process_names = ("raylet", "gcs_server", "ray::")
+    exit_wait_s = SHUTDOWN_WAIT_S
 
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
                  workdir: Path | None = None) -> None:
         super().__init__(n_workers, options, workdir)
         self.address: str | None = self.options["address"]
         self.temp_dir: str | None = None
-        self._own_temp_dir: str | None = None
         self._env_cm: contextlib.ExitStack | None = None
         self._remote: Any = None
         self._node_ip: str | None = None
@@ -326,6 +306,9 @@ class Ray(Scheduler):
         self._labels_seen: set[str] = set()
         self._version: str | None = None
         self._driver = False  # this adapter called ray.init (so shutdown is ours to do)
+        #: This adapter started a local cluster: its processes are reaped at shutdown. Never
+        #: set when start refused a second driver, whose processes are another adapter's.
+        self._launched = False
         #: How long run() polls for the trial's native records (see EVENTS_REPORT_MS).
         self.native_wait_s = 1.0 if self.address is None else 3.0
 
@@ -347,7 +330,7 @@ class Ray(Scheduler):
                              f"{type(exc).__name__}: {exc}") from exc
         _check_cpus(n_workers, address, cpus)
 
-    def _start(self) -> None:
+    def _start_cluster(self) -> None:
         ray = import_ray()
         self._version = ray.__version__
         if ray.is_initialized():
@@ -369,7 +352,7 @@ class Ray(Scheduler):
         self._env_cm = contextlib.ExitStack()
         self._env_cm.enter_context(_env(CLUSTER_ENV))
         self._env_cm.enter_context(_loopback_only(ray))
-        self._driver = True
+        self._driver = self._launched = True
         info = ray.init(
             address="local",  # never a cluster named by RAY_ADDRESS
             num_cpus=self.n_workers,
@@ -388,53 +371,34 @@ class Ray(Scheduler):
                                "not 127.0.0.1")
 
     def _pick_temp_dir(self) -> str:
-        if self.workdir is not None:
-            path = Path(self.workdir).resolve() / "ray"
-            if len(str(path)) <= MAX_TEMP_DIR_CHARS:
-                path.mkdir(parents=True, exist_ok=True)
-                return str(path)
-        self._own_temp_dir = tempfile.mkdtemp(
-            prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
-        return self._own_temp_dir
+        # Ray's unix socket paths must stay short: a long work dir gives a short dir in /tmp.
+        path = self.dir.make(self.workdir, "ray", prefix="ray-", max_chars=MAX_TEMP_DIR_CHARS,
+                             tmp_root="/tmp" if os.path.isdir("/tmp") else None)
+        return str(path)
 
-    def _shutdown(self) -> None:
+    def _stop_cluster(self) -> None:
         ray = sys.modules.get("ray")
         try:
             if not self._driver:  # never got as far as ray.init: nothing of ours runs
                 return
             self._driver = False
-            if self.options["address"] is not None:
-                if ray is not None and ray.is_initialized():
-                    ray.shutdown()  # the driver only: the cluster is not ours
-                return
-            procs = self._cluster_procs(ray)
+            # An existing cluster: the driver only, the cluster is not ours. A local one: its
+            # processes were collected before this and are reaped after it.
             if ray is not None and ray.is_initialized():
                 ray.shutdown()
-            procs += [p for p in self._cluster_procs(ray) if p not in procs]
-            left = _wait_gone(procs, SHUTDOWN_WAIT_S)
-            for p in left:
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
-            _wait_gone(left, 5.0)
         finally:
             self._remote = None
             if self._env_cm is not None:
                 self._env_cm.close()
                 self._env_cm = None
-            if self._own_temp_dir is not None:
-                shutil.rmtree(self._own_temp_dir, ignore_errors=True)
-                self._own_temp_dir = None
 
-    def _cluster_procs(self, ray: ModuleType | None) -> list[psutil.Process]:
+    def match_process(self, cmd: str) -> bool:
         """Ray's processes below this one: its binaries, scripts and ``ray::`` workers."""
+        if not self._launched:
+            return False
+        ray = sys.modules.get("ray")
         marks = [m for m in (self.temp_dir, ray and os.path.dirname(ray.__file__)) if m]
-        out = []
-        for p in psutil.Process().children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                cmd = " ".join(p.cmdline())
-                if cmd.startswith("ray::") or any(m in cmd for m in marks):
-                    out.append(p)
-        return out
+        return cmd.startswith("ray::") or any(m in cmd for m in marks)
 
     # -- trials ----------------------------------------------------------------------------
     def bare_noop(self, n_tasks: int) -> None:
@@ -487,7 +451,7 @@ class Ray(Scheduler):
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
             self.broken = True
-            error = f"timeout after {timeout_s:g} s" + (f"; then {error}" if error else "")
+            error = timeout_error(timeout_s) + (f"; then {error}" if error else "")
         self._labels_seen.update(o.worker for o in outcomes)
         info: dict[str, Any] = {"crashed_tasks": crashed} if crashed else {}
         table = self._native(refs, outcomes) if native and outcomes else None
@@ -546,7 +510,6 @@ class Ray(Scheduler):
         """
         out = super().info()
         out.update({
-            "existing_cluster": self.options["address"] is not None,
             "address": self.address,
             "node_ip": self._node_ip,
             "cluster_cpus": self._cluster_cpus,
@@ -559,6 +522,5 @@ class Ray(Scheduler):
 
 
 def _check_cpus(n_workers: int, address: str, cpus: int) -> None:
-    if cpus != n_workers:
-        raise ParamError("n_workers", f"config asks for {n_workers} workers but the Ray cluster "
-                         f"at {address} has {cpus} (its total CPUs; each task takes one CPU)")
+    check_worker_count(n_workers, cpus, f"the Ray cluster at {address}", "CPU(s) in all",
+                       "its total CPUs are its workers: each task takes one CPU")
