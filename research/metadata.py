@@ -13,10 +13,21 @@ from typing import Any
 
 import psutil
 
-LIBRARIES = (
-    "numpy", "pandas", "pyarrow", "matplotlib", "tqdm", "psutil",
-    "dask", "distributed", "ray", "ipyparallel",
-)
+#: Libraries of the harness itself whose versions shape the measurements; each scheduler adapter
+#: adds its own (:attr:`research.schedulers.base.Scheduler.distributions`).
+CORE_LIBRARIES = ("numpy", "pandas", "pyarrow", "matplotlib", "tqdm", "psutil")
+
+
+def libraries() -> tuple[str, ...]:
+    """The distributions whose versions are recorded: the core ones, then every registered
+    adapter's, each once. Adapter modules import their scheduler library lazily, so reading
+    the class attribute imports no scheduler library."""
+    from .schedulers import REGISTRY, get_scheduler
+
+    names = dict.fromkeys(CORE_LIBRARIES)
+    for name in REGISTRY:
+        names.update(dict.fromkeys(get_scheduler(name).distributions))
+    return tuple(names)
 
 
 def collect_python() -> dict[str, Any]:
@@ -31,7 +42,7 @@ def collect_python() -> dict[str, Any]:
 def collect_libraries() -> dict[str, Any]:
     """Installed versions of the libraries that shape the measurements."""
     versions = {}
-    for name in LIBRARIES:
+    for name in libraries():
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

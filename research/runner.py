@@ -75,7 +75,7 @@ def trial_is_done(path: Path) -> bool:
     if not path.exists():
         return False
     try:
-        return schema.read_metadata(path)["trial"].get("trial_status") == "ok"
+        return schema.read_metadata(path)["trial"].get("trial_status") == schema.TRIAL_OK
     except Exception:  # an unreadable file is redone, the old one kept aside
         return False
 
@@ -203,7 +203,7 @@ class Sweep:
                 sched.broken = True
                 out = RunOutput([], {}, {}, error=f"{type(exc).__name__}: {exc}")
         rows = build_rows(spec, tasks, out)
-        status = "failed" if out.error else "ok"
+        status = schema.TRIAL_FAILED if out.error else schema.TRIAL_OK
         if out.error:
             self.result.failed.append((spec.trial_id, out.error))
             self.log(f"trial failed: {spec.trial_id}: {out.error}")

@@ -7,10 +7,14 @@ import time
 
 import psutil
 
-# Standard-library helpers that live as long as the interpreter by design, not cluster processes.
-BENIGN = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+from research.schedulers import REGISTRY, get_scheduler
+from research.schedulers.cluster import is_helper
 
 
+def cluster_process_names() -> tuple[str, ...]:
+    """Command-line marks of the processes the registered adapters start (for leak checks)."""
+    names = dict.fromkeys(n for s in REGISTRY for n in get_scheduler(s).process_names)
+    return tuple(names)
 
 
 def scheduler_children() -> list[psutil.Process]:
@@ -19,7 +23,7 @@ def scheduler_children() -> list[psutil.Process]:
     for child in psutil.Process().children(recursive=True):
         try:
             cmd = " ".join(child.cmdline())
-            if child.status() == psutil.STATUS_ZOMBIE or any(b in cmd for b in BENIGN):
+            if child.status() == psutil.STATUS_ZOMBIE or is_helper(cmd):
                 continue
         except psutil.Error:
             continue

@@ -15,8 +15,9 @@ from research.tasks import Task
 
 from procs import wait_no_children
 
-SLOW = {"ipp-direct", "ipp-lb", "dask", "ray"}
-PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in REGISTRY]
+# Adapters whose cluster takes seconds to start say so (Scheduler.slow_start).
+PARAMS = [pytest.param(n, marks=pytest.mark.slow) if get_scheduler(n).slow_start else n
+          for n in REGISTRY]
 
 # Sleep bodies on a busy 2-core machine: a task never sleeps less than asked; it may be late.
 LATE_TOLERANCE_S = 0.25
@@ -47,7 +48,7 @@ def test_records_complete_and_ordered(cluster: Scheduler) -> None:
     assert len(rows) == len(tasks) and sorted(rows.task_id) == list(range(len(tasks)))
     table = schema.records_table(rows)  # the schema accepts the rows as they are
     assert table.num_rows == len(tasks)
-    ok = rows[rows.status == "ok"]
+    ok = rows[rows.status == schema.STATUS_OK]
     assert len(ok) == len(DURATIONS)
     for col in ("worker", "pid", "host", "submit_ns", "start_ns", "end_ns", "receive_ns"):
         assert ok[col].notna().all(), col

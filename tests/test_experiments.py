@@ -12,10 +12,13 @@ import pandas as pd
 import psutil
 import pytest
 
+from research import schema
 from research.schedulers import REGISTRY
 
-CLUSTER_PROCESS = ("ipengine", "ipcontroller", "ipyparallel", "raylet", "gcs_server", "ray::",
-                   "distributed.cli", "dask worker", "dask scheduler", "nanny")
+from procs import cluster_process_names
+
+# What the registered adapters start (Scheduler.process_names).
+CLUSTER_PROCESS = cluster_process_names()
 
 
 def _cluster_processes_since(t0: float) -> list[str]:
@@ -42,7 +45,8 @@ def test_quick_suite_end_to_end(repo: Path, tmp_path: Path) -> None:
     for name in ("index.html", "report.md", "claims.csv", "summary.csv"):
         assert (report / name).is_file(), name
     summary = pd.read_csv(report / "summary.csv")
-    assert (summary["trial_status"] == "ok").all(), summary[summary.trial_status != "ok"]
+    ok = summary["trial_status"] == schema.TRIAL_OK
+    assert ok.all(), summary[~ok]
     worst = summary[summary.experiment == "seed_worst_case"]
     assert set(worst.scheduler) == set(REGISTRY)
     assert len(summary.experiment.unique()) == len(list((repo / "experiments").glob("*.toml")))
@@ -93,4 +97,4 @@ def test_a_scheduler_that_cannot_start_is_reported_not_run(repo: Path, tmp_path:
     assert "ray" in claims.loc["R1", "note"] and "failed" in claims.loc["R1", "note"]
     assert claims.loc["C1", "verdict"] == "not run"  # no ipp-direct in this study
     summary = pd.read_csv(tmp_path / "report" / "summary.csv")
-    assert set(summary[summary.trial_status == "ok"].scheduler) == {"mp-dynamic"}
+    assert set(summary[summary.trial_status == schema.TRIAL_OK].scheduler) == {"mp-dynamic"}

@@ -210,7 +210,7 @@ crash_ids = [1]
     check_worst_case(direct["rows"], lb["rows"])
     check_native(direct["native"], direct["rows"], lb["native"], lb["rows"])
     for trial in (direct["trial"], lb["trial"]):
-        assert trial["trial_status"] == "ok"
+        assert trial["trial_status"] == schema.TRIAL_OK
         assert trial["cluster"]["existing_cluster"] is False
         assert trial["cluster"]["startup_s"] > 0 and trial["cluster"]["shutdown_s"] > 0
     assert direct["trial"]["run_info"]["receive_stamps"] == "per engine block"
@@ -223,7 +223,7 @@ crash_ids = [1]
     # A task that kills its engine: a failed trial, recorded, not a hang.
     for sched in ("ipp-direct", "ipp-lb"):
         crash = found[(sched, "crash")]
-        assert crash["trial"]["trial_status"] == "failed"
+        assert crash["trial"]["trial_status"] == schema.TRIAL_FAILED
         assert "EngineError" in crash["trial"]["trial_error"]
         rows = crash["rows"].set_index("task_id")
         assert rows.loc[1, "status"] == "error" and pd.isna(rows.loc[1, "end_ns"])
@@ -305,7 +305,7 @@ connection_file = "{ipcluster['connection_file']}"
     check_worst_case(direct["rows"], lb["rows"])
     check_native(direct["native"], direct["rows"], lb["native"], lb["rows"])
     for trial in (direct["trial"], lb["trial"]):
-        assert trial["trial_status"] == "ok"
+        assert trial["trial_status"] == schema.TRIAL_OK
         assert trial["cluster"]["existing_cluster"] is True
         assert trial["cluster"]["connection_file"] == str(ipcluster["connection_file"])
     # The same engine processes ran the tasks, and are still running after our shutdown.

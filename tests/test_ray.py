@@ -350,7 +350,7 @@ def test_existing_cluster_is_used_and_left_running(existing_cluster: tuple[str, 
     with pytest.raises(ParamError) as err:
         Ray.preflight(3, {"address": address})
     assert err.value.key == "n_workers"
-    assert "3 workers" in str(err.value) and "has 2" in str(err.value), str(err.value)
+    assert "n_workers = 3" in str(err.value) and "has 2" in str(err.value), str(err.value)
 
     wrong = Ray(3, {"address": address})
     with pytest.raises(ParamError, match="has 2"), wrong:
@@ -415,9 +415,9 @@ def test_sweep_through_the_cli(tmp_path: Path, no_leaks: None) -> None:
         assert cluster["node_ip"] == "127.0.0.1" and cluster["existing_cluster"] is False
         # The runner's work dir is short enough to hold Ray's session itself.
         assert "research-ray-" in cluster["temp_dir"]
-    assert set(by_status) == {"ok", "failed"}
+    assert set(by_status) == {schema.TRIAL_OK, schema.TRIAL_FAILED}
 
-    path, trial = by_status["ok"]
+    path, trial = by_status[schema.TRIAL_OK]
     rows = schema.read_trial(path)
     assert len(rows) == 10 and (rows.status == "ok").all()
     assert rows.worker.nunique() == 2
@@ -426,7 +426,7 @@ def test_sweep_through_the_cli(tmp_path: Path, no_leaks: None) -> None:
     witness = trial["witness"]
     assert witness["matched"] == 10 and witness["start_abs_median_ms"] < 5, witness
 
-    path, trial = by_status["failed"]
+    path, trial = by_status[schema.TRIAL_FAILED]
     assert "WorkerCrashedError" in trial["trial_error"]
     rows = schema.read_trial(path)
     assert (rows.status == "ok").sum() == 5
