@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,30 @@ def test_timeout_gives_a_failed_run_not_a_hang(cluster: Scheduler) -> None:
 def test_serial_always_uses_one_worker() -> None:
     cls = get_scheduler("serial")
     assert cls(4).effective_workers == 1
+
+
+def test_cluster_adapters_declare_what_the_package_reads() -> None:
+    """Metadata and leak checks come from the adapter classes: cluster adapters fill them in."""
+    from research.metadata import CORE_LIBRARIES, collect_libraries
+    from research.schedulers.cluster import ClusterScheduler
+
+    recorded = collect_libraries()["libraries"]
+    for name in REGISTRY:
+        cls = get_scheduler(name)
+        if issubclass(cls, ClusterScheduler):
+            assert cls.slow_start and cls.distributions and cls.process_names, name
+        assert set(cls.distributions) <= set(recorded), name
+    assert set(CORE_LIBRARIES) <= set(recorded)
+
+
+def test_template_adapter_runs_and_shuts_down(tmp_path: Path, no_leaks: None) -> None:
+    """The template (not registered) stays in step with the helpers it shows."""
+    from research.schedulers._template import Template
+
+    assert "template" not in REGISTRY
+    with Template(2, {}, tmp_path) as sched:
+        assert sched.state_dir.is_dir() and sched.state_dir.is_relative_to(tmp_path)
+        sched.warm()
+        out = sched.run([Task(i, "sleep", 0.01, 0.01) for i in range(3)], timeout_s=10)
+    assert out.error is None and len(out.outcomes) == 3
+    assert set(out.receive_ns) == {0, 1, 2}
