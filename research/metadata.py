@@ -41,7 +41,7 @@ def collect_python() -> dict[str, Any]:
 
 def collect_libraries() -> dict[str, Any]:
     """Installed versions of the libraries that shape the measurements."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in libraries():
         try:
             versions[name] = importlib.metadata.version(name)
@@ -71,6 +71,7 @@ def _cpu_model() -> str:
 
 def collect_cpu() -> dict[str, Any]:
     """CPU model and counts (logical, physical, and the ones this process may use)."""
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

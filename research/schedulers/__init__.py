@@ -26,7 +26,8 @@ REGISTRY: dict[str, str] = {
 
 
 def get_scheduler(name: str) -> type[Scheduler]:
-    """The adapter class registered as ``name``; imports its module (and library) now."""
+    """The adapter class registered as ``name``; imports its module now (adapters import
+    their scheduler library only when they start)."""
     if name not in REGISTRY:
         allowed = ", ".join(REGISTRY)
         raise ParamError("schedulers", f"unknown scheduler {name!r}; allowed: {allowed}")

@@ -147,7 +147,8 @@ def native_table(stream: Sequence[Mapping[str, Any]], key_to_id: Mapping[str, in
     rows = []
     for rec in stream:
         key = rec.get("key")
-        if key not in key_to_id:  # another client's task on a shared cluster
+        # Not ours: another client's task on a shared cluster.
+        if not isinstance(key, str) or key not in key_to_id:
             continue
         for ss in rec.get("startstops", ()):
             if ss.get("action") != "compute":

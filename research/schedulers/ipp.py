@@ -190,6 +190,7 @@ class _Ipp(ClusterScheduler):
             _check_engines(self.conn, len(self.client.ids), self.n_workers)
         else:
             self._start_local(base)
+        assert self.client is not None and self.conn is not None
         self.engine_ids = sorted(self.client.ids)
         self.task_scheme = json.loads(self.conn.read_text()).get("task_scheme")
         self.warm(ENGINE_TIMEOUT_S)

@@ -244,7 +244,8 @@ def native_table(events: Sequence[Event], ids: Mapping[str, int]) -> Any:
     rows = []
     seen: set[str] = set()
     for e in events:
-        if not e.cat.startswith("task::") or e.task_hex not in ids or e.task_hex in seen:
+        if (not e.cat.startswith("task::") or e.task_hex is None or e.task_hex not in ids
+                or e.task_hex in seen):
             continue
         seen.add(e.task_hex)
         start, end = e.start_ns, e.end_ns
@@ -397,7 +398,8 @@ class Ray(ClusterScheduler):
         if not self._launched:
             return False
         ray = sys.modules.get("ray")
-        marks = [m for m in (self.temp_dir, ray and os.path.dirname(ray.__file__)) if m]
+        ray_file = getattr(ray, "__file__", None)
+        marks = [m for m in (self.temp_dir, ray_file and os.path.dirname(ray_file)) if m]
         return cmd.startswith("ray::") or any(m in cmd for m in marks)
 
     # -- trials ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from ..tasks import Task, execute, noop
+from ..tasks import Outcome, Task, execute, noop
 from .base import RunOutput, Scheduler, timeout_error
 
 
@@ -32,7 +32,9 @@ class Serial(Scheduler):
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
         deadline = time.monotonic() + timeout_s
-        outcomes, submit, receive = [], {}, {}
+        outcomes: list[Outcome] = []
+        submit: dict[int, int] = {}
+        receive: dict[int, int] = {}
         for task in tasks:
             # A running task cannot be interrupted in-process; the deadline stops the rest.
             if time.monotonic() > deadline:
