@@ -49,15 +49,17 @@ KILL_WAIT_S = 5.0
 
 
 def check_worker_count(n_workers: int, found: int, cluster: str, unit: str = "worker(s)",
-                       hint: str = "") -> None:
+                       hint: str = "", counted: str | None = None) -> None:
     """Raise :class:`ParamError` on ``n_workers`` when an existing cluster has ``found``
     workers instead; the message names both numbers.
 
     ``cluster`` says which one (e.g. ``"the Dask scheduler at tcp://..."``), ``unit`` what was
-    counted, ``hint`` (optional) how to fix it.
+    counted, ``hint`` (optional) how to fix it; ``counted`` replaces ``"<found> <unit>"`` when
+    the count needs more words (``"2 worker process(es) with 4 thread(s) in all"``).
     """
     if found != n_workers:
-        raise ParamError("n_workers", f"{cluster} has {found} {unit}, but the sweep asks for "
+        what = counted if counted is not None else f"{found} {unit}"
+        raise ParamError("n_workers", f"{cluster} has {what}, but the sweep asks for "
                                       f"n_workers = {n_workers}" + (f" ({hint})" if hint else ""))
 
 

@@ -102,9 +102,9 @@ def _check_existing(client: Any, address: str, n_workers: int,
         procs, threads = _count_workers(client)
     check_worker_count(
         n_workers, threads, f"the Dask scheduler at {address}",
-        f"thread(s) in all in {procs} worker process(es)",
-        f"workers are counted by threads; start {n_workers} single-threaded workers, or change "
-        f"n_workers to {threads}")
+        hint=f"workers are counted by threads; start {n_workers} single-threaded workers, or "
+             f"change n_workers to {threads}",
+        counted=f"{procs} worker process(es) with {threads} thread(s) in all")
     settings = _scheduler_settings(client)
     for key in ("work_stealing", "worker_saturation"):
         want = options.get(key)
