@@ -179,7 +179,8 @@ class Dask(ClusterScheduler):
     }
     existing_keys = ("address",)
     distributions = ("dask", "distributed")
-    process_names = ("distributed.cli", "dask worker", "dask scheduler", "nanny", "dask")
+    # Not bare "dask": any command line under a path such as wt-dask-... would match.
+    process_names = ("distributed.cli", "dask worker", "dask scheduler", "nanny")
     exit_wait_s = CLOSE_TIMEOUT_S
 
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
