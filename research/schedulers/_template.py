@@ -27,7 +27,7 @@ class Template(ClusterScheduler):
     name = "template"  # TODO: the registry name (also the config's scheduler name)
     description = "TODO: what `python -m research list` shows"
     distributions = ()  # TODO: PyPI names whose versions go into the metadata, e.g. ("celery",)
-    process_names = ()  # TODO: command-line marks of the processes it starts (leak checks)
+    process_names = ()  # TODO: specific command-line marks of its processes (leak checks)
     # slow_start = True  # inherited: a cluster takes seconds to start (contract tests: slow)
     options_spec = {
         # TODO: the library's knobs; None = "the library's default", written in the help.
