@@ -26,6 +26,7 @@ from research import schema
 from research.cli import main
 from research.errors import ParamError
 from research.schedulers import get_scheduler
+from research.schedulers.cluster import is_running, reap
 from research.schedulers.ipp import (
     IppDirect,
     IppLoadBalanced,
@@ -231,12 +232,7 @@ crash_ids = [1]
 
 # -- an existing cluster, started here as separate processes -------------------------------
 def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            if p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-    return out
+    return [p for p in procs if is_running(p)]  # a zombie counts as gone
 
 
 @pytest.fixture(scope="module")
@@ -272,13 +268,7 @@ def ipcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         try:
             proc.wait(30)
         finally:
-            gone_by = time.monotonic() + 15
-            while _alive(procs) and time.monotonic() < gone_by:
-                time.sleep(0.1)
-            left = _alive(procs)
-            for p in left:
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
+            left = reap(procs, 15)  # those still there after 15 s, killed
             log.close()
         assert not left, f"ipcluster processes outlived 'ipcluster stop': {left}"
 

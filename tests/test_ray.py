@@ -24,6 +24,7 @@ from research.errors import ParamError
 from research.runner import build_rows
 from research.schedulers import RunOutput, get_scheduler
 from research.schedulers import ray as ray_adapter
+from research.schedulers.cluster import is_running, reap
 from research.schedulers.ray import Ray
 from research.tasks import Task, execute
 from research.witness import compare
@@ -59,22 +60,7 @@ def _procs_under(temp_dir: str) -> list[psutil.Process]:
                 found[p.pid] = p
                 for c in p.children(recursive=True):
                     found[c.pid] = c
-    return [p for p in found.values() if _running(p)]
-
-
-def _running(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _wait_stopped(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    """Wait until ``procs`` exit; a zombie counts as gone (its reaper is not us)."""
-    deadline = time.monotonic() + timeout_s
-    while (procs := [p for p in procs if _running(p)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return procs
+    return [p for p in found.values() if is_running(p)]
 
 
 def _listen_addrs(procs: list[psutil.Process]) -> set[str]:
@@ -327,11 +313,7 @@ def existing_cluster() -> Iterator[tuple[str, str]]:
         for p in procs:
             with contextlib.suppress(psutil.Error):
                 p.terminate()
-        alive = _wait_stopped(procs, 2)  # gcs_server and raylet ignore it: then as --force
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        _wait_stopped(alive, 5)
+        reap(procs, 2)  # gcs_server and raylet ignore it: then killed, as --force does
         import shutil
 
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -371,9 +353,9 @@ def test_existing_cluster_is_used_and_left_running(existing_cluster: tuple[str, 
         assert out.native is not None and sorted(out.native.task_id) == list(range(6))
 
     # Our side shut down; the cluster runs on and takes new drivers.
-    assert all(_running(p) for p in cluster_procs)
+    assert all(is_running(p) for p in cluster_procs)
     Ray.preflight(2, {"address": address})
-    assert all(_running(p) for p in cluster_procs)
+    assert all(is_running(p) for p in cluster_procs)
 
 
 # -- through the CLI, as a user runs it -------------------------------------------------------
