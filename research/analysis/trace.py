@@ -87,7 +87,7 @@ def trace_document(trials: Iterable[pd.DataFrame], *, absolute: bool = False) ->
         offset = (origin - t0) / 1e3 if absolute else 0.0
         events.extend(trial_events(df, pid, offset_us=offset))
     return {"traceEvents": events, "displayTimeUnit": "ms",
-            "otherData": {"source": "research.trace", "absolute": absolute,
+            "otherData": {"source": "research.analysis.trace", "absolute": absolute,
                           "origin_ns": int(t0) if absolute else None}}
 
 
