@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -158,7 +158,8 @@ def draw_timeline(
     edges = faces.copy()
     edges[bad] = (0.85, 0.1, 0.1, 1.0)
     widths = np.where(bad, 1.2, _seam_width(t, metrics, ax))
-    coll = PolyCollection(verts, facecolors=faces, edgecolors=edges, linewidths=widths,
+    # An (N, 4, 2) array, not a list: matplotlib's fast path (the stubs only say Sequence).
+    coll = PolyCollection(cast(Any, verts), facecolors=faces, edgecolors=edges, linewidths=widths,
                           antialiased=True)
     if len(t) > RASTERIZE_ABOVE:
         coll.set_rasterized(True)
@@ -189,8 +190,8 @@ def _seam_width(t: pd.DataFrame, metrics: dict[str, Any], ax: Axes) -> float:
     """
     if t.empty:
         return 0.0
-    px_per_s = ax.get_position().width * ax.figure.get_figwidth() * ax.figure.dpi / _right_edge(
-        metrics)
+    fig = ax.figure if isinstance(ax.figure, Figure) else ax.figure.figure
+    px_per_s = ax.get_position().width * fig.get_figwidth() * fig.dpi / _right_edge(metrics)
     median_px = float(np.median(t["end_s"] - t["start_s"])) * px_per_s
     return 0.5 if median_px < 2 else 0.0
 
@@ -378,6 +379,10 @@ def tasks_per_worker_figure(
     return fig
 
 
+def _pooled(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.array([], dtype="float64")
+
+
 def _ecdf(ax: Axes, values: np.ndarray, label: str, color: str) -> None:
     v = np.sort(np.maximum(values[np.isfinite(values)], LOG_FLOOR_S))
     if len(v):
@@ -398,9 +403,8 @@ def latency_figure(
         n = int(sub["n_workers"].max())
         srcs = [x for x in sub.loc[sub["n_workers"] == n, "source"] if x in samples]
         label, color = f"{sched} ({n} w)", scheduler_color(sched)
-        _ecdf(ax_lat, np.concatenate([samples[x].start_latency_s for x in srcs] or [[]]),
-              label, color)
-        _ecdf(ax_gap, np.concatenate([samples[x].gaps_s for x in srcs] or [[]]), label, color)
+        _ecdf(ax_lat, _pooled([samples[x].start_latency_s for x in srcs]), label, color)
+        _ecdf(ax_gap, _pooled([samples[x].gaps_s for x in srcs]), label, color)
     ax_lat.set_xlabel("Start latency: start − submit (s)")
     ax_gap.set_xlabel("Gap between consecutive tasks on a worker (s)")
     ax_lat.set_ylabel("Fraction of tasks")

@@ -89,7 +89,7 @@ def check_stamps(df: pd.DataFrame) -> None:
 
 def _objects(col: pd.Series) -> np.ndarray:
     """Values as an object array with None (not NaN or <NA>) for missing ones."""
-    values = col.to_numpy(dtype=object, copy=True)
+    values: np.ndarray = col.to_numpy(dtype=object, copy=True)
     values[pd.isna(values)] = None
     return values
 
@@ -165,7 +165,8 @@ def work_durations(times: pd.DataFrame) -> np.ndarray:
     """Each task's duration for the bounds: planned, else measured, in task order (NaN if none)."""
     planned = times["planned_s"].to_numpy(dtype="float64")
     measured = (times["end_s"] - times["start_s"]).to_numpy(dtype="float64")
-    return np.where(np.isfinite(planned), planned, measured)
+    out: np.ndarray = np.where(np.isfinite(planned), planned, measured)
+    return out
 
 
 def worker_gaps(times: pd.DataFrame) -> np.ndarray:
@@ -175,7 +176,8 @@ def worker_gaps(times: pd.DataFrame) -> np.ndarray:
     same = row[1:] == row[:-1]
     gaps = t["start_s"].to_numpy()[1:][same] - t["end_s"].to_numpy()[:-1][same]
     # Two tasks overlapping on one label means the label is shared, not negative idle time.
-    return np.clip(gaps, 0.0, None)
+    clipped: np.ndarray = np.clip(gaps, 0.0, None)
+    return clipped
 
 
 def tasks_per_worker(times: pd.DataFrame, n_workers: int | None) -> np.ndarray:
@@ -283,7 +285,8 @@ def _cap(x: np.ndarray) -> np.ndarray:
     if len(x) <= MAX_SAMPLES:
         return x
     # Evenly spaced, not random: the figures are reproducible.
-    return np.sort(x)[np.linspace(0, len(x) - 1, MAX_SAMPLES).astype(int)]
+    picked: np.ndarray = np.sort(x)[np.linspace(0, len(x) - 1, MAX_SAMPLES).astype(int)]
+    return picked
 
 
 

@@ -86,7 +86,7 @@ def fmt(x: Any) -> str:
     if isinstance(x, float | np.floating):
         if x == 0:
             return "0"
-        return f"{x:.4g}" if 1e-3 <= abs(x) < 1e5 else f"{x:.3g}"
+        return f"{x:.4g}" if 1e-3 <= abs(float(x)) < 1e5 else f"{x:.3g}"
     return str(x)
 
 
