@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.collections import PolyCollection
 
+from research import schema
 from research.analysis import figures as F
 from research.analysis import metrics as M
 from research.analysis import results as R
@@ -69,8 +70,9 @@ def test_colour_is_the_order_within_the_worker() -> None:
 
 
 def test_failed_untimed_tasks_are_not_drawn_and_idle_workers_get_rows() -> None:
-    df = records([task(0, "worker-0", 0, 1), task(1, None, None, None, status="error"),
-                  task(2, "worker-0", 1, 2, status="error", error="raised")], n_workers=3)
+    err = schema.STATUS_ERROR
+    df = records([task(0, "worker-0", 0, 1), task(1, None, None, None, status=err),
+                  task(2, "worker-0", 1, 2, status=err, error="raised")], n_workers=3)
     fig = F.timeline_figure(df)
     (coll,) = _bars(fig)
     assert len(coll.get_paths()) == 2
@@ -80,7 +82,7 @@ def test_failed_untimed_tasks_are_not_drawn_and_idle_workers_get_rows() -> None:
 
 
 def test_all_failed_trial_draws_an_empty_timeline() -> None:
-    df = records([task(0, None, None, None, status="error")], n_workers=2)
+    df = records([task(0, None, None, None, status=schema.STATUS_ERROR)], n_workers=2)
     fig = F.timeline_figure(df)
     assert len(_bars(fig)[0].get_paths()) == 0
     assert "n/a" in fig.axes[0].get_title()
@@ -169,8 +171,8 @@ def test_task_length_sweep_and_failed_only_results(tmp_path: Path) -> None:
     assert kinds == {spec.kind for spec in F.WORKLOAD_FIGURES if spec.kind != "sweep_workers"}
     assert sweep.workload == "uniform" and sweep.files[0].exists()
 
-    dead = records([task(0, None, None, None, status="error")], n_workers=2)
-    write(dead, tmp_path / "dead", status="failed", error="boom")
+    dead = records([task(0, None, None, None, status=schema.STATUS_ERROR)], n_workers=2)
+    write(dead, tmp_path / "dead", status=schema.TRIAL_FAILED, error="boom")
     fs = F.draw_all(R.load_results(tmp_path / "dead"), tmp_path / "fig2", formats=("png",))
     assert fs.errors == [] and fs.of_kind("timeline") == []
     assert any("no task has start and end stamps" in n for n in fs.not_drawn)

@@ -36,7 +36,7 @@ def mixed() -> pd.DataFrame:
         task(0, "worker-0", 0.0, 1.0, planned=1.0, receive=1.1),
         task(1, "worker-0", 1.5, 2.0, planned=0.5, receive=2.2),
         task(2, "worker-1", 0.25, 1.25, planned=1.0, receive=1.5),
-        task(3, None, None, None, planned=0.5, status="error", error="no result: lost"),
+        task(3, None, None, None, planned=0.5, status=schema.STATUS_ERROR, error="no result: lost"),
         task(4, "worker-0", 2.0, 3.0, receive=3.0),  # planned NaN: measured 1.0 s counts
     ], n_workers=3)
 
@@ -65,7 +65,7 @@ def test_hand_built_timeline_gives_exact_metrics(mixed: pd.DataFrame) -> None:
 
 
 def test_all_tasks_failed_gives_nan_timings_and_a_note() -> None:
-    df = records([task(i, None, None, None, planned=0.2, status="error", error="boom")
+    df = records([task(i, None, None, None, planned=0.2, status=schema.STATUS_ERROR, error="boom")
                   for i in range(3)], n_workers=2)
     m = M.trial_metrics(df)
     for key in ("makespan_s", "wall_s", "busy_s", "efficiency", "mean_gap_s", "max_gap_s",
@@ -87,7 +87,8 @@ def test_no_rows_is_not_a_crash() -> None:
 
 def test_failed_task_with_stamps_counts_as_error_but_keeps_its_time() -> None:
     df = records([task(0, "worker-0", 0.0, 1.0, planned=1.0),
-                  task(1, "worker-0", 1.0, 1.5, planned=1.0, status="error", error="raised")],
+                  task(1, "worker-0", 1.0, 1.5, planned=1.0, status=schema.STATUS_ERROR,
+                       error="raised")],
                  n_workers=1)
     m = M.trial_metrics(df)
     assert m["n_errors"] == 1
@@ -149,9 +150,9 @@ def test_load_results_mixes_good_and_broken_files(tmp_path: Path) -> None:
     write_bare(good, exp / ".hidden.parquet")
     write_bare(good, exp / "x.native.parquet")
     write_bare(good, exp / ".superseded" / "old.parquet")
-    failed = records([task(i, None, None, None, status="error", error="timeout")
+    failed = records([task(i, None, None, None, status=schema.STATUS_ERROR, error="timeout")
                       for i in range(2)], scheduler="ipp-lb", workload="dead", repeat=0)
-    write(failed, tmp_path, status="failed", error="TrialFailed: timeout after 5 s")
+    write(failed, tmp_path, status=schema.TRIAL_FAILED, error="TrialFailed: timeout after 5 s")
 
     res = R.load_results(tmp_path)
     broken = {b.path.name: b.reason for b in res.broken}
@@ -163,7 +164,7 @@ def test_load_results_mixes_good_and_broken_files(tmp_path: Path) -> None:
     bare = s[s["scheduler"] == "bare"].iloc[0]
     assert bare["trial_status"] == "unknown" and bare["makespan_s"] == pytest.approx(1.0)
     dead = s[s["workload"] == "dead"].iloc[0]
-    assert dead["trial_status"] == "failed"
+    assert dead["trial_status"] == schema.TRIAL_FAILED
     assert dead["trial_error"] == "TrialFailed: timeout after 5 s"
     assert dead["first_error"] == "timeout"
     assert math.isnan(dead["makespan_s"])
@@ -183,7 +184,7 @@ def test_group_summary_median_min_max_and_failed_excluded(tmp_path: Path) -> Non
         write(records([task(0, "worker-0", 0, span, planned=1)], n_workers=1, repeat=rep),
               tmp_path)
     write(records([task(0, "worker-0", 0, 100.0, planned=1)], n_workers=1, repeat=3),
-          tmp_path, status="failed", error="x")
+          tmp_path, status=schema.TRIAL_FAILED, error="x")
     g = R.group_summary(R.load_results(tmp_path).summary)
     assert len(g) == 1
     row = g.iloc[0]

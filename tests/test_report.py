@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from research import schema
 from research.analysis import claims as C
 from research.analysis import metrics as M
 from research.analysis import results as R
@@ -28,10 +29,10 @@ def mixed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     good = records([task(0, "worker-0", 0, 1, planned=1)], scheduler="bare", n_workers=1)
     write_bare(good.drop(columns=["start_ns"]), exp / "no_start.parquet")
     (exp / "corrupt.parquet").write_bytes(b"PAR1 nonsense")
-    dead = records([task(i, None, None, None, planned=0.1, status="error",
+    dead = records([task(i, None, None, None, planned=0.1, status=schema.STATUS_ERROR,
                          error="no result: TimeoutError") for i in range(3)],
                    scheduler="ipp-lb", workload="dead", n_workers=2)
-    write(dead, root, status="failed", error="TrialFailed: engines died")
+    write(dead, root, status=schema.TRIAL_FAILED, error="TrialFailed: engines died")
     return root
 
 
