@@ -169,3 +169,20 @@ def test_formatting_helpers() -> None:
     assert fmt(0.000123456) == "0.000123" and fmt(2.0) == "2"
     table = md_table(pd.DataFrame({"a": ["x|y"], "b": [1.5]}))
     assert table.splitlines()[2] == "| x\\|y | 1.5 |"
+
+
+def test_a_broken_claims_table_is_reported_not_fatal(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from research.analysis import report as report_module
+
+    def broken(summary: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+        raise ValueError("claim id(s) used twice: C1")
+
+    res = tmp_path / "res"
+    write(records([task(0, "worker-0", 0, 1)], n_workers=1), res)
+    monkeypatch.setattr(report_module.C, "evaluate", broken)
+    rep = report_module.make_report(res, tmp_path / "out", max_timelines=0)
+    assert rep.claims is None and "used twice" in str(rep.claims_error)
+    md = rep.markdown.read_text()
+    assert "> The claims could not be evaluated: ValueError: claim id(s) used twice" in md
+    assert not (tmp_path / "out" / "claims.csv").exists()
