@@ -53,13 +53,13 @@ experiments: setup
 	$(MAKE) --no-print-directory report RESULTS=$(RESULTS) REPORT=$(REPORT)
 
 report: setup
-	$(PY) analysis/report.py $(RESULTS) --out $(REPORT)
+	$(PY) -m research report $(RESULTS) --out $(REPORT)
 
 figures: setup
-	$(PY) analysis/figures.py $(RESULTS) --out $(REPORT)/figures
+	$(PY) -m research figures $(RESULTS) --out $(REPORT)/figures
 
 bench: setup
-	$(PY) experiments/bench_overhead.py
+	$(PY) -m research bench
 
 bench-analysis: setup
 	$(PY) analysis/bench_analysis.py

@@ -1,10 +1,23 @@
-"""Command line: ``python -m research run CONFIG... [--out DIR] [--force]`` and ``list``."""
+"""Command line: ``python -m research COMMAND``.
+
+    run CONFIG... [--out DIR]       run the trials of experiment configs
+    list                            schedulers and workload shapes
+    talk-primes [--out DIR]         the talk's timeit prime benchmark
+    report RESULTS [--out DIR]      the whole report (claims, summary, figures, HTML, markdown)
+    figures RESULTS|TRIAL [--out]   figures only (or one trial's timeline)
+    claims RESULTS [--out DIR]      the claims table only (claims.csv, printed)
+    trace TRIAL|RESULTS [--out F]   Chrome trace-event JSON for Perfetto
+    bench                           the harness overhead benchmark
+
+The scripts in ``analysis/`` and ``experiments/bench_overhead.py`` call these same commands.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, ParamError
 
@@ -57,7 +70,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_talk_primes(args: argparse.Namespace) -> int:
-    from . import talkbench
+    from .bench import talkbench
     from .runner import supersede
     from .workloads import TALK_PRIMES
 
@@ -80,9 +93,160 @@ def _cmd_talk_primes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from . import schema
+    from .analysis.report import make_report
+
+    try:
+        report = make_report(args.results, args.out, max_timelines=args.max_timelines)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    results, s = report.results, report.results.summary
+    n_failed = int((s["trial_status"].astype(str) == schema.TRIAL_FAILED).sum()) if len(s) else 0
+    print(f"{report.index_html}: {len(s)} trial(s), {n_failed} failed, "
+          f"{len(results.broken)} broken, {len(report.figures.figures)} figure(s)",
+          file=sys.stderr)
+    for b in results.broken:
+        print(f"  cannot analyse {b.path}: {b.reason}", file=sys.stderr)
+    for e in report.figures.errors:
+        print(f"  figure not drawn: {e}", file=sys.stderr)
+    if report.claims_error:
+        print(f"  claims: {report.claims_error}", file=sys.stderr)
+    return 0 if len(s) else 1
+
+
+def _cmd_figures(args: argparse.Namespace) -> int:
+    from . import schema
+    from .analysis import figures, metrics
+    from .analysis.results import load_results
+
+    src: Path = args.results
+    if not src.exists():
+        print(f"error: {src}: no such file or directory", file=sys.stderr)
+        return 2
+    out = args.out or (src / "report" / "figures" if src.is_dir() else src.parent)
+    if src.is_file():
+        missing = schema.missing_columns(src)
+        if missing:
+            print(f"error: {src}: missing required column(s): {', '.join(missing)}",
+                  file=sys.stderr)
+            return 1
+        fig = figures.timeline_figure(metrics.read_records(src))
+        for p in figures.save_figure(fig, out / figures.slug("timeline", src.stem), args.format):
+            print(p)
+        return 0
+    results = load_results(src)
+    for b in results.broken:
+        print(f"cannot analyse {b.path}: {b.reason}", file=sys.stderr)
+    pairs = [tuple(p) for p in args.pair] if args.pair else figures.PREFERRED_PAIRS
+    fs = figures.draw_all(results, out, max_timelines=args.max_timelines, pairs=pairs,
+                          formats=args.format)
+    for note in fs.not_drawn:
+        print(f"not drawn: {note}", file=sys.stderr)
+    for err in fs.errors:
+        print(f"figure failed: {err}", file=sys.stderr)
+    print(f"{len(fs.figures)} figure(s) in {out}", file=sys.stderr)
+    return 0 if fs.figures else 1
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .analysis import claims
+    from .analysis.results import load_results
+
+    if not args.results.exists():
+        print(f"error: {args.results}: no such results directory", file=sys.stderr)
+        return 2
+    out = args.out or args.results / "report"
+    table = claims.evaluate(load_results(args.results).summary, args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "claims.csv", index=False)
+    with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+        print(table[["claim_id", "claim", "talk_value", "our_value", "verdict"]].to_string(
+            index=False))
+    print(f"wrote {out / 'claims.csv'}", file=sys.stderr)
+    return 0
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from .analysis.trace import export_trace
+
+    try:
+        out, n, broken = export_trace(args.source, args.out, absolute=args.absolute)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for b in broken:
+        print(f"skipped {b.path}: {b.reason}", file=sys.stderr)
+    print(f"{out}: {n} task event(s)", file=sys.stderr)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.overhead import print_benchmark
+    from .schedulers import REGISTRY
+
+    return print_benchmark(args.schedulers or list(REGISTRY), args.workers, args.tasks,
+                           args.repeats)
+
+
+def _add_analysis_commands(sub: Any) -> None:
+    rep = sub.add_parser("report", help="the report of a results directory",
+                         description="Write REPORT_DIR/index.html (opens offline), report.md, "
+                         "summary.csv, claims.csv and figures/.")
+    rep.add_argument("results", type=Path, metavar="RESULTS_DIR")
+    rep.add_argument("--out", type=Path, default=None,
+                     help="report directory (default: RESULTS_DIR/report)")
+    rep.add_argument("--max-timelines", type=int, default=40,
+                     help="at most this many per-trial timelines (default 40)")
+    rep.set_defaults(func=_cmd_report)
+
+    fig = sub.add_parser("figures", help="the figures of a results directory or one trial",
+                         description="Summary figures for every (experiment, workload), a "
+                         "capped selection of per-trial timelines and the paired timelines "
+                         "(ipp-direct vs ipp-lb where both exist, else another pair; --pair "
+                         "chooses); or the timeline of one trial file. PNG and SVG.")
+    fig.add_argument("results", type=Path, metavar="RESULTS_DIR_OR_FILE")
+    fig.add_argument("--out", type=Path, default=None,
+                     help="figure directory (default: RESULTS_DIR/report/figures)")
+    fig.add_argument("--max-timelines", type=int, default=40,
+                     help="at most this many per-trial timelines (default 40)")
+    fig.add_argument("--pair", nargs=2, action="append", metavar=("SCHED_A", "SCHED_B"),
+                     help="scheduler pair for the paired timelines (repeatable; "
+                          "default: ipp-direct ipp-lb, else mp-map mp-dynamic, ...)")
+    fig.add_argument("--format", nargs="+", default=["png", "svg"], choices=["png", "svg"])
+    fig.set_defaults(func=_cmd_figures)
+
+    cl = sub.add_parser("claims", help="check the talk's claims: writes claims.csv, prints it")
+    cl.add_argument("results", type=Path, metavar="RESULTS_DIR")
+    cl.add_argument("--out", type=Path, default=None, help="default: RESULTS_DIR/report")
+    cl.set_defaults(func=_cmd_claims)
+
+    tr = sub.add_parser("trace", help="export trials as Chrome trace-event JSON (Perfetto)",
+                        description="One process per trial, one thread (track) per worker, one "
+                        "'X' event per task. A trial file gives TRIAL.trace.json beside it; a "
+                        "results directory gives RESULTS_DIR.trace.json with every trial.")
+    tr.add_argument("source", type=Path, metavar="TRIAL_OR_DIR")
+    tr.add_argument("--out", type=Path, default=None, help="output JSON file")
+    tr.add_argument("--absolute", action="store_true",
+                    help="keep trials at their real times (default: each starts at 0)")
+    tr.set_defaults(func=_cmd_trace)
+
+    be = sub.add_parser("bench", help="the harness overhead benchmark (no-op tasks per second)")
+    be.add_argument("--tasks", type=int, default=2000)
+    be.add_argument("--workers", type=int, default=2)
+    be.add_argument("--repeats", type=int, default=3)
+    be.add_argument("--schedulers", nargs="*", default=None,
+                    help="default: every registered scheduler")
+    be.set_defaults(func=_cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
-    parser = argparse.ArgumentParser(prog="python -m research", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m research", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the trials of one or more experiment configs")
     run.add_argument("configs", nargs="+", type=Path, metavar="CONFIG")
@@ -103,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.set_defaults(func=_cmd_talk_primes)
     lst = sub.add_parser("list", help="list schedulers and workload shapes")
     lst.set_defaults(func=_cmd_list)
+    _add_analysis_commands(sub)
     return parser
 
 

@@ -33,9 +33,9 @@ def ns(seconds: float | None) -> int | None:
 
 def task(task_id: int, worker: str | None, start: float | None, end: float | None, *,
          planned: float = math.nan, submit: float | None = 0.0, receive: float | None = None,
-         status: str = "ok", error: str = "") -> dict[str, Any]:
+         status: str = schema.STATUS_OK, error: str = "") -> dict[str, Any]:
     """One task's times in seconds; ``receive`` defaults to ``end``."""
-    if receive is None and end is not None and status == "ok":
+    if receive is None and end is not None and status == schema.STATUS_OK:
         receive = end
     return {"task_id": task_id, "worker": worker, "start": start, "end": end,
             "planned": planned, "submit": submit, "receive": receive, "status": status,
@@ -67,7 +67,7 @@ def records(tasks: Sequence[dict[str, Any]], *, scheduler: str = "sched", worklo
     return df
 
 
-def trial_meta(df: pd.DataFrame, *, status: str = "ok", error: str | None = None,
+def trial_meta(df: pd.DataFrame, *, status: str = schema.TRIAL_OK, error: str | None = None,
                params: dict[str, Any] | None = None, shape: str = "explicit") -> dict[str, Any]:
     """File metadata for a trial, as the runner writes it."""
     first = df.iloc[0]

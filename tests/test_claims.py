@@ -7,10 +7,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from research import claims, metrics, schema, talkbench
+from research import schema
+from research.analysis import claims, models, results
+from research.bench import talkbench
 from research.workloads import TALK_PRIMES, build_tasks, random_durations, validate
 
 T0 = 1_700_000_000 * 10**9
+W, R = claims.WORST_CASE, claims.RANDOM
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def talk_worst() -> list[float]:
@@ -23,14 +27,14 @@ def talk_random() -> list[float]:
 
 
 def test_models_give_the_talks_numbers() -> None:
-    assert claims.block_makespan(talk_worst(), 12) == pytest.approx(12.2)
-    assert metrics.greedy_makespan(talk_worst(), 12) == pytest.approx(3.4)
-    assert claims.block_makespan(talk_random(), 12) == pytest.approx(6.46, abs=0.005)
-    assert metrics.greedy_makespan(talk_random(), 12) == pytest.approx(5.76, abs=0.01)
-    assert claims.block_sizes(146, 12) == [13, 13] + [12] * 10
-    assert claims.pool_map_chunksize(146, 12) == 4 and claims.pool_map_chunksize(16, 4) == 1
-    assert claims.chunked_greedy(talk_worst(), 12, 4) == pytest.approx(4.0)
-    assert sorted(claims.greedy_counts([3, 1, 1, 1], 2)) == [1, 3]
+    assert models.block_makespan(talk_worst(), 12) == pytest.approx(12.2)
+    assert models.greedy_makespan(talk_worst(), 12) == pytest.approx(3.4)
+    assert models.block_makespan(talk_random(), 12) == pytest.approx(6.46, abs=0.005)
+    assert models.greedy_makespan(talk_random(), 12) == pytest.approx(5.76, abs=0.01)
+    assert models.block_sizes(146, 12) == [13, 13] + [12] * 10
+    assert models.pool_map_chunksize(146, 12) == 4 and models.pool_map_chunksize(16, 4) == 1
+    assert models.chunked_greedy(talk_worst(), 12, 4) == pytest.approx(4.0)
+    assert sorted(models.greedy_counts([3, 1, 1, 1], 2)) == [1, 3]
 
 
 def _schedule(durations: list[float], n: int, policy: str) -> list[tuple[int, float]]:
@@ -38,7 +42,7 @@ def _schedule(durations: list[float], n: int, policy: str) -> list[tuple[int, fl
     out: list[tuple[int, float]] = []
     if policy == "blocks":
         i = 0
-        for w, size in enumerate(claims.block_sizes(len(durations), n)):
+        for w, size in enumerate(models.block_sizes(len(durations), n)):
             t = 0.0
             for d in durations[i:i + size]:
                 out.append((w, t))
@@ -53,37 +57,40 @@ def _schedule(durations: list[float], n: int, policy: str) -> list[tuple[int, fl
     return out
 
 
-def write_trial(out: Path, experiment: str, scheduler: str, durations: list[float], n: int,
-                policy: str, repeat: int = 0, status: str = "ok", error: str = "") -> None:
+def write_trial(out: Path, study: claims.Study, scheduler: str, durations: list[float], n: int,
+                policy: str, repeat: int = 0, status: str = schema.TRIAL_OK,
+                error: str = "") -> None:
     rows = []
     for i, ((w, start), d) in enumerate(zip(_schedule(durations, n, policy), durations,
                                             strict=True)):
         s = T0 + int(start * 1e9)
-        rows.append({"experiment": experiment, "trial_id": f"{scheduler}-{repeat}",
-                     "repeat": repeat, "scheduler": scheduler, "workload": "w", "n_workers": n,
+        rows.append({"experiment": study.experiment, "trial_id": f"{scheduler}-{repeat}",
+                     "repeat": repeat, "scheduler": scheduler, "workload": study.workload,
+                     "n_workers": n,
                      "task_id": i, "planned_s": d, "worker": f"w{w}", "pid": 100 + w,
                      "host": "h", "submit_ns": T0, "start_ns": s, "end_ns": s + int(d * 1e9),
-                     "receive_ns": s + int(d * 1e9) + 1000, "status": "ok", "error": ""})
+                     "receive_ns": s + int(d * 1e9) + 1000, "status": schema.STATUS_OK,
+                     "error": ""})
     trial = {"trial_id": f"{scheduler}-{repeat}", "trial_status": status, "trial_error": error}
-    path = out / experiment / f"{scheduler}-{repeat}.parquet"
+    path = out / study.experiment / f"{scheduler}-{repeat}.parquet"
     schema.write_trial(pd.DataFrame(rows), path, trial, {"host": "h"}, "")
 
 
 def _verdicts(out: Path) -> dict[str, pd.Series]:
-    table = claims.evaluate(metrics.load_results(out).summary, out)
+    table = claims.evaluate(results.load_results(out).summary, out)
     return {r.claim_id: r for r in table.itertuples()}
 
 
 def test_verdicts_follow_the_data(tmp_path: Path) -> None:
     worst, rand = talk_worst(), talk_random()
     for r in (0, 1):
-        write_trial(tmp_path, "seed_worst_case", "ipp-direct", worst, 12, "blocks", r)
-        write_trial(tmp_path, "seed_worst_case", "ipp-lb", worst, 12, "greedy", r)
-        write_trial(tmp_path, "seed_random", "ipp-direct", rand, 12, "blocks", r)
-        write_trial(tmp_path, "seed_random", "ipp-lb", rand, 12, "greedy", r)
+        write_trial(tmp_path, W, "ipp-direct", worst, 12, "blocks", r)
+        write_trial(tmp_path, W, "ipp-lb", worst, 12, "greedy", r)
+        write_trial(tmp_path, R, "ipp-direct", rand, 12, "blocks", r)
+        write_trial(tmp_path, R, "ipp-lb", rand, 12, "greedy", r)
         # A "dask" that behaved like contiguous blocks: the Dask claims must say so.
-        write_trial(tmp_path, "seed_worst_case", "dask", worst, 12, "blocks", r)
-    write_trial(tmp_path, "seed_worst_case", "ray", worst, 12, "greedy", status="failed",
+        write_trial(tmp_path, W, "dask", worst, 12, "blocks", r)
+    write_trial(tmp_path, W, "ray", worst, 12, "greedy", status=schema.TRIAL_FAILED,
                 error="cluster failed to start: no raylet")
     v = _verdicts(tmp_path)
     for cid in ("C1", "C2", "C3", "C4", "C5", "C6", "C7"):
@@ -96,8 +103,8 @@ def test_verdicts_follow_the_data(tmp_path: Path) -> None:
 
 
 def test_a_direct_view_that_balanced_is_not_reproduced(tmp_path: Path) -> None:
-    write_trial(tmp_path, "seed_worst_case", "ipp-direct", talk_worst(), 12, "greedy")
-    write_trial(tmp_path, "seed_random", "ipp-lb", talk_random(), 12, "blocks")
+    write_trial(tmp_path, W, "ipp-direct", talk_worst(), 12, "greedy")
+    write_trial(tmp_path, R, "ipp-lb", talk_random(), 12, "blocks")
     v = _verdicts(tmp_path)
     assert v["C1"].verdict == claims.NOT_REPRODUCED
     assert v["C7"].verdict == claims.NOT_REPRODUCED  # blocks give equal counts
@@ -106,10 +113,10 @@ def test_a_direct_view_that_balanced_is_not_reproduced(tmp_path: Path) -> None:
 def test_reduced_runs_are_compared_with_the_model(tmp_path: Path) -> None:
     p = validate("worst_case", {"n_tasks": 18, "long_s": 0.5, "short_s": 0.1}, 4)
     small = [t.planned_s for t in build_tasks("worst_case", p, 4)]
-    write_trial(tmp_path, "seed_worst_case", "ipp-direct", small, 4, "blocks")
+    write_trial(tmp_path, W, "ipp-direct", small, 4, "blocks")
     v = _verdicts(tmp_path)["C1"]
     assert v.verdict == claims.REPRODUCED and "reduced size" in v.note
-    assert claims.block_makespan(small, 4) == pytest.approx(2.1)
+    assert models.block_makespan(small, 4) == pytest.approx(2.1)
 
 
 def test_prime_benchmark_claims(tmp_path: Path) -> None:
@@ -134,17 +141,78 @@ def test_prime_benchmark_claims(tmp_path: Path) -> None:
 
 def test_overhead_order(tmp_path: Path) -> None:
     noop = [0.0] * 100
-    write_trial(tmp_path, "overhead", "futures", noop, 2, "greedy")
-    write_trial(tmp_path, "overhead", "ipp-lb", noop, 2, "greedy")
+    write_trial(tmp_path, claims.OVERHEAD, "futures", noop, 2, "greedy")
+    write_trial(tmp_path, claims.OVERHEAD, "ipp-lb", noop, 2, "greedy")
     # Same in-task times; stretch ipp-lb's receive stamps so its wall time is larger.
     path = tmp_path / "overhead" / "ipp-lb-0.parquet"
     df = schema.read_trial(path)
     df["receive_ns"] = df["receive_ns"] + 10**9
     path.unlink()
-    schema.write_trial(df, path, {"trial_id": "ipp-lb-0", "trial_status": "ok"}, {}, "")
+    schema.write_trial(df, path, {"trial_id": "ipp-lb-0", "trial_status": schema.TRIAL_OK}, {}, "")
     v = _verdicts(tmp_path)["C11"]
     assert v.verdict == claims.REPRODUCED, v
 
 
 def test_the_real_prime_list_has_one_composite() -> None:
     assert TALK_PRIMES[5] == 3306091 * 332636609
+
+
+def _boom(ctx: claims.Context, claim: claims.Claim) -> claims.Outcome:
+    raise KeyError("makespan_s")
+
+
+def test_a_check_that_raises_keeps_its_id(tmp_path: Path) -> None:
+    write_trial(tmp_path, W, "ipp-direct", talk_worst(), 12, "blocks")
+    rows = (claims.CLAIMS[0],
+            claims.Claim("X1", "a check that raises", "n/a", W, ("ipp-direct",), _boom))
+    table = claims.evaluate(results.load_results(tmp_path).summary, tmp_path, rows)
+    assert list(table["claim_id"]) == ["C1", "X1"]
+    bad = table.set_index("claim_id").loc["X1"]
+    assert bad["verdict"] == claims.NOT_RUN and bad["claim"] == "a check that raises"
+    assert "KeyError" in bad["note"] and "makespan_s" in bad["note"]
+    assert table.set_index("claim_id").loc["C1", "verdict"] == claims.REPRODUCED
+
+
+def test_a_claim_whose_study_did_not_run_says_not_run(tmp_path: Path) -> None:
+    write_trial(tmp_path, W, "ipp-direct", talk_worst(), 12, "blocks")
+    v = _verdicts(tmp_path)
+    assert v["C1"].verdict == claims.REPRODUCED
+    for cid in ("C4", "C5", "C6", "C7", "D2", "R2"):  # seed_random did not run
+        assert v[cid].verdict == claims.NOT_RUN, cid
+        assert "study 'seed_random' has no" in v[cid].note, v[cid].note
+    assert v["C13"].verdict == claims.NOT_RUN and "'chunking'" in v["C13"].note
+
+
+def test_a_study_with_another_workload_names_it(tmp_path: Path) -> None:
+    other = claims.Study(W.experiment, "other")
+    write_trial(tmp_path, other, "ipp-direct", talk_worst(), 12, "blocks")
+    v = _verdicts(tmp_path)["C1"]
+    assert v.verdict == claims.NOT_RUN
+    assert "workload 'worst'" in v.note and "other" in v.note
+
+
+def test_claim_ids_are_unique_and_duplicates_are_refused() -> None:
+    ids = [c.id for c in claims.CLAIMS]
+    assert len(ids) == len(set(ids)) == 21
+    with pytest.raises(ValueError, match="C1"):
+        claims.evaluate(pd.DataFrame(), Path("."), (claims.CLAIMS[0], claims.CLAIMS[0]))
+
+
+def test_studies_match_the_experiment_configs() -> None:
+    import tomllib
+
+    configs = {}
+    for path in (ROOT / "experiments").glob("*.toml"):
+        doc = tomllib.loads(path.read_text())
+        configs[doc["experiment"]["name"]] = set(doc.get("workloads", {}))
+    for study in claims.STUDIES:
+        assert study.experiment in configs, study
+        assert study.workload in configs[study.experiment], study
+    for claim in claims.CLAIMS:
+        assert claim.study in (*claims.STUDIES, claims.TALK_PRIMES), claim.id
+
+
+def test_tolerance_text() -> None:
+    assert claims.Tolerance(0.10, 0.3).describe() == "10% + 0.3 s"
+    assert claims.Tolerance(0.10, 0.3).of(10.0) == pytest.approx(1.3)
+    assert claims.Tolerance(abs=1).describe("") == "1"

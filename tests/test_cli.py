@@ -196,3 +196,58 @@ def test_hung_and_crashed_trials_fail_and_the_sweep_goes_on(tmp_path: Path) -> N
         assert status[(sched, "fine")] == ("ok", None)  # the cluster was restarted
     assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
     assert len(list((out / "faults" / ".superseded").glob("*.parquet"))) == 6  # failed: retried
+
+
+# -- the analysis commands (synthetic records, no scheduler runs) ------------------------------
+
+
+def test_every_command_is_listed() -> None:
+    from research.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == {"run", "list", "talk-primes", "report", "figures", "claims",
+                                "trace", "bench"}
+
+
+def test_report_claims_figures_and_trace_commands(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    from research.analysis import claims
+
+    from analysis_data import build_results_dir
+
+    res = build_results_dir(tmp_path / "res")
+    rep = tmp_path / "rep"
+    assert main(["report", str(res), "--out", str(rep), "--max-timelines", "2"]) == 0
+    assert "16 trial(s), 0 failed, 0 broken" in capsys.readouterr().err
+    for name in ("index.html", "report.md", "summary.csv", "claims.csv"):
+        assert (rep / name).stat().st_size > 0, name
+    table = pd.read_csv(rep / "claims.csv")
+    # This directory has none of the talk's studies: every claim is not run, with the reason.
+    assert list(table["claim_id"]) == [c.id for c in claims.CLAIMS]
+    assert set(table["verdict"]) == {claims.NOT_RUN} and table["note"].str.len().min() > 0
+
+    assert main(["claims", str(res), "--out", str(tmp_path / "cl")]) == 0
+    assert "C1" in capsys.readouterr().out
+    assert (tmp_path / "cl" / "claims.csv").read_bytes() == (rep / "claims.csv").read_bytes()
+
+    figs = tmp_path / "figs"
+    assert main(["figures", str(res), "--out", str(figs), "--max-timelines", "2"]) == 0
+    assert sorted(p.name for p in figs.iterdir()) == sorted(
+        p.name for p in (rep / "figures").iterdir())
+
+    out = tmp_path / "all.trace.json"
+    assert main(["trace", str(res), "--out", str(out)]) == 0
+    assert "task event(s)" in capsys.readouterr().err and out.stat().st_size > 0
+
+    for cmd in ("report", "claims", "figures"):
+        assert main([cmd, str(tmp_path / "absent")]) == 2, cmd
+        assert "absent" in capsys.readouterr().err
+    assert main(["trace", str(tmp_path / "absent")]) == 1
+
+
+def test_bench_command(capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--schedulers", "serial", "threads", "--tasks", "200",
+                 "--repeats", "1", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "task wrapper:" in out and "us per task" in out
+    assert "serial" in out and "threads" in out and "harness_tasks_per_s" in out

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from matplotlib.collections import PolyCollection
 
-from research import figures as F
-from research import metrics as M
+from research import schema
+from research.analysis import figures as F
+from research.analysis import metrics as M
+from research.analysis import results as R
 
 from analysis_data import (
     build_results_dir,
@@ -66,8 +70,9 @@ def test_colour_is_the_order_within_the_worker() -> None:
 
 
 def test_failed_untimed_tasks_are_not_drawn_and_idle_workers_get_rows() -> None:
-    df = records([task(0, "worker-0", 0, 1), task(1, None, None, None, status="error"),
-                  task(2, "worker-0", 1, 2, status="error", error="raised")], n_workers=3)
+    err = schema.STATUS_ERROR
+    df = records([task(0, "worker-0", 0, 1), task(1, None, None, None, status=err),
+                  task(2, "worker-0", 1, 2, status=err, error="raised")], n_workers=3)
     fig = F.timeline_figure(df)
     (coll,) = _bars(fig)
     assert len(coll.get_paths()) == 2
@@ -77,7 +82,7 @@ def test_failed_untimed_tasks_are_not_drawn_and_idle_workers_get_rows() -> None:
 
 
 def test_all_failed_trial_draws_an_empty_timeline() -> None:
-    df = records([task(0, None, None, None, status="error")], n_workers=2)
+    df = records([task(0, None, None, None, status=schema.STATUS_ERROR)], n_workers=2)
     fig = F.timeline_figure(df)
     assert len(_bars(fig)[0].get_paths()) == 0
     assert "n/a" in fig.axes[0].get_title()
@@ -110,7 +115,7 @@ def test_large_trial_is_one_rasterized_collection(tmp_path: Path) -> None:
 
 
 def test_draw_all_on_a_sweep(tmp_path: Path) -> None:
-    res = M.load_results(build_results_dir(tmp_path / "res"))
+    res = R.load_results(build_results_dir(tmp_path / "res"))
     fs = F.draw_all(res, tmp_path / "fig", formats=("png",))
     assert fs.errors == []
     kinds = [f.kind for f in fs.figures]
@@ -126,7 +131,7 @@ def test_draw_all_on_a_sweep(tmp_path: Path) -> None:
 
 
 def test_timeline_cap_and_pair_choice(tmp_path: Path) -> None:
-    res = M.load_results(build_results_dir(tmp_path))
+    res = R.load_results(build_results_dir(tmp_path))
     chosen, left = F.select_timelines(res.summary, max_timelines=3)
     assert len(chosen) == 3 and left == 5
     assert set(chosen["repeat"]) == {0}
@@ -139,10 +144,17 @@ def test_timeline_cap_and_pair_choice(tmp_path: Path) -> None:
     assert F.select_pairs(res.summary, [("mp-map", "mp-dynamic")]) == []
 
 
-@pytest.mark.parametrize("name", ["ipp-lb", "unknown-sched"])
-def test_scheduler_colours_are_stable(name: str) -> None:
-    assert F.scheduler_color(name) == F.scheduler_color(name)
-    assert F.scheduler_color(name).startswith("#")
+def test_scheduler_colours_differ_and_survive_a_new_process() -> None:
+    from research.schedulers import REGISTRY
+
+    names = list(REGISTRY)[:10]  # the palette has ten colours
+    assert len({F.scheduler_color(n) for n in names}) == len(names)
+    # An unknown name's colour comes from crc32, not hash(): the same in another process.
+    code = ("from research.analysis.figures import scheduler_color; "
+            "print(scheduler_color('unknown-sched'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert done.stdout.strip() == F.scheduler_color("unknown-sched")
 
 
 def test_task_length_sweep_and_failed_only_results(tmp_path: Path) -> None:
@@ -150,14 +162,17 @@ def test_task_length_sweep_and_failed_only_results(tmp_path: Path) -> None:
         for sched in ("ipp-direct", "ipp-lb"):
             df = records(list_schedule([d] * 8, 2), scheduler=sched, workload=wl, n_workers=2)
             write(df, tmp_path / "res", shape="uniform")
-    fs = F.draw_all(M.load_results(tmp_path / "res"), tmp_path / "fig", formats=("png",),
+    fs = F.draw_all(R.load_results(tmp_path / "res"), tmp_path / "fig", formats=("png",),
                     max_timelines=0)
     assert fs.errors == []
     (sweep,) = fs.of_kind("sweep_tasklen")
+    assert fs.in_section(F.SECTION_TASKLEN) == [sweep]
+    kinds = {f.kind for f in fs.in_section(F.SECTION_WORKLOAD, "exp", "short")}
+    assert kinds == {spec.kind for spec in F.WORKLOAD_FIGURES if spec.kind != "sweep_workers"}
     assert sweep.workload == "uniform" and sweep.files[0].exists()
 
-    dead = records([task(0, None, None, None, status="error")], n_workers=2)
-    write(dead, tmp_path / "dead", status="failed", error="boom")
-    fs = F.draw_all(M.load_results(tmp_path / "dead"), tmp_path / "fig2", formats=("png",))
+    dead = records([task(0, None, None, None, status=schema.STATUS_ERROR)], n_workers=2)
+    write(dead, tmp_path / "dead", status=schema.TRIAL_FAILED, error="boom")
+    fs = F.draw_all(R.load_results(tmp_path / "dead"), tmp_path / "fig2", formats=("png",))
     assert fs.errors == [] and fs.of_kind("timeline") == []
     assert any("no task has start and end stamps" in n for n in fs.not_drawn)

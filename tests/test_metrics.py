@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from research import metrics as M
 from research import schema
+from research.analysis import metrics as M
+from research.analysis import models
+from research.analysis import results as R
 
 from analysis_data import (
     T0,
@@ -34,7 +36,7 @@ def mixed() -> pd.DataFrame:
         task(0, "worker-0", 0.0, 1.0, planned=1.0, receive=1.1),
         task(1, "worker-0", 1.5, 2.0, planned=0.5, receive=2.2),
         task(2, "worker-1", 0.25, 1.25, planned=1.0, receive=1.5),
-        task(3, None, None, None, planned=0.5, status="error", error="no result: lost"),
+        task(3, None, None, None, planned=0.5, status=schema.STATUS_ERROR, error="no result: lost"),
         task(4, "worker-0", 2.0, 3.0, receive=3.0),  # planned NaN: measured 1.0 s counts
     ], n_workers=3)
 
@@ -63,7 +65,7 @@ def test_hand_built_timeline_gives_exact_metrics(mixed: pd.DataFrame) -> None:
 
 
 def test_all_tasks_failed_gives_nan_timings_and_a_note() -> None:
-    df = records([task(i, None, None, None, planned=0.2, status="error", error="boom")
+    df = records([task(i, None, None, None, planned=0.2, status=schema.STATUS_ERROR, error="boom")
                   for i in range(3)], n_workers=2)
     m = M.trial_metrics(df)
     for key in ("makespan_s", "wall_s", "busy_s", "efficiency", "mean_gap_s", "max_gap_s",
@@ -85,7 +87,8 @@ def test_no_rows_is_not_a_crash() -> None:
 
 def test_failed_task_with_stamps_counts_as_error_but_keeps_its_time() -> None:
     df = records([task(0, "worker-0", 0.0, 1.0, planned=1.0),
-                  task(1, "worker-0", 1.0, 1.5, planned=1.0, status="error", error="raised")],
+                  task(1, "worker-0", 1.0, 1.5, planned=1.0, status=schema.STATUS_ERROR,
+                       error="raised")],
                  n_workers=1)
     m = M.trial_metrics(df)
     assert m["n_errors"] == 1
@@ -108,8 +111,8 @@ def test_overlapping_tasks_on_one_label_are_not_negative_idle() -> None:
 
 def test_talk_worst_case_bounds_and_static_blocks() -> None:
     durations = talk_worst_case(12)
-    assert M.lower_bound(durations, 12) == pytest.approx(38.8 / 12)
-    assert M.greedy_makespan(durations, 12) == pytest.approx(3.4)
+    assert models.lower_bound(durations, 12) == pytest.approx(38.8 / 12)
+    assert models.greedy_makespan(durations, 12) == pytest.approx(3.4)
     direct = M.trial_metrics(records(static_blocks(durations, 12), n_workers=12))
     assert direct["makespan_s"] == pytest.approx(12.2)
     assert (direct["tasks_per_worker_min"], direct["tasks_per_worker_max"]) == (12, 13)
@@ -119,13 +122,13 @@ def test_talk_worst_case_bounds_and_static_blocks() -> None:
 
 
 def test_greedy_and_bound_edge_cases() -> None:
-    assert M.greedy_makespan([3.0, 1.0, 1.0, 1.0], 2) == pytest.approx(3.0)
-    assert M.greedy_makespan([1.0, 1.0, 3.0], 2) == pytest.approx(4.0)  # order matters
-    assert M.greedy_makespan([2.0, 5.0], 4) == pytest.approx(5.0)
-    assert M.greedy_makespan([1.0, 2.0], 1) == pytest.approx(3.0)
-    assert math.isnan(M.greedy_makespan([], 3))
-    assert math.isnan(M.lower_bound([math.nan], 3))
-    assert M.lower_bound([1.0, 1.0, 4.0], 3) == pytest.approx(4.0)
+    assert models.greedy_makespan([3.0, 1.0, 1.0, 1.0], 2) == pytest.approx(3.0)
+    assert models.greedy_makespan([1.0, 1.0, 3.0], 2) == pytest.approx(4.0)  # order matters
+    assert models.greedy_makespan([2.0, 5.0], 4) == pytest.approx(5.0)
+    assert models.greedy_makespan([1.0, 2.0], 1) == pytest.approx(3.0)
+    assert math.isnan(models.greedy_makespan([], 3))
+    assert math.isnan(models.lower_bound([math.nan], 3))
+    assert models.lower_bound([1.0, 1.0, 4.0], 3) == pytest.approx(4.0)
 
 
 def test_order_and_rows_follow_start_time_and_natural_labels() -> None:
@@ -147,21 +150,21 @@ def test_load_results_mixes_good_and_broken_files(tmp_path: Path) -> None:
     write_bare(good, exp / ".hidden.parquet")
     write_bare(good, exp / "x.native.parquet")
     write_bare(good, exp / ".superseded" / "old.parquet")
-    failed = records([task(i, None, None, None, status="error", error="timeout")
+    failed = records([task(i, None, None, None, status=schema.STATUS_ERROR, error="timeout")
                       for i in range(2)], scheduler="ipp-lb", workload="dead", repeat=0)
-    write(failed, tmp_path, status="failed", error="TrialFailed: timeout after 5 s")
+    write(failed, tmp_path, status=schema.TRIAL_FAILED, error="TrialFailed: timeout after 5 s")
 
-    res = M.load_results(tmp_path)
+    res = R.load_results(tmp_path)
     broken = {b.path.name: b.reason for b in res.broken}
     assert set(broken) == {"nocols.parquet", "garbage.parquet"}
     assert "end_ns" in broken["nocols.parquet"] and "worker" in broken["nocols.parquet"]
     s = res.summary
     assert len(s) == 16 + 1 + 1
-    assert list(s.columns[:len(M.ID_COLUMNS) + len(M.METRICS)]) == [*M.ID_COLUMNS, *M.METRICS]
+    assert list(s.columns[:len(R.ID_COLUMNS) + len(M.METRICS)]) == [*R.ID_COLUMNS, *M.METRICS]
     bare = s[s["scheduler"] == "bare"].iloc[0]
     assert bare["trial_status"] == "unknown" and bare["makespan_s"] == pytest.approx(1.0)
     dead = s[s["workload"] == "dead"].iloc[0]
-    assert dead["trial_status"] == "failed"
+    assert dead["trial_status"] == schema.TRIAL_FAILED
     assert dead["trial_error"] == "TrialFailed: timeout after 5 s"
     assert dead["first_error"] == "timeout"
     assert math.isnan(dead["makespan_s"])
@@ -170,9 +173,9 @@ def test_load_results_mixes_good_and_broken_files(tmp_path: Path) -> None:
 
 
 def test_empty_or_missing_directory(tmp_path: Path) -> None:
-    res = M.load_results(tmp_path)
+    res = R.load_results(tmp_path)
     assert res.summary.empty and "no task-record parquet files" in res.broken[0].reason
-    res = M.load_results(tmp_path / "nope")
+    res = R.load_results(tmp_path / "nope")
     assert res.summary.empty and res.broken[0].reason == "does not exist"
 
 
@@ -181,8 +184,8 @@ def test_group_summary_median_min_max_and_failed_excluded(tmp_path: Path) -> Non
         write(records([task(0, "worker-0", 0, span, planned=1)], n_workers=1, repeat=rep),
               tmp_path)
     write(records([task(0, "worker-0", 0, 100.0, planned=1)], n_workers=1, repeat=3),
-          tmp_path, status="failed", error="x")
-    g = M.group_summary(M.load_results(tmp_path).summary)
+          tmp_path, status=schema.TRIAL_FAILED, error="x")
+    g = R.group_summary(R.load_results(tmp_path).summary)
     assert len(g) == 1
     row = g.iloc[0]
     assert (row["n_trials"], row["n_failed"]) == (4, 1)
@@ -194,15 +197,15 @@ def test_variant_separates_parameter_sets_in_one_group(tmp_path: Path) -> None:
     for n_long, tid in ((12, "serial_a"), (25, "serial_b")):
         df = records([task(0, "w", 0, 1)], scheduler="serial", n_workers=1, trial_id=tid)
         write(df, tmp_path, params={"n_long": n_long, "n_tasks": 50})
-    s = M.load_results(tmp_path).summary
+    s = R.load_results(tmp_path).summary
     assert sorted(s["params_variant"]) == ["n_long=12", "n_long=25"]
-    assert len(M.group_summary(s)) == 2
+    assert len(R.group_summary(s)) == 2
 
 
 def test_samples_are_kept_per_trial(tmp_path: Path) -> None:
     write(records([task(0, "worker-0", 0, 1), task(1, "worker-0", 1.5, 2),
                    task(2, "worker-1", 0, 2)], n_workers=3), tmp_path)
-    res = M.load_results(tmp_path)
+    res = R.load_results(tmp_path)
     sample = res.samples[res.summary["source"].iloc[0]]
     assert np.allclose(sample.gaps_s, [0.5])
     assert sample.tasks_per_worker.tolist() == [0, 1, 2]
@@ -216,12 +219,12 @@ def test_other_writers_timestamp_types(tmp_path: Path) -> None:
     assert M.trial_metrics(as_float)["max_gap_s"] == pytest.approx(0.25, abs=1e-6)
     as_text = df.assign(start_ns=["soon", "later"])
     write_bare(as_text, tmp_path / "e" / "text.parquet")
-    res = M.load_results(tmp_path)
+    res = R.load_results(tmp_path)
     assert res.summary.empty
     assert "start_ns is not numeric" in res.broken[0].reason
 
 
 def test_record_file_filter_matches_schema(tmp_path: Path) -> None:
     (tmp_path / "a.parquet").touch()
-    assert M.find_record_files(tmp_path) == [tmp_path / "a.parquet"]
+    assert R.find_record_files(tmp_path) == [tmp_path / "a.parquet"]
     assert schema.is_record_file(tmp_path / "a.parquet")

@@ -1,32 +1,25 @@
-"""The report on a directory mixing good and broken files; the claims hook; the scripts."""
+"""The report on a directory mixing good and broken files; the claims at the top; the same
+report through ``python -m research report`` and ``analysis/report.py``."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pandas as pd
 import pytest
 
-from research import metrics as M
-from research.report import build_report, fmt, md_table
+from research import schema
+from research.analysis import claims as C
+from research.analysis import metrics as M
+from research.analysis import results as R
+from research.analysis.report import build_report, fmt, md_table, verdict_class
 
 from analysis_data import build_results_dir, records, task, write, write_bare
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"analysis_{name}", ROOT / "analysis" /
-                                                  f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +29,10 @@ def mixed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     good = records([task(0, "worker-0", 0, 1, planned=1)], scheduler="bare", n_workers=1)
     write_bare(good.drop(columns=["start_ns"]), exp / "no_start.parquet")
     (exp / "corrupt.parquet").write_bytes(b"PAR1 nonsense")
-    dead = records([task(i, None, None, None, planned=0.1, status="error",
+    dead = records([task(i, None, None, None, planned=0.1, status=schema.STATUS_ERROR,
                          error="no result: TimeoutError") for i in range(3)],
                    scheduler="ipp-lb", workload="dead", n_workers=2)
-    write(dead, root, status="failed", error="TrialFailed: engines died")
+    write(dead, root, status=schema.TRIAL_FAILED, error="TrialFailed: engines died")
     return root
 
 
@@ -48,7 +41,7 @@ def report(mixed_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     out = tmp_path_factory.mktemp("report")
     claims = pd.DataFrame([{"claim": "LB speedup beats direct", "talk_value": "11.23 vs 3.23",
                             "our_value": "9.8 vs 3.1", "tolerance": "ratio > 2",
-                            "verdict": "pass", "note": "synthetic"}])
+                            "verdict": C.REPRODUCED, "note": "synthetic"}])
     return out, build_report(mixed_dir, out, claims, max_timelines=5)
 
 
@@ -58,7 +51,7 @@ def test_report_files_exist_and_csv_has_one_row_per_trial(report: tuple[Path, ob
         assert (out / name).stat().st_size > 0
     csv = pd.read_csv(out / "summary.csv")
     assert len(csv) == 16 + 1  # the sweep plus the failed trial; broken files have no row
-    assert list(csv.columns[:6]) == list(M.ID_COLUMNS)
+    assert list(csv.columns[:6]) == list(R.ID_COLUMNS)
     for col in M.METRICS:
         assert col in csv.columns
     assert csv["trial_id"].is_unique
@@ -104,43 +97,71 @@ def test_report_on_an_empty_directory(tmp_path: Path) -> None:
     assert pd.read_csv(rep.summary_csv).empty
 
 
-def test_report_script_with_and_without_claims_module(mixed_dir: Path, tmp_path: Path) -> None:
-    script = _script("report")
-    good = tmp_path / "claims.py"
-    good.write_text("import pandas as pd\n"
-                    "def evaluate(summary, results_dir):\n"
-                    "    return pd.DataFrame([{'claim': 'n', 'talk_value': 1, 'our_value':"
-                    " len(summary), 'tolerance': 0, 'verdict': 'pass', 'note': ''}])\n")
-    summary = M.load_results(mixed_dir).summary
-    claims, err = script.evaluate_claims(summary, mixed_dir, good)
-    assert err is None and claims["our_value"].iloc[0] == len(summary)
-    bad = tmp_path / "bad_claims.py"
-    bad.write_text("def evaluate(summary, results_dir):\n    raise KeyError('makespan')\n")
-    claims, err = script.evaluate_claims(summary, mixed_dir, bad)
-    assert claims is None and "KeyError" in err
-    assert script.evaluate_claims(summary, mixed_dir, tmp_path / "absent.py") == (None, None)
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+
+
+def _without_timestamps(text: str) -> str:
+    return re.sub(r"Generated [0-9T:-]+\.", "Generated (time).", text)
+
+
+def test_the_same_report_through_both_entry_points(mixed_dir: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "cli", tmp_path / "script"
+    done_a = _run("-m", "research", "report", str(mixed_dir), "--out", str(a),
+                  "--max-timelines", "3")
+    done_b = _run(str(ROOT / "analysis" / "report.py"), str(mixed_dir), "--out", str(b),
+                  "--max-timelines", "3")
+    assert done_a.returncode == done_b.returncode == 0, done_a.stderr + done_b.stderr
+    for name in ("claims.csv", "summary.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    md_a = _without_timestamps((a / "report.md").read_text())
+    assert md_a == _without_timestamps((b / "report.md").read_text()).replace(str(b), str(a))
+    figs = sorted(p.name for p in (a / "figures").iterdir())
+    assert figs and figs == sorted(p.name for p in (b / "figures").iterdir())
+    # The real claims table is at the top, one row per claim, each under its own id.
+    claims = pd.read_csv(a / "claims.csv")
+    assert list(claims["claim_id"]) == [c.id for c in C.CLAIMS]
+    assert set(claims["verdict"]) <= set(C.VERDICTS)
+    assert md_a.index("Claims from the talk") < md_a.index("Overview")
 
 
 def test_report_script_end_to_end(tmp_path: Path) -> None:
     res = tmp_path / "res"
     write(records([task(0, "worker-0", 0, 1), task(1, "worker-1", 0, 2)], n_workers=2), res)
-    done = subprocess.run([sys.executable, str(ROOT / "analysis" / "report.py"), str(res),
-                           "--out", str(tmp_path / "rep")], capture_output=True, text=True,
-                          timeout=120)
+    done = _run(str(ROOT / "analysis" / "report.py"), str(res), "--out", str(tmp_path / "rep"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "rep" / "index.html").exists()
     assert "1 trial(s)" in done.stderr
-    empty = subprocess.run([sys.executable, str(ROOT / "analysis" / "report.py"),
-                            str(tmp_path / "rep"), "--out", str(tmp_path / "rep2")],
-                           capture_output=True, text=True, timeout=120)
+    empty = _run(str(ROOT / "analysis" / "report.py"), str(tmp_path / "rep"), "--out",
+                 str(tmp_path / "rep2"))
     assert empty.returncode == 1 and "no task-record parquet files" in empty.stderr
+    missing = _run(str(ROOT / "analysis" / "report.py"), str(tmp_path / "absent"))
+    assert missing.returncode == 2 and "no such results directory" in missing.stderr
 
 
 def test_figures_script_on_one_trial_file(tmp_path: Path) -> None:
     path = write(records([task(0, "worker-0", 0, 1)], n_workers=1), tmp_path)
-    assert _script("figures").main([str(path), "--out", str(tmp_path / "f"),
-                                    "--format", "png"]) == 0
+    done = _run(str(ROOT / "analysis" / "figures.py"), str(path), "--out", str(tmp_path / "f"),
+                "--format", "png")
+    assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "f").glob("timeline_*.png"))) == 1
+
+
+def test_verdict_classes_come_from_the_verdict_constants() -> None:
+    assert verdict_class("verdict", C.REPRODUCED) == "pass"
+    assert verdict_class("verdict", C.NOT_REPRODUCED) == "fail"
+    assert verdict_class("verdict", C.NOT_RUN) == "warn"
+    assert verdict_class("note", C.REPRODUCED) == ""
+
+
+def test_html_comes_from_the_template_and_escapes(tmp_path: Path) -> None:
+    res = tmp_path / "res"
+    write(records([task(0, "worker-0", 0, 1)], n_workers=1, scheduler="a<b&c"), res)
+    rep = build_report(res, tmp_path / "out", max_timelines=0)
+    html = rep.index_html.read_text()
+    assert "a&lt;b&amp;c" in html and "a<b&c" not in html
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
 
 
 def test_formatting_helpers() -> None:
@@ -148,3 +169,20 @@ def test_formatting_helpers() -> None:
     assert fmt(0.000123456) == "0.000123" and fmt(2.0) == "2"
     table = md_table(pd.DataFrame({"a": ["x|y"], "b": [1.5]}))
     assert table.splitlines()[2] == "| x\\|y | 1.5 |"
+
+
+def test_a_broken_claims_table_is_reported_not_fatal(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from research.analysis import report as report_module
+
+    def broken(summary: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+        raise ValueError("claim id(s) used twice: C1")
+
+    res = tmp_path / "res"
+    write(records([task(0, "worker-0", 0, 1)], n_workers=1), res)
+    monkeypatch.setattr(report_module.C, "evaluate", broken)
+    rep = report_module.make_report(res, tmp_path / "out", max_timelines=0)
+    assert rep.claims is None and "used twice" in str(rep.claims_error)
+    md = rep.markdown.read_text()
+    assert "> The claims could not be evaluated: ValueError: claim id(s) used twice" in md
+    assert not (tmp_path / "out" / "claims.csv").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from research import talkbench
+from research.bench import talkbench
 
 
 def test_every_method_times_and_agrees() -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from research import trace
+from research.analysis import trace
+from research.cli import main
 
 from analysis_data import build_results_dir, list_schedule, records, task, write, write_bare
 
@@ -62,15 +65,13 @@ def test_nothing_to_export(tmp_path: Path) -> None:
         trace.export_trace(tmp_path / "missing.parquet")
 
 
-def test_trace_script(tmp_path: Path) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "analysis_trace", Path(__file__).resolve().parents[1] / "analysis" / "trace.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_trace_command_and_script(tmp_path: Path) -> None:
     path = write(records([task(0, "worker-0", 0, 1)], n_workers=1), tmp_path)
-    assert module.main([str(path), "--out", str(tmp_path / "t.json")]) == 0
+    assert main(["trace", str(path), "--out", str(tmp_path / "t.json")]) == 0
     assert len([e for e in _load(tmp_path / "t.json") if e["ph"] == "X"]) == 1
-    assert module.main([str(tmp_path / "nothing")]) == 1
+    assert main(["trace", str(tmp_path / "nothing")]) == 1
+    script = Path(__file__).resolve().parents[1] / "analysis" / "trace.py"
+    done = subprocess.run([sys.executable, str(script), str(path), "--out",
+                           str(tmp_path / "s.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert _load(tmp_path / "s.json") == _load(tmp_path / "t.json")

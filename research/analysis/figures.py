@@ -17,8 +17,9 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,9 @@ from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .. import schema
 from . import metrics as M
+from . import results as R
 
 FORMATS: tuple[str, ...] = ("png", "svg")
 RASTERIZE_ABOVE = 5000
@@ -151,11 +154,12 @@ def draw_timeline(
     if norm is None:
         norm = Normalize(0, max(1, int(order.max()) if len(order) else 1))
     faces = cmap(norm(order))
-    bad = t["status"].astype(str).to_numpy() != "ok"
+    bad = t["status"].astype(str).to_numpy() != schema.STATUS_OK
     edges = faces.copy()
     edges[bad] = (0.85, 0.1, 0.1, 1.0)
     widths = np.where(bad, 1.2, _seam_width(t, metrics, ax))
-    coll = PolyCollection(verts, facecolors=faces, edgecolors=edges, linewidths=widths,
+    # An (N, 4, 2) array, not a list: matplotlib's fast path (the stubs only say Sequence).
+    coll = PolyCollection(cast(Any, verts), facecolors=faces, edgecolors=edges, linewidths=widths,
                           antialiased=True)
     if len(t) > RASTERIZE_ABOVE:
         coll.set_rasterized(True)
@@ -186,8 +190,8 @@ def _seam_width(t: pd.DataFrame, metrics: dict[str, Any], ax: Axes) -> float:
     """
     if t.empty:
         return 0.0
-    px_per_s = ax.get_position().width * ax.figure.get_figwidth() * ax.figure.dpi / _right_edge(
-        metrics)
+    fig = ax.figure if isinstance(ax.figure, Figure) else ax.figure.figure
+    px_per_s = ax.get_position().width * fig.get_figwidth() * fig.dpi / _right_edge(metrics)
     median_px = float(np.median(t["end_s"] - t["start_s"])) * px_per_s
     return 0.5 if median_px < 2 else 0.0
 
@@ -283,7 +287,7 @@ _PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#
 
 def scheduler_color(name: str) -> str:
     """A stable colour per scheduler (registry order), the same in every figure."""
-    rank, unknown = M.scheduler_rank(name)
+    rank, unknown = R.scheduler_rank(name)
     # crc32, not hash(): str hashes change between processes.
     idx = zlib.crc32(unknown.encode()) if unknown else rank
     return _PALETTE[idx % len(_PALETTE)]
@@ -349,7 +353,7 @@ def tasks_per_worker_figure(
     axes = np.atleast_1d(fig.subplots(1, len(ns), squeeze=False)[0])
     for ax, n in zip(axes, ns, strict=True):
         sub = s[s["n_workers"] == n]
-        keys = M.sort_trials(sub[["scheduler", "params_variant"]].drop_duplicates(),
+        keys = R.sort_trials(sub[["scheduler", "params_variant"]].drop_duplicates(),
                              ["scheduler", "params_variant"])
         for i, (_, k) in enumerate(keys.iterrows()):
             trials = sub[(sub["scheduler"] == k["scheduler"])
@@ -375,6 +379,10 @@ def tasks_per_worker_figure(
     return fig
 
 
+def _pooled(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.array([], dtype="float64")
+
+
 def _ecdf(ax: Axes, values: np.ndarray, label: str, color: str) -> None:
     v = np.sort(np.maximum(values[np.isfinite(values)], LOG_FLOOR_S))
     if len(v):
@@ -389,15 +397,14 @@ def latency_figure(
     s = summary[(summary["experiment"] == experiment) & (summary["workload"] == workload)]
     fig = new_figure(11, 4.0)
     ax_lat, ax_gap = fig.subplots(1, 2, sharey=True)
-    scheds = sorted(s["scheduler"].unique(), key=M.scheduler_rank)
+    scheds = sorted(s["scheduler"].unique(), key=R.scheduler_rank)
     for sched in scheds:
         sub = s[s["scheduler"] == sched]
         n = int(sub["n_workers"].max())
         srcs = [x for x in sub.loc[sub["n_workers"] == n, "source"] if x in samples]
         label, color = f"{sched} ({n} w)", scheduler_color(sched)
-        _ecdf(ax_lat, np.concatenate([samples[x].start_latency_s for x in srcs] or [[]]),
-              label, color)
-        _ecdf(ax_gap, np.concatenate([samples[x].gaps_s for x in srcs] or [[]]), label, color)
+        _ecdf(ax_lat, _pooled([samples[x].start_latency_s for x in srcs]), label, color)
+        _ecdf(ax_gap, _pooled([samples[x].gaps_s for x in srcs]), label, color)
     ax_lat.set_xlabel("Start latency: start − submit (s)")
     ax_gap.set_xlabel("Gap between consecutive tasks on a worker (s)")
     ax_lat.set_ylabel("Fraction of tasks")
@@ -428,7 +435,7 @@ def _sweep_lines(ax: Axes, g: pd.DataFrame, x: str, metric: str) -> None:
 def sweep_workers_figure(groups: pd.DataFrame, experiment: str, workload: str) -> Figure:
     """Makespan and efficiency against the worker count, one line per scheduler."""
     g = groups[(groups["experiment"] == experiment) & (groups["workload"] == workload)]
-    g = M.sort_trials(g, ["scheduler", "params_variant", "n_workers"])
+    g = R.sort_trials(g, ["scheduler", "params_variant", "n_workers"])
     fig = new_figure(11, 4.2)
     ax_m, ax_e = fig.subplots(1, 2)
     _sweep_lines(ax_m, g, "n_workers", "makespan_s")
@@ -458,7 +465,7 @@ def sweep_tasklen_figure(groups: pd.DataFrame, experiment: str, shape: str,
                & (groups["n_workers"] == n_workers)].copy()
     for s in ("median", "min", "max"):
         g[f"slowdown_{s}"] = g[f"makespan_s_{s}"] / g["lower_bound_s_median"]
-    g = M.sort_trials(g, ["scheduler", "params_variant", "task_s_mean"])
+    g = R.sort_trials(g, ["scheduler", "params_variant", "task_s_mean"])
     fig = new_figure(11, 4.2)
     ax_e, ax_s = fig.subplots(1, 2)
     _sweep_lines(ax_e, g, "task_s_mean", "efficiency")
@@ -478,19 +485,26 @@ def sweep_tasklen_figure(groups: pd.DataFrame, experiment: str, shape: str,
 
 
 # ---------------------------------------------------------------------------------------------
-# Which figures to draw for a results directory
+# Which figures to draw for a results directory: the registry
+
+#: Report sections a figure belongs to (the report places figures by section, not by kind).
+SECTION_WORKLOAD = "workload"  # beside the table of one (experiment, workload)
+SECTION_TASKLEN = "tasklen"  # task length sweeps, across the workloads of a shape
+SECTION_PAIRED = "paired"  # paired timelines
+SECTION_TIMELINE = "timeline"  # one trial's timeline
 
 
 @dataclass
 class DrawnFigure:
     """One figure written to disk, for the report."""
 
-    kind: str  # timeline, paired, makespan, tasks_per_worker, latency, sweep_workers, ...
+    kind: str  # the registry name: makespan, tasks_per_worker, ..., timeline, paired
     title: str
     files: list[Path]
     experiment: str = ""
     workload: str = ""
     trials: list[str] = field(default_factory=list)
+    section: str = SECTION_WORKLOAD
 
 
 @dataclass
@@ -504,6 +518,58 @@ class FigureSet:
     def of_kind(self, *kinds: str) -> list[DrawnFigure]:
         """The figures of the given kinds, in drawing order."""
         return [f for f in self.figures if f.kind in kinds]
+
+    def in_section(self, section: str, experiment: str | None = None,
+                   workload: str | None = None) -> list[DrawnFigure]:
+        """The figures of a report section (optionally of one experiment and workload), in
+        drawing order."""
+        return [f for f in self.figures if f.section == section
+                and (experiment is None or f.experiment == experiment)
+                and (workload is None or f.workload == workload)]
+
+
+@dataclass(frozen=True)
+class WorkloadFigure:
+    """A summary figure drawn once per (experiment, workload).
+
+    ``draw(results, groups, experiment, workload)`` makes the figure; ``applies(g)`` says
+    whether it is worth drawing for that pair's rows ``g`` of :func:`results.group_summary`.
+    """
+
+    kind: str
+    title: str
+    draw: Callable[[R.Results, pd.DataFrame, str, str], Figure]
+    applies: Callable[[pd.DataFrame], bool] = field(default=lambda g: True)  # always
+
+
+def _makespan(results: R.Results, groups: pd.DataFrame, exp: str, wl: str) -> Figure:
+    return makespan_figure(groups, exp, wl)
+
+
+def _tasks_per_worker(results: R.Results, groups: pd.DataFrame, exp: str, wl: str) -> Figure:
+    return tasks_per_worker_figure(results.summary, results.samples, exp, wl)
+
+
+def _latency(results: R.Results, groups: pd.DataFrame, exp: str, wl: str) -> Figure:
+    return latency_figure(results.summary, results.samples, exp, wl)
+
+
+def _sweep_workers(results: R.Results, groups: pd.DataFrame, exp: str, wl: str) -> Figure:
+    return sweep_workers_figure(groups, exp, wl)
+
+
+def _several_worker_counts(g: pd.DataFrame) -> bool:
+    return bool(g.groupby("scheduler")["n_workers"].nunique().max() > 1)
+
+
+#: The per-(experiment, workload) figures, in the order they are drawn and shown.
+WORKLOAD_FIGURES: tuple[WorkloadFigure, ...] = (
+    WorkloadFigure("makespan", "Makespan per scheduler", _makespan),
+    WorkloadFigure("tasks_per_worker", "Tasks per worker", _tasks_per_worker),
+    WorkloadFigure("latency", "Start latency and gaps", _latency),
+    WorkloadFigure("sweep_workers", "Scaling with workers", _sweep_workers,
+                   _several_worker_counts),
+)
 
 
 def _drawable(summary: pd.DataFrame) -> pd.DataFrame:
@@ -521,8 +587,8 @@ def select_timelines(
     """
     if summary.empty:
         return summary, 0
-    d = M.sort_trials(_drawable(summary), [*M.GROUP_KEYS, "repeat", "trial_id"])
-    firsts = d.drop_duplicates(list(M.GROUP_KEYS), keep="first").copy()
+    d = R.sort_trials(_drawable(summary), [*R.GROUP_KEYS, "repeat", "trial_id"])
+    firsts = d.drop_duplicates(list(R.GROUP_KEYS), keep="first").copy()
     firsts["_pos"] = range(len(firsts))
     by_n = firsts.sort_values(["n_workers", "_pos"], ascending=[False, True], kind="stable")
     by_n["_turn"] = by_n.groupby(["experiment", "workload"], sort=False).cumcount()
@@ -537,7 +603,7 @@ def select_pairs(
     """For each (experiment, workload): the first scheduler pair of ``pairs`` that both ran
     it, at the largest worker count they share (the talk used 12 engines), first repeat."""
     out = []
-    d = M.sort_trials(_drawable(summary), [*M.GROUP_KEYS, "repeat", "trial_id"])
+    d = R.sort_trials(_drawable(summary), [*R.GROUP_KEYS, "repeat", "trial_id"])
     for _, g in d.groupby(["experiment", "workload"], sort=False):
         for a, b in pairs:
             ga, gb = g[g["scheduler"] == a], g[g["scheduler"] == b]
@@ -547,12 +613,13 @@ def select_pairs(
                 continue
             n, variant = max(common, key=lambda nv: (nv[0], nv[1] == ""))
 
-            def first(x: pd.DataFrame, n: int = n, variant: str = variant) -> pd.Series:
-                return x[(x["n_workers"] == n) & (x["params_variant"] == variant)].iloc[0]
-
-            out.append((first(ga), first(gb)))
+            out.append((_first_at(ga, n, variant), _first_at(gb, n, variant)))
             break
     return out
+
+
+def _first_at(trials: pd.DataFrame, n: int, variant: str) -> pd.Series:
+    return trials[(trials["n_workers"] == n) & (trials["params_variant"] == variant)].iloc[0]
 
 
 def _attempt(fs: FigureSet, what: str, fn: Callable[[], DrawnFigure | None]) -> None:
@@ -566,25 +633,36 @@ def _attempt(fs: FigureSet, what: str, fn: Callable[[], DrawnFigure | None]) -> 
 
 
 def draw_all(
-    results: M.Results,
+    results: R.Results,
     out_dir: Path,
     *,
     max_timelines: int = DEFAULT_MAX_TIMELINES,
     pairs: Sequence[tuple[str, str]] = PREFERRED_PAIRS,
     formats: Sequence[str] = FORMATS,
 ) -> FigureSet:
-    """Draw the summary figures, a selection of timelines and the paired timelines."""
+    """Draw the summary figures of :data:`WORKLOAD_FIGURES`, the task length sweeps, a
+    selection of timelines and the paired timelines."""
     fs = FigureSet()
     summary = results.summary
     if summary.empty:
         return fs
     out_dir = Path(out_dir)
-    groups = M.group_summary(summary)
-    _draw_summaries(fs, results, groups, out_dir, formats)
+    groups = R.group_summary(summary)
+    for (exp, wl), g in groups.groupby(["experiment", "workload"], sort=False):
+        for spec in WORKLOAD_FIGURES:
+            if spec.applies(g):
+                _attempt(fs, f"{spec.kind} {exp}/{wl}",
+                         partial(_workload_figure, spec, results, groups, str(exp), str(wl),
+                                 out_dir, formats))
+    for (exp, shape, n), g in groups.groupby(["experiment", "shape", "n_workers"], sort=False):
+        if g["workload"].nunique() > 1 and g["task_s_mean"].round(12).nunique() > 1:
+            _attempt(fs, f"sweep_tasklen {exp}/{shape}/w{n}",
+                     partial(_tasklen_figure, groups, str(exp), str(shape), int(n), out_dir,
+                             formats))
     chosen, left_out = select_timelines(summary, max_timelines)
     for _, row in chosen.iterrows():
         _attempt(fs, f"timeline {row['trial_id']}",
-                 lambda row=row: _one_timeline(results, row, out_dir, formats))
+                 partial(_one_timeline, results, row, out_dir, formats))
     if left_out:
         fs.not_drawn.append(f"{left_out} more (experiment, workload, workers, scheduler) "
                             f"groups have no timeline: capped at {max_timelines}")
@@ -593,37 +671,8 @@ def draw_all(
         fs.not_drawn.append(f"{tid}: no timeline, no task has start and end stamps")
     for a, b in select_pairs(summary, pairs):
         _attempt(fs, f"paired {a['trial_id']} vs {b['trial_id']}",
-                 lambda a=a, b=b: _one_pair(results, a, b, out_dir, formats))
+                 partial(_one_pair, results, a, b, out_dir, formats))
     return fs
-
-
-def _draw_summaries(fs: FigureSet, results: M.Results, groups: pd.DataFrame, out_dir: Path,
-                    formats: Sequence[str]) -> None:
-    summary = results.summary
-    for (exp, wl), g in groups.groupby(["experiment", "workload"], sort=False):
-        specs: list[tuple[str, str, Callable[[], Figure]]] = [
-            ("makespan", "Makespan per scheduler",
-             lambda exp=exp, wl=wl: makespan_figure(groups, exp, wl)),
-            ("tasks_per_worker", "Tasks per worker",
-             lambda exp=exp, wl=wl: tasks_per_worker_figure(summary, results.samples, exp, wl)),
-            ("latency", "Start latency and gaps",
-             lambda exp=exp, wl=wl: latency_figure(summary, results.samples, exp, wl)),
-        ]
-        if g.groupby("scheduler")["n_workers"].nunique().max() > 1:
-            specs.append(("sweep_workers", "Scaling with workers",
-                          lambda exp=exp, wl=wl: sweep_workers_figure(groups, exp, wl)))
-        for kind, title, make in specs:
-            _attempt(fs, f"{kind} {exp}/{wl}", lambda kind=kind, title=title, make=make,
-                     exp=exp, wl=wl: _save(make(), out_dir / slug(kind, exp, wl), formats,
-                                           DrawnFigure(kind, f"{title}: {exp} · {wl}", [],
-                                                       exp, wl)))
-    for (exp, shape, n), g in groups.groupby(["experiment", "shape", "n_workers"], sort=False):
-        if g["workload"].nunique() > 1 and g["task_s_mean"].round(12).nunique() > 1:
-            _attempt(fs, f"sweep_tasklen {exp}/{shape}/w{n}", lambda exp=exp, shape=shape, n=n:
-                     _save(sweep_tasklen_figure(groups, exp, shape, int(n)),
-                           out_dir / slug("sweep_tasklen", exp, shape, f"w{n}"), formats,
-                           DrawnFigure("sweep_tasklen", f"Task length: {exp} · {shape} · "
-                                       f"{_workers(n)}", [], exp, shape)))
 
 
 def _save(fig: Figure, stem: Path, formats: Sequence[str], record: DrawnFigure) -> DrawnFigure:
@@ -631,7 +680,22 @@ def _save(fig: Figure, stem: Path, formats: Sequence[str], record: DrawnFigure) 
     return record
 
 
-def _one_timeline(results: M.Results, row: pd.Series, out_dir: Path,
+def _workload_figure(spec: WorkloadFigure, results: R.Results, groups: pd.DataFrame, exp: str,
+                     wl: str, out_dir: Path, formats: Sequence[str]) -> DrawnFigure:
+    return _save(spec.draw(results, groups, exp, wl), out_dir / slug(spec.kind, exp, wl),
+                 formats, DrawnFigure(spec.kind, f"{spec.title}: {exp} · {wl}", [], exp, wl,
+                                      section=SECTION_WORKLOAD))
+
+
+def _tasklen_figure(groups: pd.DataFrame, exp: str, shape: str, n: int, out_dir: Path,
+                    formats: Sequence[str]) -> DrawnFigure:
+    return _save(sweep_tasklen_figure(groups, exp, shape, n),
+                 out_dir / slug("sweep_tasklen", exp, shape, f"w{n}"), formats,
+                 DrawnFigure("sweep_tasklen", f"Task length: {exp} · {shape} · {_workers(n)}",
+                             [], exp, shape, section=SECTION_TASKLEN))
+
+
+def _one_timeline(results: R.Results, row: pd.Series, out_dir: Path,
                   formats: Sequence[str]) -> DrawnFigure:
     df = results.records(row["source"])
     fig = timeline_figure(df)
@@ -640,10 +704,10 @@ def _one_timeline(results: M.Results, row: pd.Series, out_dir: Path,
              f" · repeat {row['repeat']}")
     return _save(fig, out_dir / slug("timeline", row["experiment"], row["trial_id"]), formats,
                  DrawnFigure("timeline", title, [], row["experiment"], row["workload"],
-                             [row["trial_id"]]))
+                             [row["trial_id"]], section=SECTION_TIMELINE))
 
 
-def _one_pair(results: M.Results, a: pd.Series, b: pd.Series, out_dir: Path,
+def _one_pair(results: R.Results, a: pd.Series, b: pd.Series, out_dir: Path,
               formats: Sequence[str]) -> DrawnFigure:
     fig = paired_timeline_figure(results.records(a["source"]), results.records(b["source"]))
     title = (f"{a['scheduler']} vs {b['scheduler']} · {a['workload']} · "
@@ -651,13 +715,16 @@ def _one_pair(results: M.Results, a: pd.Series, b: pd.Series, out_dir: Path,
     stem = out_dir / slug("paired", a["experiment"], a["workload"], f"w{a['n_workers']}",
                           a["scheduler"], "vs", b["scheduler"])
     return _save(fig, stem, formats, DrawnFigure("paired", title, [], a["experiment"],
-                                                 a["workload"], [a["trial_id"], b["trial_id"]]))
+                                                 a["workload"], [a["trial_id"], b["trial_id"]],
+                                                 section=SECTION_PAIRED))
 
 
 __all__ = [
-    "FORMATS", "ORDER_CMAP", "PREFERRED_PAIRS", "DrawnFigure", "FigureSet", "cubehelix_cmap",
-    "draw_all", "draw_timeline", "drawn_collection", "latency_figure", "makespan_figure",
-    "new_figure", "paired_timeline_figure", "save_figure", "scheduler_color", "select_pairs",
-    "select_timelines", "slug", "sweep_tasklen_figure", "sweep_workers_figure",
-    "tasks_per_worker_figure", "timeline_figure", "timeline_rects", "timeline_title",
+    "FORMATS", "ORDER_CMAP", "PREFERRED_PAIRS", "SECTION_PAIRED", "SECTION_TASKLEN",
+    "SECTION_TIMELINE", "SECTION_WORKLOAD", "WORKLOAD_FIGURES", "DrawnFigure", "FigureSet",
+    "WorkloadFigure", "cubehelix_cmap", "draw_all", "draw_timeline", "drawn_collection",
+    "latency_figure", "makespan_figure", "new_figure", "paired_timeline_figure", "save_figure",
+    "scheduler_color", "select_pairs", "select_timelines", "slug", "sweep_tasklen_figure",
+    "sweep_workers_figure", "tasks_per_worker_figure", "timeline_figure", "timeline_rects",
+    "timeline_title",
 ]

@@ -19,9 +19,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from . import metadata, schema
-from .tasks import is_prime
-from .workloads import TALK_PRIMES
+from .. import metadata, schema
+from ..tasks import is_prime
+from ..workloads import TALK_PRIMES
 
 #: The talk's reported seconds per call on a 12-core machine.
 TALK_SECONDS = {"straight": 42.10, "threads": 39.47, "processes": 7.98}

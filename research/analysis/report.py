@@ -1,30 +1,36 @@
 """The report of a results directory: ``index.html``, ``report.md``, ``summary.csv``,
-``claims.csv`` (when claims are given) and ``figures/``.
+``claims.csv`` and ``figures/``.
+
+:func:`make_report` is the whole job (load, check the claims, draw, write); the command line
+(``python -m research report``) and ``analysis/report.py`` both call it. The report is built as
+one list of blocks (heading, paragraph, list, table, figures); ``index.html`` is rendered from
+them through the Jinja2 template ``templates/report.html.j2`` and ``report.md`` is written from
+the same blocks, so both say the same thing.
 
 The HTML is self-contained (inline CSS, no JavaScript, figures as files beside it), so it opens
 offline. Every trial the directory holds is accounted for: analysed, failed (and why), or
 broken (and why).
-
-CLAIMS HOOK: a claims table (columns :data:`CLAIM_COLUMNS`, produced by
-``analysis/claims.py``'s ``evaluate(summary_df, results_dir)``) goes at the top of the report
-when passed as ``build_report(..., claims=df)``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import math
+import sys
+import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 import pandas as pd
 
+from .. import schema
+from . import claims as C
 from . import figures as F
-from . import metrics as M
+from . import results as R
 
 CLAIM_COLUMNS: tuple[str, ...] = ("claim", "talk_value", "our_value", "tolerance", "verdict",
                                   "note")
@@ -43,26 +49,15 @@ TRIAL_TABLE_COLUMNS: tuple[str, ...] = (
     "start_latency_median_s", "return_latency_median_s", "n_errors", "trial_status", "note",
 )
 
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
-       max-width: 1250px; padding: 0 1em; color: #222; line-height: 1.4; }
-h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
-h2 { border-bottom: 1px solid #bbb; margin-top: 2em; }
-table { border-collapse: collapse; margin: .8em 0; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; position: sticky; top: 0; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr:nth-child(even) td { background: #fafafa; }
-.pass { background: #dff0d8 !important; } .fail { background: #f2dede !important; }
-.warn { background: #fcf8e3 !important; }
-.note { color: #555; font-size: .9em; }
-.box { border-left: 4px solid #c44e52; background: #fdf3f3; padding: .4em .8em; }
-.ok { border-left: 4px solid #55a868; background: #f3faf4; padding: .4em .8em; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { font-size: .9em; color: #444; }
-details { margin: .5em 0; } summary { cursor: pointer; font-weight: 600; }
-code { background: #f4f4f4; padding: 0 .2em; }
-"""
+
+#: The CSS class of a verdict cell, from the verdict constants (anything else: ``warn``).
+VERDICT_CLASSES: dict[str, str] = {C.REPRODUCED: "pass", C.NOT_REPRODUCED: "fail",
+                                   C.NOT_RUN: "warn"}
+TEMPLATE = "report.html.j2"
+#: The links at the top of the HTML report: (anchor, text).
+NAV: tuple[tuple[str, str], ...] = (
+    ("claims", "Claims"), ("problems", "Failures"), ("results", "Results"),
+    ("timelines", "Timelines"), ("environment", "Environment"), ("trials", "All trials"))
 
 
 @dataclass
@@ -73,7 +68,9 @@ class Report:
     markdown: Path
     summary_csv: Path
     figures: F.FigureSet
-    results: M.Results
+    results: R.Results
+    claims: pd.DataFrame | None = None
+    claims_error: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +86,7 @@ def fmt(x: Any) -> str:
     if isinstance(x, float | np.floating):
         if x == 0:
             return "0"
-        return f"{x:.4g}" if 1e-3 <= abs(x) < 1e5 else f"{x:.3g}"
+        return f"{x:.4g}" if 1e-3 <= abs(float(x)) < 1e5 else f"{x:.3g}"
     return str(x)
 
 
@@ -105,22 +102,21 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
 
 
-def html_table(df: pd.DataFrame, cell_class: Callable[[str, Any], str] | None = None) -> str:
-    """An escaped HTML table; ``cell_class(column, value)`` may add a CSS class to a cell."""
-    if df.empty:
-        return "<p class='note'>(none)</p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = []
+
+def table_cells(df: pd.DataFrame, cell_class: Callable[[str, Any], str] | None = None
+                ) -> list[list[tuple[str, str]]]:
+    """Each row's cells as (text, CSS classes); ``cell_class(column, value)`` may add a class.
+    Numbers get ``num`` (right-aligned)."""
+    rows = []
     for row in df.itertuples(index=False):
         cells = []
         for col, v in zip(df.columns, row, strict=True):
             cls = ["num"] if _is_num(v) else []
             if cell_class:
                 cls.append(cell_class(str(col), v))
-            attr = f" class='{' '.join(c for c in cls if c)}'" if any(cls) else ""
-            cells.append(f"<td{attr}>{html.escape(fmt(v))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            cells.append((fmt(v), " ".join(c for c in cls if c)))
+        rows.append(cells)
+    return rows
 
 
 def md_table(df: pd.DataFrame) -> str:
@@ -138,6 +134,7 @@ def md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+
 # ---------------------------------------------------------------------------------------------
 # Tables
 
@@ -146,7 +143,7 @@ def group_table(groups: pd.DataFrame) -> pd.DataFrame:
     """Per (experiment, workload, n_workers, params_variant, scheduler): medians with min–max."""
     rows = []
     for _, g in groups.iterrows():
-        row = {k: g[k] for k in M.GROUP_KEYS}
+        row = {k: g[k] for k in R.GROUP_KEYS}
         row["trials"] = f"{g['n_trials']}" + (f" ({g['n_failed']} failed)" if g["n_failed"]
                                                else "")
         row["lower bound (s)"] = fmt(g["lower_bound_s_median"])
@@ -161,7 +158,7 @@ def group_table(groups: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def problems_tables(results: M.Results) -> dict[str, pd.DataFrame]:
+def problems_tables(results: R.Results) -> dict[str, pd.DataFrame]:
     """Broken files, failed trials, trials with task errors, and other notes."""
     s = results.summary
     broken = pd.DataFrame([{"file": str(b.path), "reason": b.reason} for b in results.broken],
@@ -171,7 +168,7 @@ def problems_tables(results: M.Results) -> dict[str, pd.DataFrame]:
     if s.empty:
         empty = pd.DataFrame(columns=cols)
         return {"broken": broken, "failed": empty, "errors": empty, "notes": empty}
-    failed = s[s["trial_status"].astype(str).eq("failed")]
+    failed = s[s["trial_status"].astype(str).eq(schema.TRIAL_FAILED)]
     errors = s[~s.index.isin(failed.index) & (pd.to_numeric(s["n_errors"]) > 0)]
     noted = s[~s.index.isin(failed.index) & ~s.index.isin(errors.index)
               & ((s["note"].astype(str) != "") | s["oversubscribed"].astype(bool))].copy()
@@ -190,21 +187,15 @@ def claims_table(claims: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return claims.reset_index(drop=True), problem
 
 
-def _verdict_class(col: str, v: Any) -> str:
+def verdict_class(col: str, v: Any) -> str:
+    """The CSS class of a claims-table cell: by verdict in the ``verdict`` column."""
     if col != "verdict":
         return ""
-    text = str(v).strip().lower()
-    if text.startswith("not run"):
-        return "warn"  # no data: not a verdict either way
-    if text.startswith(("pass", "ok", "yes", "agree", "reproduced", "match")):
-        return "pass"
-    if text.startswith(("fail", "disagree", "not reproduced", "no")):
-        return "fail"
-    return "warn"
+    return VERDICT_CLASSES.get(str(v), "warn")
 
 
 # ---------------------------------------------------------------------------------------------
-# Building
+# Building: the report as blocks, then as HTML (template) and markdown
 
 
 def _rel(path: Path, out_dir: Path) -> str:
@@ -215,80 +206,121 @@ def _png(fig: F.DrawnFigure) -> Path | None:
     return next((p for p in fig.files if p.suffix == ".png"), None)
 
 
-def _html_figure(fig: F.DrawnFigure, out_dir: Path) -> str:
-    png = _png(fig)
-    if png is None:
-        return ""
-    links = " · ".join(f"<a href='{html.escape(_rel(p, out_dir))}'>{p.suffix[1:].upper()}</a>"
-                       for p in fig.files)
-    trials = f" — trials: {', '.join(fig.trials)}" if fig.trials else ""
-    return (f"<figure><img src='{html.escape(_rel(png, out_dir))}' alt='{html.escape(fig.title)}'"
-            f" loading='lazy'><figcaption>{html.escape(fig.title + trials)} ({links})"
-            "</figcaption></figure>")
+@dataclass
+class Block:
+    """One piece of the report; ``kind`` is heading, para, items, table or figures."""
 
-
-def _md_figure(fig: F.DrawnFigure, out_dir: Path) -> str:
-    png = _png(fig)
-    if png is None:
-        return ""
-    trials = f" (trials: {', '.join(fig.trials)})" if fig.trials else ""
-    return f"![{fig.title}]({_rel(png, out_dir)})\n\n*{fig.title}{trials}*\n"
+    kind: str
+    text: str = ""
+    level: int = 2
+    anchor: str = ""
+    cls: str = ""
+    items: list[str] = field(default_factory=list)
+    df: pd.DataFrame | None = None
+    cell_class: Callable[[str, Any], str] | None = None
+    folded: str = ""
+    figures: list[F.DrawnFigure] = field(default_factory=list)
 
 
 class _Doc:
-    """Writes the same content as HTML and as markdown, section by section."""
+    """The report's blocks, in order."""
 
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.html: list[str] = []
-        self.md: list[str] = []
+    def __init__(self) -> None:
+        self.blocks: list[Block] = []
 
     def heading(self, text: str, level: int = 2, anchor: str = "") -> None:
-        ident = f" id='{anchor}'" if anchor else ""
-        self.html.append(f"<h{level}{ident}>{html.escape(text)}</h{level}>")
-        self.md.append(f"{'#' * level} {text}\n")
+        self.blocks.append(Block("heading", text, level=level, anchor=anchor))
 
     def para(self, text: str, cls: str = "") -> None:
-        attr = f" class='{cls}'" if cls else ""
-        self.html.append(f"<p{attr}>{html.escape(text)}</p>")
-        self.md.append(f"{'> ' if cls == 'box' else ''}{text}\n")
+        self.blocks.append(Block("para", text, cls=cls))
 
     def items(self, lines: Sequence[str]) -> None:
-        if not lines:
-            return
-        self.html.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines)
-                         + "</ul>")
-        self.md.append("\n".join(f"- {x}" for x in lines) + "\n")
+        if lines:
+            self.blocks.append(Block("items", items=list(lines)))
 
     def table(self, df: pd.DataFrame, *, cell_class: Callable[[str, Any], str] | None = None,
               folded: str = "") -> None:
-        tab = html_table(df, cell_class)
-        self.html.append(f"<details><summary>{html.escape(folded)}</summary>{tab}</details>"
-                         if folded else tab)
-        self.md.append(md_table(df))
+        self.blocks.append(Block("table", df=df, cell_class=cell_class, folded=folded))
 
     def figures(self, figs: Sequence[F.DrawnFigure]) -> None:
-        for fig in figs:
-            self.html.append(_html_figure(fig, self.out_dir))
-            self.md.append(_md_figure(fig, self.out_dir))
-
-    def raw_html(self, text: str) -> None:
-        self.html.append(text)
+        drawn = [f for f in figs if _png(f) is not None]
+        if drawn:
+            self.blocks.append(Block("figures", figures=drawn))
 
 
-def _overview(doc: _Doc, results: M.Results, results_dir: Path) -> None:
+def _md_block(b: Block, out_dir: Path) -> list[str]:
+    if b.kind == "heading":
+        return [f"{'#' * b.level} {b.text}\n"]
+    if b.kind == "para":
+        return [f"{'> ' if b.cls == 'box' else ''}{b.text}\n"]
+    if b.kind == "items":
+        return ["\n".join(f"- {x}" for x in b.items) + "\n"]
+    if b.kind == "table":
+        assert b.df is not None
+        return [md_table(b.df)]
+    out = []
+    for fig in b.figures:
+        png = _png(fig)
+        assert png is not None
+        trials = f" (trials: {', '.join(fig.trials)})" if fig.trials else ""
+        out.append(f"![{fig.title}]({_rel(png, out_dir)})\n\n*{fig.title}{trials}*\n")
+    return out
+
+
+def render_markdown(blocks: Sequence[Block], title: str, out_dir: Path) -> str:
+    """``report.md``: the blocks as GitHub-flavoured markdown."""
+    parts = [p for b in blocks for p in _md_block(b, out_dir)]
+    return f"# {title}\n\n" + "\n".join(parts)
+
+
+def _html_context(b: Block, out_dir: Path) -> dict[str, Any]:
+    ctx: dict[str, Any] = {"kind": b.kind, "text": b.text, "level": b.level,
+                           "anchor": b.anchor, "cls": b.cls, "lines": b.items,
+                           "folded": b.folded}
+    if b.kind == "table":
+        assert b.df is not None
+        ctx["table"] = {"columns": [str(c) for c in b.df.columns],
+                        "rows": table_cells(b.df, b.cell_class)}
+    if b.kind == "figures":
+        ctx["figures"] = []
+        for fig in b.figures:
+            png = _png(fig)
+            assert png is not None
+            trials = f" — trials: {', '.join(fig.trials)}" if fig.trials else ""
+            ctx["figures"].append({
+                "png": _rel(png, out_dir), "title": fig.title, "caption": fig.title + trials,
+                "links": [(_rel(p, out_dir), p.suffix[1:].upper()) for p in fig.files]})
+    return ctx
+
+
+def _environment_jinja() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("research.analysis", "templates"),
+                              autoescape=True, undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True)
+
+
+def render_html(blocks: Sequence[Block], title: str, out_dir: Path) -> str:
+    """``index.html``: the blocks through the template (all text escaped by Jinja2)."""
+    template = _environment_jinja().get_template(TEMPLATE)
+    return template.render(title=title, nav=NAV,
+                           blocks=[_html_context(b, out_dir) for b in blocks])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def _overview(doc: _Doc, results: R.Results, results_dir: Path) -> None:
     s = results.summary
-    n_failed = int(s["trial_status"].astype(str).eq("failed").sum()) if len(s) else 0
+    n_failed = int(s["trial_status"].astype(str).eq(schema.TRIAL_FAILED).sum()) if len(s) else 0
     doc.para(f"Results directory: {results_dir} — {results.n_files} record file(s), "
              f"{len(s)} trial(s) analysed, {n_failed} failed trial(s), "
              f"{len(results.broken)} file(s) or directories that could not be analysed. "
              f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}.")
     if len(s):
         exps = s.groupby("experiment").agg(trials=("trial_id", "size"),
-                                           schedulers=("scheduler", lambda x: ", ".join(
-                                               sorted(set(x), key=M.scheduler_rank))),
-                                           workloads=("workload", lambda x: ", ".join(
-                                               sorted(set(x))))).reset_index()
+                                           schedulers=("scheduler", _schedulers_text),
+                                           workloads=("workload", _sorted_text)).reset_index()
         doc.table(exps)
     doc.para("Definitions: makespan = last in-task end − first in-task start; wall = last "
              "receive − first submit (client side); busy = Σ(end − start); lower bound = "
@@ -300,10 +332,16 @@ def _overview(doc: _Doc, results: M.Results, results_dir: Path) -> None:
              "note")
 
 
-def _prime_table(doc: _Doc, results_dir: Path) -> None:
-    from .claims import prime_speedups
+def _schedulers_text(x: pd.Series) -> str:
+    return ", ".join(sorted(set(x), key=R.scheduler_rank))
 
-    table = prime_speedups(results_dir)
+
+def _sorted_text(x: pd.Series) -> str:
+    return ", ".join(sorted(set(x)))
+
+
+def _prime_table(doc: _Doc, results_dir: Path) -> None:
+    table = C.prime_speedups(results_dir)
     if table is None:
         return
     doc.heading("The talk's prime benchmark, by its method", 3)
@@ -313,24 +351,21 @@ def _prime_table(doc: _Doc, results_dir: Path) -> None:
 
 
 def _claims(doc: _Doc, claims: pd.DataFrame | None, claims_error: str | None) -> None:
-    # CLAIMS HOOK: this section is the top of the report on purpose.
-    doc.raw_html("<!-- CLAIMS HOOK: build_report(..., claims=DataFrame[claim, talk_value, "
-                 "our_value, tolerance, verdict, note]) renders here -->")
+    # The claims are the point of the study: the top of the report on purpose.
     doc.heading("Claims from the talk", anchor="claims")
     if claims_error:
         doc.para(f"The claims could not be evaluated: {claims_error}", "box")
     if claims is None:
         if not claims_error:
-            doc.para("No claims table (analysis/claims.py is not present or returned nothing).",
-                     "note")
+            doc.para("No claims table was given.", "note")
         return
     table, problem = claims_table(claims)
     if problem:
         doc.para(problem, "box")
-    doc.table(table, cell_class=_verdict_class)
+    doc.table(table, cell_class=verdict_class)
 
 
-def _problems(doc: _Doc, results: M.Results) -> None:
+def _problems(doc: _Doc, results: R.Results) -> None:
     doc.heading("Failures and problems", anchor="problems")
     p = problems_tables(results)
     if all(t.empty for t in p.values()):
@@ -350,10 +385,8 @@ def _results_section(doc: _Doc, groups: pd.DataFrame, fs: F.FigureSet) -> None:
     for (exp, wl), g in groups.groupby(["experiment", "workload"], sort=False):
         doc.heading(f"{exp} · {wl}", 3)
         doc.table(group_table(g).drop(columns=["experiment", "workload"]))
-        doc.figures([f for f in fs.figures if f.kind in ("makespan", "tasks_per_worker",
-                                                         "latency", "sweep_workers")
-                     and f.experiment == exp and f.workload == wl])
-    tasklen = fs.of_kind("sweep_tasklen")
+        doc.figures(fs.in_section(F.SECTION_WORKLOAD, str(exp), str(wl)))
+    tasklen = fs.in_section(F.SECTION_TASKLEN)
     if tasklen:
         doc.heading("Task length sweeps", 3)
         doc.figures(tasklen)
@@ -365,11 +398,11 @@ def _timelines(doc: _Doc, fs: F.FigureSet, max_timelines: int) -> None:
              "the trial's first start; bar colour = the task's order within its worker (as in "
              "the talk); dashed line = lower bound, dotted = greedy list schedule; a red edge "
              "marks a task whose status is error.", "note")
-    paired = fs.of_kind("paired")
+    paired = fs.in_section(F.SECTION_PAIRED)
     if paired:
         doc.heading("Paired timelines (same time axis)", 3)
         doc.figures(paired)
-    single = fs.of_kind("timeline")
+    single = fs.in_section(F.SECTION_TIMELINE)
     doc.heading(f"Per trial ({len(single)} drawn)", 3)
     doc.para(f"Drawn: the first repeat of each (experiment, workload, workers, scheduler), at "
              f"most {max_timelines}; under the cap workloads take turns, largest worker count "
@@ -382,22 +415,11 @@ def _timelines(doc: _Doc, fs: F.FigureSet, max_timelines: int) -> None:
     doc.figures(single)
 
 
-def _environment(doc: _Doc, results: M.Results) -> None:
+def _environment(doc: _Doc, results: R.Results) -> None:
     doc.heading("Environment", anchor="environment")
     doc.para("Where each result came from, from the metadata stored in each file (one row per "
              "distinct machine and software setup).", "note")
     doc.table(results.environments)
-
-
-def _write_html(doc: _Doc, path: Path, title: str) -> None:
-    nav = " · ".join(f"<a href='#{a}'>{t}</a>" for a, t in (
-        ("claims", "Claims"), ("problems", "Failures"), ("results", "Results"),
-        ("timelines", "Timelines"), ("environment", "Environment"), ("trials", "All trials")))
-    path.write_text(
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>{nav}</p>" + "\n".join(doc.html) + "</body></html>\n",
-        encoding="utf-8")
 
 
 def build_report(
@@ -406,7 +428,7 @@ def build_report(
     claims: pd.DataFrame | None = None,
     *,
     claims_error: str | None = None,
-    results: M.Results | None = None,
+    results: R.Results | None = None,
     max_timelines: int = F.DEFAULT_MAX_TIMELINES,
     pairs: Sequence[tuple[str, str]] = F.PREFERRED_PAIRS,
 ) -> Report:
@@ -414,21 +436,21 @@ def build_report(
 
     ``claims`` (columns :data:`CLAIM_COLUMNS`) is shown at the top and written to
     ``claims.csv``; ``claims_error`` explains why it is missing. Pass ``results`` from
-    :func:`metrics.load_results` to avoid reading the files twice. Never raises for bad
-    result files: they are listed in the report.
+    :func:`results.load_results` to avoid reading the files twice. Never raises for bad
+    result files: they are listed in the report. :func:`make_report` also checks the claims.
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if results is None:
-        results = M.load_results(results_dir)
+        results = R.load_results(results_dir)
     summary_csv = out_dir / "summary.csv"
-    M.summary_for_csv(results.summary).to_csv(summary_csv, index=False)
+    R.summary_for_csv(results.summary).to_csv(summary_csv, index=False)
     if claims is not None:
         claims.to_csv(out_dir / "claims.csv", index=False)
     fs = F.draw_all(results, out_dir / "figures", max_timelines=max_timelines, pairs=pairs)
-    groups = M.group_summary(results.summary)
+    groups = R.group_summary(results.summary)
 
-    doc = _Doc(out_dir)
+    doc = _Doc()
     _claims(doc, claims, claims_error)
     _prime_table(doc, Path(results_dir))
     doc.heading("Overview")
@@ -448,11 +470,37 @@ def build_report(
 
     title = f"Load balancing report: {results_dir.name or results_dir}"
     index = out_dir / "index.html"
-    _write_html(doc, index, title)
+    index.write_text(render_html(doc.blocks, title, out_dir), encoding="utf-8")
     markdown = out_dir / "report.md"
-    markdown.write_text(f"# {title}\n\n" + "\n".join(doc.md), encoding="utf-8")
-    return Report(index, markdown, summary_csv, fs, results)
+    markdown.write_text(render_markdown(doc.blocks, title, out_dir), encoding="utf-8")
+    return Report(index, markdown, summary_csv, fs, results, claims, claims_error)
 
 
-__all__ = ["CLAIM_COLUMNS", "Report", "build_report", "claims_table", "fmt", "group_table",
-           "html_table", "md_table", "problems_tables"]
+def evaluate_claims(summary: pd.DataFrame, results_dir: Path
+                    ) -> tuple[pd.DataFrame | None, str | None]:
+    """(claims table or None, error text or None); never raises. Each claim already reports
+    its own failure; this catches what is left (a broken claims table itself)."""
+    try:
+        return C.evaluate(summary, results_dir), None
+    except Exception as exc:  # a broken claims table must not cost us the report
+        traceback.print_exc(file=sys.stderr)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def make_report(results_dir: Path | str, out_dir: Path | str | None = None, *,
+                max_timelines: int = F.DEFAULT_MAX_TIMELINES) -> Report:
+    """Load ``results_dir``, check the claims and write the whole report into ``out_dir``
+    (default ``results_dir/report``). Raises FileNotFoundError if ``results_dir`` is absent."""
+    results_dir = Path(results_dir)
+    if not results_dir.exists():
+        raise FileNotFoundError(f"{results_dir}: no such results directory")
+    out = Path(out_dir) if out_dir is not None else results_dir / "report"
+    results = R.load_results(results_dir)
+    claims, claims_error = evaluate_claims(results.summary, results_dir)
+    return build_report(results_dir, out, claims, claims_error=claims_error, results=results,
+                        max_timelines=max_timelines)
+
+
+__all__ = ["CLAIM_COLUMNS", "VERDICT_CLASSES", "Block", "Report", "build_report",
+           "claims_table", "evaluate_claims", "fmt", "group_table", "make_report", "md_table",
+           "problems_tables", "render_html", "render_markdown", "table_cells", "verdict_class"]

@@ -16,8 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from .. import schema
 from . import metrics as M
-from . import schema
+from . import results as R
 
 TRACE_SUFFIX = ".trace.json"
 
@@ -86,7 +87,7 @@ def trace_document(trials: Iterable[pd.DataFrame], *, absolute: bool = False) ->
         offset = (origin - t0) / 1e3 if absolute else 0.0
         events.extend(trial_events(df, pid, offset_us=offset))
     return {"traceEvents": events, "displayTimeUnit": "ms",
-            "otherData": {"source": "research.trace", "absolute": absolute,
+            "otherData": {"source": "research.analysis.trace", "absolute": absolute,
                           "origin_ns": int(t0) if absolute else None}}
 
 
@@ -101,7 +102,7 @@ def default_output(path: Path) -> Path:
 
 def export_trace(
     source: Path, out: Path | None = None, *, absolute: bool = False
-) -> tuple[Path, int, list[M.BrokenFile]]:
+) -> tuple[Path, int, list[R.BrokenFile]]:
     """Write the trace of a trial file or of every trial under a results directory.
 
     Returns (output path, number of task events, files that could not be read). Raises
@@ -110,7 +111,7 @@ def export_trace(
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: does not exist")
-    files = M.find_record_files(source)
+    files = R.find_record_files(source)
     if not files:
         raise FileNotFoundError(f"{source}: no task-record parquet files found")
     trials, broken = [], []
@@ -121,7 +122,7 @@ def export_trace(
                 raise ValueError(f"missing required column(s): {', '.join(missing)}")
             trials.append(M.read_records(f))
         except Exception as exc:
-            broken.append(M.BrokenFile(f, str(exc)))
+            broken.append(R.BrokenFile(f, str(exc)))
     if not trials:
         raise FileNotFoundError(f"{source}: no readable trial ("
                                 + "; ".join(f"{b.path.name}: {b.reason}" for b in broken) + ")")

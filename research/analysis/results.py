@@ -1,44 +1,26 @@
-"""Trial metrics: what one trial's task records say about how well the load was balanced.
+"""Loading a results directory: every task-record file under it, read into a per-trial
+summary (one row per trial: identity, metrics, context), with the files that could not be
+analysed and why; and the statistics over repeats.
 
-Everything here works from the record columns alone (see :mod:`research.schema`); file
-metadata only adds context (trial status, parameters, environment) when it is there.
-
-Conventions:
-
-* A task is *timed* when it has both ``start_ns`` and ``end_ns``. Timing metrics use timed
-  tasks only, whatever their ``status``: a task that raised still occupied its worker.
-  ``n_errors`` counts rows whose ``status`` is not ``ok``.
-* Times are made relative to the trial's first in-task start before they become floats, so
-  nanosecond stamps keep their precision.
-* ``lower_bound_s`` and ``greedy_s`` describe the workload, not the run: they use the planned
-  duration of every task, and the measured one where the plan is unknown (NaN).
+File metadata only adds context (trial status, parameters, environment) when it is there.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from . import schema
+from .. import schema
+from .metrics import METRICS, TrialSamples, check_stamps, metrics_and_samples, read_records
 
-#: Per-trial metrics, in the column order of ``summary.csv``.
-METRICS: tuple[str, ...] = (
-    "n_tasks", "makespan_s", "wall_s", "busy_s", "lower_bound_s", "greedy_s", "efficiency",
-    "tasks_per_worker_min", "tasks_per_worker_max", "workers_used", "mean_gap_s", "max_gap_s",
-    "start_latency_median_s", "return_latency_median_s", "n_errors",
-)
+#: Columns that identify a trial in the summary.
 #: Columns that identify a trial in the summary.
 ID_COLUMNS: tuple[str, ...] = (
     "experiment", "trial_id", "scheduler", "workload", "n_workers", "repeat",
@@ -54,38 +36,19 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
 GROUP_KEYS: tuple[str, ...] = (
     "experiment", "workload", "n_workers", "params_variant", "scheduler",
 )
-#: Per-trial samples kept for distribution figures are capped to bound memory on big sweeps.
-MAX_SAMPLES = 5000
-
-_NS_COLUMNS = ("submit_ns", "start_ns", "end_ns", "receive_ns")
-_NATURAL = re.compile(r"(\d+)")
-
-
-def natural_key(label: str) -> tuple[Any, ...]:
-    """Sort key that puts ``engine-2`` before ``engine-10``."""
-    return tuple(int(p) if p.isdigit() else p for p in _NATURAL.split(str(label)))
 
 
 def scheduler_rank(name: str) -> tuple[int, str]:
     """Sort key in the registry's display order, option variants (``mp-map[chunksize=4]``)
     after their plain scheduler; unknown names last, alphabetically. The second item is ''
     for a plain registry name."""
-    from .schedulers import REGISTRY
+    from ..schedulers import REGISTRY
 
     order = list(REGISTRY)
     base, bracket, _ = str(name).partition("[")
     if base in order:
         return order.index(base), str(name) if bracket else ""
     return len(order), str(name)
-
-
-def read_records(path: Path) -> pd.DataFrame:
-    """Read a record file with int64 columns as exact nullable ``Int64``.
-
-    (A plain ``to_pandas`` turns an int64 column with nulls into float64, which rounds
-    epoch nanoseconds to about 256 ns.)
-    """
-    return pq.read_table(path).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
 def sort_trials(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -97,254 +60,6 @@ def sort_trials(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
         return col
 
     return df.sort_values(list(keys), key=key, kind="stable").reset_index(drop=True)
-
-
-def _ns_int(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 values, valid mask) of a nanosecond column; other writers may use floats or
-    datetimes. Raises TypeError naming the column if it holds something else."""
-    valid = col.notna().to_numpy()
-    if not valid.any():
-        return np.zeros(len(col), dtype=np.int64), valid
-    if pd.api.types.is_datetime64_any_dtype(col):
-        if isinstance(col.dtype, pd.DatetimeTZDtype):
-            col = col.dt.tz_convert(None)
-        values = col.to_numpy(dtype="datetime64[ns]").view(np.int64)
-    elif pd.api.types.is_float_dtype(col):
-        values = np.round(col.to_numpy(dtype="float64", na_value=0.0)).astype(np.int64)
-    elif pd.api.types.is_integer_dtype(col):
-        values = col.to_numpy(dtype="int64", na_value=0)
-    else:
-        try:  # object columns of Python ints (exact), or digit strings
-            values = col.astype("Int64").to_numpy(dtype="int64", na_value=0)
-        except (TypeError, ValueError):
-            raise TypeError(f"column {col.name} is not numeric (dtype {col.dtype})") from None
-    return np.where(valid, values, 0), valid
-
-
-def _objects(col: pd.Series) -> np.ndarray:
-    """Values as an object array with None (not NaN or <NA>) for missing ones."""
-    values = col.to_numpy(dtype=object, copy=True)
-    values[pd.isna(values)] = None
-    return values
-
-
-def task_times(df: pd.DataFrame) -> pd.DataFrame:
-    """Per-task times in seconds relative to the trial's first in-task start.
-
-    Returns one row per input row, in ``task_id`` order, with ``task_id``, ``worker``,
-    ``planned_s``, ``submit_s``, ``start_s``, ``end_s``, ``receive_s`` (NaN when missing),
-    ``status``, ``error``, ``pid``, ``host``, ``timed`` (has start and end), ``order``
-    (0-based position of a timed task among its worker's tasks by start; -1 if untimed) and
-    ``row`` (the worker's row in a timeline, natural label order; -1 if untimed or no worker).
-    ``attrs['origin_ns']`` holds the origin as int nanoseconds (the first start, or the first
-    stamp of any kind if no task ran); ``attrs['workers']`` the worker labels by row.
-    """
-    df = df.sort_values("task_id", kind="stable") if "task_id" in df.columns else df
-    ints = {c: _ns_int(df[c]) for c in _NS_COLUMNS}
-    starts, start_ok = ints["start_ns"]
-    if start_ok.any():
-        origin = int(starts[start_ok].min())
-    else:
-        stamps = [v[m] for v, m in ints.values() if m.any()]
-        origin = int(min(s.min() for s in stamps)) if stamps else 0
-    out = pd.DataFrame({
-        "task_id": df["task_id"].to_numpy() if "task_id" in df.columns else np.arange(len(df)),
-        "worker": _objects(df["worker"]),
-        "planned_s": pd.to_numeric(df["planned_s"], errors="coerce").to_numpy(dtype="float64"),
-    })
-    for col, (values, valid) in ints.items():
-        sec = (values - origin).astype("float64") / 1e9
-        sec[~valid] = np.nan
-        out[col.replace("_ns", "_s")] = sec
-    out["status"] = _objects(df["status"])
-    out["error"] = _objects(df["error"]) if "error" in df.columns else np.full(len(df), None,
-                                                                               object)
-    for col in ("pid", "host"):
-        out[col] = _objects(df[col]) if col in df.columns else np.full(len(df), None, object)
-    out["timed"] = start_ok & ints["end_ns"][1]
-    _add_rows_and_order(out)
-    out.attrs["origin_ns"] = origin
-    return out
-
-
-def _add_rows_and_order(t: pd.DataFrame) -> None:
-    timed = t["timed"].to_numpy()
-    labels = t["worker"].to_numpy()
-    has_worker = pd.notna(labels)
-    use = timed & has_worker
-    workers = sorted({str(w) for w in labels[use]}, key=natural_key)
-    code = {w: i for i, w in enumerate(workers)}
-    row = np.full(len(t), -1, dtype=np.int64)
-    row[use] = [code[str(w)] for w in labels[use]]
-    order = np.full(len(t), -1, dtype=np.int64)
-    idx = np.flatnonzero(use)
-    if len(idx):
-        # Sort by (row, start); a task's order is its position within its row's run.
-        srt = idx[np.lexsort((t["start_s"].to_numpy()[idx], row[idx]))]
-        r = row[srt]
-        first = np.r_[True, r[1:] != r[:-1]]
-        run_start = np.maximum.accumulate(np.where(first, np.arange(len(srt)), 0))
-        order[srt] = np.arange(len(srt)) - run_start
-    t["row"] = row
-    t["order"] = order
-    t.attrs["workers"] = workers
-
-
-def worker_labels(times: pd.DataFrame) -> list[str]:
-    """Worker labels in timeline row order (from :func:`task_times`)."""
-    return list(times.attrs.get("workers", []))
-
-
-def greedy_makespan(durations: Sequence[float] | np.ndarray, n_workers: int) -> float:
-    """List scheduling in the given order: each task goes to the worker that frees up first.
-
-    This is what an ideal dynamic (load-balanced) scheduler with zero overhead achieves.
-    """
-    d = np.asarray(durations, dtype="float64")
-    d = d[np.isfinite(d)]
-    if len(d) == 0 or n_workers < 1:
-        return math.nan
-    if n_workers == 1:
-        return float(d.sum())
-    if len(d) <= n_workers:
-        return float(d.max())
-    free = [0.0] * n_workers
-    for x in d.tolist():
-        heapq.heapreplace(free, free[0] + x)
-    return float(max(free))
-
-
-def lower_bound(durations: Sequence[float] | np.ndarray, n_workers: int) -> float:
-    """``max(sum / n_workers, max)``: no schedule of these tasks on ``n_workers`` is shorter."""
-    d = np.asarray(durations, dtype="float64")
-    d = d[np.isfinite(d)]
-    if len(d) == 0 or n_workers < 1:
-        return math.nan
-    return float(max(d.sum() / n_workers, d.max()))
-
-
-def work_durations(times: pd.DataFrame) -> np.ndarray:
-    """Each task's duration for the bounds: planned, else measured, in task order (NaN if none)."""
-    planned = times["planned_s"].to_numpy(dtype="float64")
-    measured = (times["end_s"] - times["start_s"]).to_numpy(dtype="float64")
-    return np.where(np.isfinite(planned), planned, measured)
-
-
-def worker_gaps(times: pd.DataFrame) -> np.ndarray:
-    """Idle time between consecutive timed tasks on the same worker (clipped at 0)."""
-    t = times[times["row"] >= 0].sort_values(["row", "start_s"], kind="stable")
-    row = t["row"].to_numpy()
-    same = row[1:] == row[:-1]
-    gaps = t["start_s"].to_numpy()[1:][same] - t["end_s"].to_numpy()[:-1][same]
-    # Two tasks overlapping on one label means the label is shared, not negative idle time.
-    return np.clip(gaps, 0.0, None)
-
-
-def tasks_per_worker(times: pd.DataFrame, n_workers: int | None) -> np.ndarray:
-    """Sorted task counts: one per worker label seen, plus a zero for each of ``n_workers``
-    that got no task. Counts rows with a worker label, timed or not (a task that failed
-    without stamps but names its worker still went there)."""
-    labels = times["worker"].dropna().astype(str).tolist()
-    counts = np.array(sorted(pd.Series(labels, dtype=object).value_counts().tolist()), dtype=int)
-    missing = (n_workers or 0) - len(counts)
-    return np.concatenate([np.zeros(max(missing, 0), dtype=int), counts])
-
-
-def _median(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return float(np.median(x)) if len(x) else math.nan
-
-
-def _n_workers_of(df: pd.DataFrame, n_workers: int | None) -> int | None:
-    if n_workers is not None:
-        return int(n_workers)
-    if "n_workers" in df.columns:
-        vals = pd.to_numeric(df["n_workers"], errors="coerce").dropna()
-        if len(vals):
-            return int(vals.iloc[0])
-    return None
-
-
-@dataclass
-class TrialSamples:
-    """Per-task values of one trial kept for distribution figures (capped, see MAX_SAMPLES)."""
-
-    gaps_s: np.ndarray
-    start_latency_s: np.ndarray
-    tasks_per_worker: np.ndarray
-
-
-def trial_metrics(
-    df: pd.DataFrame, n_workers: int | None = None, *, times: pd.DataFrame | None = None
-) -> dict[str, Any]:
-    """The metrics of :data:`METRICS` for one trial's records, plus a ``note`` string.
-
-    ``n_workers`` defaults to the ``n_workers`` column. A trial with no timed task gets NaN
-    timing metrics and a note saying why; it never raises for that.
-    """
-    return _metrics_and_samples(df, n_workers, times)[0]
-
-
-def _metrics_and_samples(
-    df: pd.DataFrame, n_workers: int | None, times: pd.DataFrame | None = None
-) -> tuple[dict[str, Any], TrialSamples]:
-    t = task_times(df) if times is None else times
-    nw = _n_workers_of(df, n_workers)
-    timed = t[t["timed"]]
-    n_errors = int((t["status"].astype(str) != schema.STATUS_OK).sum())
-    dur = (timed["end_s"] - timed["start_s"]).to_numpy()
-    makespan = float(timed["end_s"].max() - timed["start_s"].min()) if len(timed) else math.nan
-    busy = float(dur.sum()) if len(timed) else math.nan
-    work = work_durations(t)
-    gaps = worker_gaps(t)
-    start_lat = (t["start_s"] - t["submit_s"]).to_numpy()
-    ret_lat = (t["receive_s"] - t["end_s"]).to_numpy()
-    counts = tasks_per_worker(t, nw)
-    m: dict[str, Any] = {
-        "n_tasks": len(t),
-        "makespan_s": makespan,
-        "wall_s": float(t["receive_s"].max() - t["submit_s"].min()),
-        "busy_s": busy,
-        "lower_bound_s": lower_bound(work, nw) if nw else math.nan,
-        "greedy_s": greedy_makespan(work, nw) if nw else math.nan,
-        "efficiency": (busy / (nw * makespan) if nw and makespan > 0 else math.nan),
-        "tasks_per_worker_min": int(counts.min()) if len(counts) else 0,
-        "tasks_per_worker_max": int(counts.max()) if len(counts) else 0,
-        "workers_used": int(np.count_nonzero(counts)),
-        "mean_gap_s": float(gaps.mean()) if len(gaps) else math.nan,
-        "max_gap_s": float(gaps.max()) if len(gaps) else math.nan,
-        "start_latency_median_s": _median(start_lat),
-        "return_latency_median_s": _median(ret_lat),
-        "n_errors": n_errors,
-        "task_s_mean": float(np.nanmean(work)) if np.isfinite(work).any() else math.nan,
-    }
-    m["note"] = _note(len(t), len(timed), n_errors, nw, m["workers_used"])
-    samples = TrialSamples(_cap(gaps), _cap(start_lat[np.isfinite(start_lat)]), counts)
-    return m, samples
-
-
-def _note(n: int, n_timed: int, n_errors: int, nw: int | None, used: int) -> str:
-    parts = []
-    if n == 0:
-        parts.append("no task rows: no metrics")
-    elif n_timed == 0:
-        parts.append(f"all {n} tasks failed or never ran: no timing metrics")
-    elif n_timed < n:
-        parts.append(f"{n - n_timed} of {n} tasks have no start/end stamps (left out of timings)")
-    if n_errors and n_timed:
-        parts.append(f"{n_errors} task(s) with status error")
-    if nw is None:
-        parts.append("n_workers unknown: no bounds or efficiency")
-    elif n_timed and used < nw:
-        parts.append(f"{nw - used} of {nw} workers ran no task")
-    return "; ".join(parts)
-
-
-def _cap(x: np.ndarray) -> np.ndarray:
-    if len(x) <= MAX_SAMPLES:
-        return x
-    # Evenly spaced, not random: the figures are reproducible.
-    return np.sort(x)[np.linspace(0, len(x) - 1, MAX_SAMPLES).astype(int)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,8 +133,7 @@ def _read_records(path: Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"missing required column(s): {', '.join(missing)}")
     df = read_records(path)
-    for col in _NS_COLUMNS:
-        _ns_int(df[col])  # raises TypeError naming the column
+    check_stamps(df)  # raises TypeError naming the column
     return df
 
 
@@ -481,7 +195,7 @@ def _trial_rows(
     for tid, part in groups:
         use_meta = tid is None or tid == trial.get("trial_id")
         ident = _identity(part, trial if use_meta else {}, use_meta)
-        m, samples = _metrics_and_samples(part, ident["n_workers"])
+        m, samples = metrics_and_samples(part, ident["n_workers"])
         errors = part.loc[part["status"].astype(str) != schema.STATUS_OK, "error"].dropna()
         errors = errors[errors.astype(str) != ""]
         hosts = part["host"].dropna()
@@ -596,7 +310,7 @@ def group_summary(summary: pd.DataFrame) -> pd.DataFrame:
     if summary.empty:
         return pd.DataFrame(columns=cols)
     s = summary.copy()
-    s["_failed"] = s["trial_status"].astype(str).eq("failed")
+    s["_failed"] = s["trial_status"].astype(str).eq(schema.TRIAL_FAILED)
     rows = []
     for key, g in s.groupby(list(GROUP_KEYS), sort=True, dropna=False):
         row: dict[str, Any] = dict(zip(GROUP_KEYS, key, strict=True))
@@ -620,9 +334,6 @@ def summary_for_csv(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = [
-    "CONTEXT_COLUMNS", "GROUP_KEYS", "ID_COLUMNS", "METRICS", "BrokenFile", "Results",
-    "TrialSamples", "find_record_files", "greedy_makespan", "group_summary", "load_results",
-    "lower_bound", "natural_key", "read_records", "scheduler_rank", "sort_trials",
-    "summary_for_csv", "task_times", "tasks_per_worker", "trial_metrics", "work_durations",
-    "worker_gaps", "worker_labels",
+    "CONTEXT_COLUMNS", "GROUP_KEYS", "ID_COLUMNS", "BrokenFile", "Results", "find_record_files",
+    "group_summary", "load_results", "scheduler_rank", "sort_trials", "summary_for_csv",
 ]

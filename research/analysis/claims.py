@@ -1,0 +1,538 @@
+"""The talk's claims, checked against measured results, one verdict each.
+
+The claims are data: :data:`CLAIMS` is a table with one :class:`Claim` row per claim (id,
+statement, the talk's value, the study and workload it reads, the schedulers, the check and its
+tolerance). A check is a function ``check(ctx, claim) -> Outcome``; it reads the trials of the
+claim's study through ``ctx`` and compares a measured value with what a schedule model
+(:mod:`research.analysis.models`) predicts for the task list that was actually run. For the
+talk's own task lists the models give the talk's numbers (12.2 s, 3.4 s, 6.46 s), so a full run
+is compared with the talk directly; a quick run, with smaller task lists, is compared with the
+same models.
+
+A verdict comes from measured data only: ``reproduced``, ``not reproduced``, or ``not run``
+(with the reason: the study was not run, its trials failed, its data is missing, or the check
+itself raised, with the exception text). Adding a claim is adding one row to :data:`CLAIMS`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .. import schema
+from ..bench.talkbench import TALK_DEMO_RESULT, TALK_SECONDS
+from .models import (
+    block_makespan,
+    chunked_greedy,
+    greedy_counts,
+    greedy_makespan,
+    pool_map_chunksize,
+)
+
+REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
+VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, NOT_RUN)
+COLUMNS: tuple[str, ...] = ("claim_id", "claim", "talk_value", "expected", "our_value",
+                            "tolerance", "verdict", "note")
+
+#: The talk ran every experiment on 12 engines.
+TALK_WORKERS = 12
+
+
+# -- what a claim reads ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Study:
+    """A study (experiment config) and the workload in it that claims read.
+
+    ``talk_tasks``: the talk's task count for this workload; a run of another size (a quick
+    run) gets a note saying it was compared with the model for its own task list.
+    """
+
+    experiment: str
+    workload: str
+    talk_tasks: int | None = None
+    talk_workers: int = TALK_WORKERS
+
+
+#: Study and workload names, defined once (tests check them against experiments/*.toml).
+WORST_CASE = Study("seed_worst_case", "worst", talk_tasks=146)
+RANDOM = Study("seed_random", "gamma", talk_tasks=180)
+OVERHEAD = Study("overhead", "noop")
+CHUNKING = Study("chunking", "worst")
+#: The talk's timeit prime benchmark (``python -m research talk-primes``): a table, not trials.
+TALK_PRIMES = Study("talk_primes", "primes", talk_tasks=15)
+STUDIES: tuple[Study, ...] = (WORST_CASE, RANDOM, OVERHEAD, CHUNKING)
+
+STDLIB_PROCESS: tuple[str, ...] = ("mp-dynamic", "futures", "mp-map")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a measurement may be from its model: ``rel * model + abs``.
+
+    Each check says how it applies the tolerance (a band, a one-sided limit, a count).
+    """
+
+    rel: float = 0.0
+    abs: float = 0.0
+
+    def of(self, model: float) -> float:
+        """The allowed distance from ``model``."""
+        return self.rel * model + self.abs
+
+    def describe(self, unit: str = "s") -> str:
+        """``10% + 0.3 s``, ``25%``, ``1``."""
+        parts = ([f"{self.rel:.0%}"] if self.rel else []) + (
+            [f"{self.abs:g}{' ' + unit if unit else ''}"] if self.abs else [])
+        return " + ".join(parts) or "0"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a check found: the row of the claims table after the claim's own columns."""
+
+    verdict: str = NOT_RUN
+    expected: str = ""
+    our_value: str = ""
+    tolerance: str = ""
+    note: str = ""
+
+
+def not_run(reason: str) -> Outcome:
+    """A claim that could not be checked, and why (the study did not run, its data is gone)."""
+    return Outcome(NOT_RUN, note=reason)
+
+
+def verdict(ok: bool) -> str:
+    """``reproduced`` if ``ok``, else ``not reproduced``."""
+    return REPRODUCED if ok else NOT_REPRODUCED
+
+
+Check = Callable[["Context", "Claim"], Outcome]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of the claims table.
+
+    ``schedulers``: what the check compares; single-scheduler checks read ``schedulers[0]``,
+    the others say how they read the tuple. ``tolerance`` is handed to the check with the row.
+    """
+
+    id: str
+    statement: str
+    talk_value: str
+    study: Study
+    schedulers: tuple[str, ...]
+    check: Check
+    tolerance: Tolerance | None = None
+
+    @property
+    def scheduler(self) -> str:
+        """The (first) scheduler the claim reads."""
+        return self.schedulers[0]
+
+
+# -- evaluation context ---------------------------------------------------------------------
+@dataclass
+class Context:
+    """What the checks read: the per-trial summary and the results directory."""
+
+    summary: pd.DataFrame
+    results_dir: Path
+    _bench: tuple[pd.DataFrame | None, str] | None = field(default=None, repr=False)
+
+    def trials(self, study: Study, scheduler: str) -> tuple[pd.DataFrame, str]:
+        """Successful trials of a scheduler on a study's workload, or an empty frame and why."""
+        s = self.summary
+        if s.empty or "experiment" not in s:
+            return s, "no results"
+        exp = study.experiment
+        sel = s[(s["experiment"] == exp) & (s["scheduler"] == scheduler)]
+        if sel.empty:
+            return sel, f"study '{exp}' has no {scheduler} trials in {self.results_dir}"
+        on_wl = sel[sel["workload"] == study.workload]
+        if on_wl.empty:
+            found = ", ".join(sorted(set(sel["workload"].astype(str))))
+            return on_wl, (f"study '{exp}' has no {scheduler} trials of workload "
+                           f"'{study.workload}' (it has: {found})")
+        failed = on_wl["trial_status"].astype(str).eq(schema.TRIAL_FAILED)
+        ok = on_wl[~failed & on_wl["makespan_s"].notna()]
+        if ok.empty:
+            errors = on_wl["trial_error"].astype(str).replace("", np.nan).dropna()
+            why = errors.iloc[0] if len(errors) else "no timed task"
+            return ok, f"every {scheduler} trial in '{exp}' failed: {why}"
+        return ok, ""
+
+    def planned(self, row: pd.Series) -> list[float]:
+        """Planned durations of a trial's tasks, in task order."""
+        rel, _, tid = str(row["source"]).partition("#")
+        df = pq.read_table(self.results_dir / rel, columns=["trial_id", "task_id", "planned_s"])
+        df = df.to_pandas()
+        if tid:
+            df = df[df["trial_id"].astype(str) == tid]
+        return [float(x) for x in df.sort_values("task_id")["planned_s"]]
+
+    def bench(self) -> tuple[pd.DataFrame | None, str]:
+        """The talk's timeit prime benchmark table (preferring a full run over a quick one)
+        and its file name, or None and why."""
+        if self._bench is None:
+            self._bench = find_bench(self.results_dir)
+        return self._bench
+
+
+def find_bench(results_dir: Path) -> tuple[pd.DataFrame | None, str]:
+    """The talk's prime benchmark table under ``results_dir`` and its file name, or None and
+    why; a full run is preferred over a quick one."""
+    name = TALK_PRIMES.experiment
+    found = sorted(results_dir.rglob(f"{name}*{schema.BENCH_SUFFIX}"))
+    if not found:
+        return None, f"no {name} benchmark in {results_dir} (python -m research talk-primes)"
+    full = [p for p in found if "_quick" not in p.name]
+    path = (full or found)[0]
+    return pq.read_table(path).to_pandas(), path.name
+
+
+# -- formatting -----------------------------------------------------------------------------
+def _s(x: float) -> str:
+    return f"{x:.2f} s" if math.isfinite(x) else "n/a"
+
+
+def _median(x: pd.Series) -> float:
+    return float(pd.to_numeric(x, errors="coerce").median())
+
+
+def _size_note(claim: Claim, row: pd.Series) -> str:
+    n, w = int(row["n_tasks"]), int(row["n_workers"])
+    talk_n, talk_w = claim.study.talk_tasks, claim.study.talk_workers
+    if talk_n is not None and (n, w) != (talk_n, talk_w):
+        return (f"run at reduced size ({n} tasks, {w} workers; the talk: {talk_n}, "
+                f"{talk_w}): compared with the same model for this task list")
+    return ""
+
+
+def _tol(claim: Claim) -> Tolerance:
+    if claim.tolerance is None:
+        raise ValueError(f"claim {claim.id}: its check needs a tolerance")
+    return claim.tolerance
+
+
+# -- the checks: check(ctx, claim) -> Outcome -----------------------------------------------
+def blocks_model(ctx: Context, claim: Claim) -> Outcome:
+    """The median makespan is the largest contiguous block's sum (a DirectView map), within
+    ``tolerance.of(model)`` either way."""
+    ok, why = ctx.trials(claim.study, claim.scheduler)
+    if ok.empty:
+        return not_run(why)
+    row = ok.iloc[0]
+    model = block_makespan(ctx.planned(row), int(row["n_workers"]))
+    ours = _median(ok["makespan_s"])
+    tol = _tol(claim)
+    band = tol.of(model)
+    return Outcome(verdict(abs(ours - model) <= band), f"{_s(model)} (largest block)",
+                   f"{_s(ours)} (median of {len(ok)})",
+                   f"±{band:.2f} s ({tol.describe()})", _size_note(claim, row))
+
+
+def near_greedy(ctx: Context, claim: Claim) -> Outcome:
+    """The median makespan is at most the greedy list schedule plus ``tolerance.of(greedy)``."""
+    ok, why = ctx.trials(claim.study, claim.scheduler)
+    if ok.empty:
+        return not_run(why)
+    row = ok.iloc[0]
+    greedy, bound = float(row["greedy_s"]), float(row["lower_bound_s"])
+    ours = _median(ok["makespan_s"])
+    tol = _tol(claim)
+    limit = greedy + tol.of(greedy)
+    return Outcome(verdict(ours <= limit), f"{_s(greedy)} (greedy; lower bound {_s(bound)})",
+                   f"{_s(ours)} (median of {len(ok)})",
+                   f"<= {limit:.2f} s (greedy + {tol.describe()})", _size_note(claim, row))
+
+
+def speedup_ratio(ctx: Context, claim: Claim) -> Outcome:
+    """``schedulers = (static, dynamic)``: the static one's median makespan over the dynamic
+    one's is at least the model's ratio (blocks / greedy) less ``tolerance.of(model)``."""
+    static, dynamic = claim.schedulers
+    d, why_d = ctx.trials(claim.study, static)
+    lb, why_lb = ctx.trials(claim.study, dynamic)
+    if d.empty or lb.empty:
+        return not_run(why_d or why_lb)
+    planned = ctx.planned(d.iloc[0])
+    n = int(d.iloc[0]["n_workers"])
+    model = block_makespan(planned, n) / greedy_makespan(planned, n)
+    ours = _median(d["makespan_s"]) / _median(lb["makespan_s"])
+    tol = _tol(claim)
+    floor = (1 - tol.rel) * model - tol.abs
+    return Outcome(verdict(ours >= floor), f"{model:.2f}x", f"{ours:.2f}x",
+                   f">= {floor:.2f}x ({1 - tol.rel:.0%} of the model)")
+
+
+def _spreads(ok: pd.DataFrame) -> list[int]:
+    return [int(x) for x in (ok["tasks_per_worker_max"] - ok["tasks_per_worker_min"])]
+
+
+def equal_counts(ctx: Context, claim: Claim) -> Outcome:
+    """Every repeat gives every worker the same number of tasks, to ``tolerance.abs``."""
+    ok, why = ctx.trials(claim.study, claim.scheduler)
+    if ok.empty:
+        return not_run(why)
+    spreads = _spreads(ok)
+    most = int(_tol(claim).abs)
+    return Outcome(verdict(max(spreads) <= most),
+                   f"max - min tasks per worker <= {most} (contiguous blocks)",
+                   f"spread {spreads} per repeat", f"<= {most} in every repeat")
+
+
+def unequal_counts(ctx: Context, claim: Claim) -> Outcome:
+    """Every repeat's spread of tasks per worker exceeds ``tolerance.abs`` (what an equal
+    split may show)."""
+    ok, why = ctx.trials(claim.study, claim.scheduler)
+    if ok.empty:
+        return not_run(why)
+    row = ok.iloc[0]
+    counts = greedy_counts(ctx.planned(row), int(row["n_workers"]))
+    spreads = _spreads(ok)
+    least = int(_tol(claim).abs) + 1
+    return Outcome(verdict(min(spreads) >= least),
+                   f"spread {max(counts) - min(counts)} under greedy",
+                   f"spread {spreads} per repeat", f">= {least} in every repeat")
+
+
+def _bench_rows(ctx: Context, method: str) -> tuple[pd.DataFrame | None, str]:
+    table, src = ctx.bench()
+    if table is None:
+        return None, src
+    t = table.set_index("method")
+    if not {"straight", method} <= set(t.index):
+        return None, f"{src} lacks the {method} row"
+    return t, src
+
+
+def _bench_note(n: int, note: str) -> str:
+    talk_n = TALK_PRIMES.talk_tasks
+    return f"quick run: {n} of the {talk_n} numbers. " + note if n != talk_n else note
+
+
+def threads_no_speedup(ctx: Context, claim: Claim) -> Outcome:
+    """``schedulers = (method,)`` of the prime benchmark: straight / method is under
+    ``1 + tolerance.of(1)`` (the GIL)."""
+    method = claim.scheduler
+    t, src = _bench_rows(ctx, method)
+    if t is None:
+        return not_run(src)
+    straight, ours = float(t.loc["straight", "best_s"]), float(t.loc[method, "best_s"])
+    speed = straight / ours
+    workers = int(t.loc[method, "workers"])
+    limit = 1 + _tol(claim).of(1.0)
+    return Outcome(verdict(speed < limit), "about 1x (the GIL)",
+                   f"{speed:.2f}x ({straight:.2f} s / {ours:.2f} s, {workers} workers)",
+                   f"< {limit:g}x", _bench_note(int(t.loc[method, "n_numbers"]), ""))
+
+
+def processes_speedup(ctx: Context, claim: Claim) -> Outcome:
+    """``schedulers = (method,)``: straight / method is at least ``1 + tolerance.abs`` and at
+    most the core count times ``1 + tolerance.rel`` (the talk had 12 cores, this machine may
+    not)."""
+    method = claim.scheduler
+    t, src = _bench_rows(ctx, method)
+    if t is None:
+        return not_run(src)
+    straight, ours = float(t.loc["straight", "best_s"]), float(t.loc[method, "best_s"])
+    speed = straight / ours
+    cores = int(t.loc[method, "workers"])
+    tol = _tol(claim)
+    low, high = 1 + tol.abs, cores * (1 + tol.rel)
+    note = (f"the talk had 12 cores (5.3x, 44% of them); this machine has {cores}, so the "
+            f"claim is checked as 'processes speed up, up to the core count': "
+            f"{speed / cores:.0%} of the cores")
+    return Outcome(verdict(low <= speed <= high),
+                   f"between {low:g}x and {cores}x (this machine's {cores} cores)",
+                   f"{speed:.2f}x ({straight:.2f} s / {ours:.2f} s, {cores} workers)",
+                   f"{low:g}x to {high:.1f}x", _bench_note(int(t.loc[method, "n_numbers"]), note))
+
+
+def demo_result(ctx: Context, claim: Claim) -> Outcome:
+    """``schedulers = (method,)``: the benchmark's demo row gives the talk's exact answer."""
+    table, src = ctx.bench()
+    if table is None:
+        return not_run(src)
+    rows = table[table["method"] == claim.scheduler]
+    if rows.empty:
+        return not_run(f"{src} lacks the demo row")
+    ours, expected = str(rows["result"].iloc[0]), repr(TALK_DEMO_RESULT)
+    return Outcome(verdict(ours == expected), expected, ours, "exact")
+
+
+def _per_task_us(ctx: Context, study: Study, sched: str) -> tuple[float, str]:
+    ok, why = ctx.trials(study, sched)
+    if ok.empty:
+        return math.nan, why
+    per = pd.to_numeric(ok["wall_s"]) / pd.to_numeric(ok["n_tasks"]).astype(float)
+    return float(per.median()) * 1e6, ""
+
+
+def overhead_order(ctx: Context, claim: Claim) -> Outcome:
+    """``schedulers = (*cheaper, dearer)``: the cheapest measured of the first ones costs less
+    per no-op task (median wall / tasks) than the last one."""
+    *low, high = claim.schedulers
+    lows = {s: _per_task_us(ctx, claim.study, s) for s in low}
+    hi, why = _per_task_us(ctx, claim.study, high)
+    measured = {s: x for s, (x, _) in lows.items() if math.isfinite(x)}
+    if not measured or not math.isfinite(hi):
+        return not_run(why or "; ".join(w for _, w in lows.values() if w))
+    best = min(measured, key=measured.__getitem__)
+    return Outcome(
+        verdict(measured[best] < hi), f"{'/'.join(low)} cheaper per task than {high}",
+        ", ".join(f"{s} {x:,.0f} us" for s, x in measured.items())
+        + f"; {high} {hi:,.0f} us per task", "strict order of the medians",
+        f"wall time / tasks for no-op tasks (study '{claim.study.experiment}')")
+
+
+#: A chunked map must be this much slower than one-task-at-a-time greedy to count as
+#: inheriting the static split's weakness.
+CHUNK_SLOWER_THAN_GREEDY = 1.05
+
+
+def chunk_model(chunksize: int | None) -> Check:
+    """A check: the median makespan matches greedy over contiguous chunks of ``chunksize``
+    (None: ``Pool.map``'s default) within ``tolerance.of(model)``, and is slower than greedy
+    by 5%."""
+
+    def check(ctx: Context, claim: Claim) -> Outcome:
+        ok, why = ctx.trials(claim.study, claim.scheduler)
+        if ok.empty:
+            return not_run(why)
+        row = ok.iloc[0]
+        planned, n = ctx.planned(row), int(row["n_workers"])
+        cs = chunksize or pool_map_chunksize(len(planned), n)
+        model = chunked_greedy(planned, n, cs)
+        greedy = greedy_makespan(planned, n)
+        ours = _median(ok["makespan_s"])
+        band = _tol(claim).of(model)
+        worse = ours > CHUNK_SLOWER_THAN_GREEDY * greedy
+        close = not model > CHUNK_SLOWER_THAN_GREEDY * greedy
+        return Outcome(
+            verdict(worse and abs(ours - model) <= band),
+            f"{_s(model)} (greedy over chunks of {cs}; one task at a time: {_s(greedy)})",
+            f"{_s(ours)} (median of {len(ok)})",
+            f"±{band:.2f} s of the chunk model, and slower than greedy + 5%",
+            "for this task list the chunk model itself is close to greedy" if close else "")
+
+    check.__doc__ = chunk_model.__doc__
+    return check
+
+
+# -- the table ------------------------------------------------------------------------------
+BLOCK_TOL = Tolerance(rel=0.10, abs=0.3)
+GREEDY_TOL = Tolerance(rel=0.15, abs=0.3)
+W, R = WORST_CASE, RANDOM
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("C1", "DirectView, worst case: all long tasks land on one engine", "12.2 s",
+          W, ("ipp-direct",), blocks_model, BLOCK_TOL),
+    Claim("C2", "LoadBalancedView, worst case: near the greedy schedule", "about 3.4 s",
+          W, ("ipp-lb",), near_greedy, GREEDY_TOL),
+    Claim("C3", "Worst case: load balancing is several times faster than DirectView",
+          "3.5x (speedup 11.25 vs 3.21)", W, ("ipp-direct", "ipp-lb"), speedup_ratio,
+          Tolerance(rel=0.25)),
+    Claim("C4", "DirectView, random lengths: its largest block decides", "about 6.5 s",
+          R, ("ipp-direct",), blocks_model, BLOCK_TOL),
+    Claim("C5", "LoadBalancedView, random lengths: near the greedy schedule", "near 5.8 s",
+          R, ("ipp-lb",), near_greedy, GREEDY_TOL),
+    Claim("C6", "DirectView gives every engine the same number of tasks", "15 each",
+          R, ("ipp-direct",), equal_counts, Tolerance(abs=1)),
+    Claim("C7", "LoadBalancedView does not: engines with long tasks run fewer", "unequal",
+          R, ("ipp-lb",), unequal_counts, Tolerance(abs=1)),
+    Claim("C8", "Threads give no speedup on the primes (GIL)", "42.10 vs 39.47 s (1.07x)",
+          TALK_PRIMES, ("threads",), threads_no_speedup, Tolerance(rel=0.25)),
+    Claim("C9", "Processes do, up to the core count", "42.10 vs 7.98 s (5.3x, 12 cores)",
+          TALK_PRIMES, ("processes",), processes_speedup, Tolerance(rel=0.10, abs=0.3)),
+    Claim("C10", "ProcessPoolExecutor(4) on the first six numbers",
+          "[True, True, True, True, True, False]", TALK_PRIMES, ("futures_demo_first6",),
+          demo_result),
+    Claim("C11", "Overhead: standard library small, ipyparallel medium", "small < medium",
+          OVERHEAD, (*STDLIB_PROCESS, "ipp-lb"), overhead_order),
+    Claim("C12", "Pool.map's contiguous chunks inherit part of DirectView's weakness",
+          "(not in the talk)", W, ("mp-map",), chunk_model(None), BLOCK_TOL),
+    Claim("C13", "LoadBalancedView with chunksize 8 inherits it too", "(not in the talk)",
+          CHUNKING, ("ipp-lb[chunksize=8]",), chunk_model(8), BLOCK_TOL),
+    # The same questions for today's schedulers.
+    Claim("D1", "Dask, worst case: near the greedy schedule, like LoadBalancedView",
+          "(LB: about 3.4 s)", W, ("dask",), near_greedy, GREEDY_TOL),
+    Claim("D2", "Dask, random lengths: near the greedy schedule", "(LB: near 5.8 s)",
+          R, ("dask",), near_greedy, GREEDY_TOL),
+    Claim("D3", "Dask gives engines with long tasks fewer tasks", "(LB: unequal)",
+          R, ("dask",), unequal_counts, Tolerance(abs=1)),
+    Claim("D4", "Dask's per-task overhead: above the standard library's", "(not in the talk)",
+          OVERHEAD, (*STDLIB_PROCESS, "dask"), overhead_order),
+    Claim("R1", "Ray, worst case: near the greedy schedule, like LoadBalancedView",
+          "(LB: about 3.4 s)", W, ("ray",), near_greedy, GREEDY_TOL),
+    Claim("R2", "Ray, random lengths: near the greedy schedule", "(LB: near 5.8 s)",
+          R, ("ray",), near_greedy, GREEDY_TOL),
+    Claim("R3", "Ray gives engines with long tasks fewer tasks", "(LB: unequal)",
+          R, ("ray",), unequal_counts, Tolerance(abs=1)),
+    Claim("R4", "Ray's per-task overhead: above the standard library's", "(not in the talk)",
+          OVERHEAD, (*STDLIB_PROCESS, "ray"), overhead_order),
+)
+
+
+def evaluate_claim(ctx: Context, claim: Claim) -> dict[str, Any]:
+    """One row of the claims table (:data:`COLUMNS`). A check that raises is reported under
+    the claim's own id as ``not run``, with the exception text."""
+    try:
+        out = claim.check(ctx, claim)
+    except Exception as exc:  # odd data in one study must not hide the other verdicts
+        out = not_run(f"the check could not be evaluated: {type(exc).__name__}: {exc}")
+    return {"claim_id": claim.id, "claim": claim.statement, "talk_value": claim.talk_value,
+            "expected": out.expected, "our_value": out.our_value, "tolerance": out.tolerance,
+            "verdict": out.verdict, "note": out.note}
+
+
+def evaluate(summary: pd.DataFrame, results_dir: Path | str,
+             claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
+    """Every claim's verdict, as a table with :data:`COLUMNS`, in the order of ``claims``."""
+    ids = [c.id for c in claims]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"claim id(s) used twice: {', '.join(dup)}")
+    ctx = Context(summary, Path(results_dir))
+    return pd.DataFrame([evaluate_claim(ctx, c) for c in claims], columns=list(COLUMNS))
+
+
+def prime_speedups(results_dir: Path | str) -> pd.DataFrame | None:
+    """The talk's prime benchmark beside ours: seconds and speedup over straight, per method.
+
+    None when no ``talk-primes`` table is in ``results_dir``.
+    """
+    table, _ = find_bench(Path(results_dir))
+    if table is None:
+        return None
+    t = table[table["method"].isin(["straight", "threads", "processes"])].set_index("method")
+    ours_straight = float(t.loc["straight", "best_s"]) if "straight" in t.index else math.nan
+    rows = []
+    for method, row in t.iterrows():
+        talk = float(row["talk_s"])
+        rows.append({
+            "method": method, "talk_s": talk,
+            "talk_speedup": round(TALK_SECONDS["straight"] / talk, 2),
+            "our_s": round(float(row["best_s"]), 3),
+            "our_speedup": round(ours_straight / float(row["best_s"]), 2),
+            "our_workers": int(row["workers"]), "numbers": int(row["n_numbers"]),
+            "timing": f"best of {int(row['repeat'])} x {int(row['number'])} call(s)",
+        })
+    return pd.DataFrame(rows)
+
+
+__all__ = [
+    "CLAIMS", "COLUMNS", "NOT_REPRODUCED", "NOT_RUN", "REPRODUCED", "STUDIES", "VERDICTS",
+    "Check", "Claim", "Context", "Outcome", "Study", "Tolerance", "blocks_model", "chunk_model",
+    "demo_result", "equal_counts", "evaluate", "evaluate_claim", "find_bench", "near_greedy",
+    "not_run", "overhead_order", "prime_speedups", "processes_speedup", "speedup_ratio",
+    "threads_no_speedup", "unequal_counts", "verdict",
+]
