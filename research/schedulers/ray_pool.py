@@ -1,0 +1,142 @@
+"""Ray's ``multiprocessing.Pool`` drop-in: ``ray.util.multiprocessing.Pool`` on a local Ray.
+
+How work is assigned (``ray/util/multiprocessing/pool.py``, Ray 2.60): the pool has one actor
+(worker process, ``num_cpus=0``) per pool process. Every map cuts the list into contiguous
+chunks of ``chunksize`` items and deals chunk ``k`` to actor ``k mod n_actors``, whatever that
+actor is doing: a static round robin of chunks. ``map`` submits all chunks at once (default
+chunksize ``ceil(n / (4 x actors))``, as ``multiprocessing.Pool``); ``imap`` and
+``imap_unordered`` submit one chunk per actor, then one more each time a chunk returns, but the
+next chunk still goes to actor ``k mod n_actors``, not to the one that freed up (default
+chunksize 1). Long tasks at every ``n_actors``-th position therefore all queue on one actor
+(ray-project/ray#29453); with chunk size ``c`` the fatal stride is ``c x n_actors``.
+
+Results: ``map`` returns them together (one receive stamp for all); ``imap``/``imap_unordered``
+yield them one by one (tasks of one chunk arrive together), each stamped as it arrives. Ray's
+result thread polls with ``ray.wait(timeout=0.1)``, so a result can wait up to 0.1 s before the
+client sees it.
+
+The cluster is the ``ray`` adapter's (this class extends :class:`~.ray.Ray`): a local Ray started
+the same way (loopback only, session dir in the work dir, usage stats off) or an existing one
+(``address``), and the same shutdown, which waits for and reaps every Ray process. The pool's
+actors are created at start, labelled ``ray-<worker id>`` on their first task, and killed by
+``Pool.terminate`` before Ray shuts down. No native witness yet: Ray's timeline has one span per
+chunk (``PoolActor.run_batch``), which :func:`~.ray.native_table` does not map to tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..tasks import Outcome, Task
+from ..workloads import Param
+from .base import RunOutput, stamp_all
+from .ray import Ray, execute_labelled, import_ray
+
+METHODS = ("map", "imap", "imap_unordered")
+WARM_SLEEP_S = 0.1
+
+
+def _timeout_error(timeout_s: float) -> str:
+    """The trial-level timeout message every adapter uses."""
+    return f"timeout after {timeout_s:g} s"
+
+
+class RayPool(Ray):
+    """``ray.util.multiprocessing.Pool(n)``: chunks dealt to actors in turn."""
+
+    name = "ray-pool"
+    description = "ray.util.multiprocessing.Pool (chunks dealt to actors round robin)"
+    options_spec = {
+        "method": Param("str", "map", METHODS),
+        "chunksize": Param("int>0", None, help="default: the library's (map: ceil(n / (4 x "
+                           "actors)), imap/imap_unordered: 1)"),
+        **Ray.options_spec,
+    }
+    run_options = frozenset({"method", "chunksize"})
+    distributions = ("ray",)
+    process_names = ("ray::", "raylet", "gcs_server", "ray/_private", "ray/dashboard")
+    slow_start = True
+
+    def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
+                 workdir: Path | None = None) -> None:
+        super().__init__(n_workers, options, workdir)
+        self.pool: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _start(self) -> None:
+        super()._start()  # a local Ray (or the cluster at ``address``), as the ray adapter
+        import_ray()
+        from ray.util.multiprocessing import Pool
+
+        # Ray is initialised: the pool uses it and starts n actors, waiting until they answer.
+        self.pool = Pool(processes=self.n_workers)
+
+    def _shutdown(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                pool.terminate()  # ray.kill on every actor
+        super()._shutdown()
+
+    # -- trials ----------------------------------------------------------------------------
+    def warm(self, timeout_s: float = 60.0) -> None:
+        """One short sleep per actor (chunksize 1: actor ``k`` gets task ``k``)."""
+        n = self.effective_workers
+        tasks = [Task(-1 - i, "sleep", WARM_SLEEP_S, WARM_SLEEP_S) for i in range(n)]
+        out = self._map(tasks, timeout_s, "map", 1)
+        if out.error:
+            self.broken = True
+            raise RuntimeError(f"{self.name}: warm-up failed: {out.error}")
+        seen = len({o.worker for o in out.outcomes})
+        if seen != n:
+            self.broken = True
+            raise RuntimeError(f"{self.name}: warm-up saw {seen} of {n} actors")
+
+    def bare_noop(self, n_tasks: int) -> None:
+        from ..tasks import noop
+
+        self.pool.map(noop, range(n_tasks), chunksize=self.options["chunksize"])
+
+    def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
+        return self._map(tasks, timeout_s, self.options["method"], self.options["chunksize"])
+
+    def _map(self, tasks: Sequence[Task], timeout_s: float, method: str,
+             chunksize: int | None) -> RunOutput:
+        deadline = time.monotonic() + timeout_s
+        items = list(tasks)
+        outcomes: list[Outcome] = []
+        receive: dict[int, int] = {}
+        submit = stamp_all(tasks, time.time_ns())
+        try:
+            if method == "map":
+                result = self.pool.map_async(execute_labelled, items, chunksize=chunksize)
+                outcomes = list(result.get(timeout_s))
+                receive = stamp_all(tasks, time.time_ns())
+            else:
+                # Pool.imap's own default (1) when unset; None would break its result count.
+                it = getattr(self.pool, method)(execute_labelled, items, chunksize=chunksize or 1)
+                for _ in range(len(items)):
+                    out = it.next(timeout=max(0.0, deadline - time.monotonic()))
+                    receive[out.task_id] = time.time_ns()
+                    outcomes.append(out)
+        except (TimeoutError, multiprocessing.TimeoutError):
+            self.broken = True
+            return RunOutput(outcomes, submit, receive, error=_timeout_error(timeout_s))
+        except Exception as exc:  # a dead actor (RayActorError) and the like
+            self.broken = True
+            return RunOutput(outcomes, submit, receive, error=f"{type(exc).__name__}: {exc}")
+        self._labels_seen.update(o.worker for o in outcomes)
+        return RunOutput(outcomes, submit, receive)
+
+    def info(self) -> dict[str, Any]:
+        """The ray adapter's facts plus the map method and chunk size."""
+        out = super().info()
+        out.pop("task_options", None)
+        out.update({"method": self.options["method"], "chunksize": self.options["chunksize"],
+                    "pool_actors": self.n_workers})
+        return out
