@@ -6,11 +6,14 @@ Every task is one ``dask.delayed`` call without dependencies, computed in one ``
 How work is assigned (``dask.local.get_async``): the scheduler loop in the client keeps a list
 of ready tasks and fills the executor with ``chunksize`` tasks per submit, at most
 ``chunksize x num_workers`` tasks in flight; each finished batch frees room for the next. The
-executor's idle workers take queued batches (self-scheduling). Dask's default ``chunksize`` is
-6 for ``processes`` (``multiprocessing.get``) and 1 for ``threads``, so the processes scheduler
-starts with ``num_workers`` static batches of 6 and is dynamic only between batches; option
-``chunksize`` overrides it. Ready tasks are taken from the end of the ready list, so the order
-in which tasks start is Dask's, not the list's.
+executor's idle workers take queued batches (self-scheduling). With ``chunksize`` 1 (this
+adapter's default) that is one task per idle worker, like ``Pool.imap_unordered``. Dask's own
+default for ``processes`` is 6 (``multiprocessing.get``; 1 for ``threads``): up to
+``6 x num_workers`` ready tasks are then dealt in static batches of 6, dynamic only between
+batches, and a list of 6 tasks or fewer runs on one worker. That fails the shared contract
+(two workers must share four tasks), so the default here is 1; ``chunksize = 6`` gives
+Dask's behaviour. Ready tasks are taken from the end of Dask's ready list, so the order in
+which tasks start is Dask's, not the list's.
 
 One pool per cluster: without ``pool=`` the processes scheduler makes (and tears down) a new
 ``ProcessPoolExecutor`` in every ``compute``, and its start-up would land in every trial; the
@@ -85,8 +88,8 @@ class DaskLocal(Scheduler):
     description = "dask.compute on the local scheduler (processes, threads, synchronous)"
     options_spec = {
         "scheduler": Param("str", "processes", SCHEDULERS),
-        "chunksize": Param("int>0", None, help="tasks per submit; default: Dask's (6 for "
-                           "processes, 1 for threads)"),
+        "chunksize": Param("int>0", 1, help="tasks per submit (Dask's own default for "
+                           "processes: 6, see the module docstring)"),
     }
     run_options = frozenset({"chunksize"})
     distributions = ("dask",)
@@ -138,7 +141,9 @@ class DaskLocal(Scheduler):
             for p in procs:
                 with contextlib.suppress(psutil.Error):
                     p.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
+        # A thread cannot be killed: after a timeout, do not wait for the one still sleeping.
+        wait = not (self.broken and isinstance(pool, ThreadPoolExecutor))
+        pool.shutdown(wait=wait, cancel_futures=True)
         _reap(procs, SHUTDOWN_WAIT_S)
 
     @staticmethod
@@ -156,7 +161,7 @@ class DaskLocal(Scheduler):
         if kind != "synchronous":
             kwargs["pool"] = self.pool
             kwargs["num_workers"] = self.n_workers
-        if self.options["chunksize"] is not None:
+        if self.options["chunksize"] is not None and kind != "synchronous":
             kwargs["chunksize"] = self.options["chunksize"]
         return kwargs
 

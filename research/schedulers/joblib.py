@@ -35,6 +35,7 @@ vendors loky (``joblib.externals.loky``): only joblib's version is recorded.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import os
@@ -75,6 +76,26 @@ def _reap(procs: list[psutil.Process], timeout_s: float) -> None:
         with contextlib.suppress(psutil.Error):
             p.kill()
     psutil.wait_procs(alive, timeout=5.0)
+
+
+def _run_folder_finalizers(executor: Any) -> None:
+    """Run now the exit-time clean-ups joblib registered for each ``Parallel`` call.
+
+    Every call registers a temporary folder with loky's resource tracker and an ``atexit``
+    finaliser that unregisters it. Once the tracker is stopped (see
+    :meth:`Joblib._stop_resource_tracker`), those finalisers would start a new tracker at exit
+    that knows none of the folders and prints a ``KeyError`` for each; running them first
+    (private API, hence the guard) keeps the tracker's books balanced.
+    """
+    manager = getattr(executor, "_temp_folder_manager", None)
+    finalizers = getattr(manager, "_finalizers", None)
+    if not isinstance(finalizers, dict):
+        return
+    for context_id in list(finalizers):
+        fin = finalizers.pop(context_id)
+        atexit.unregister(fin)
+        with contextlib.suppress(Exception):
+            fin()
 
 
 class Joblib(Scheduler):
@@ -145,6 +166,7 @@ class Joblib(Scheduler):
         if executor is not None:
             with contextlib.suppress(Exception):
                 executor.shutdown(wait=True, kill_workers=True)
+            _run_folder_finalizers(executor)
         _reap(procs + [p for p in self._worker_procs() if p not in procs], SHUTDOWN_WAIT_S)
         self._stop_resource_tracker()
 
