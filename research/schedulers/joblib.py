@@ -35,13 +35,12 @@ vendors loky (``joblib.externals.loky``): only joblib's version is recorded.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,24 +77,47 @@ def _reap(procs: list[psutil.Process], timeout_s: float) -> None:
     psutil.wait_procs(alive, timeout=5.0)
 
 
-def _run_folder_finalizers(executor: Any) -> None:
-    """Run now the exit-time clean-ups joblib registered for each ``Parallel`` call.
+class _AtexitShim:
+    """Stands in for ``atexit`` inside ``joblib._memmapping_reducer`` to see its finalisers.
 
-    Every call registers a temporary folder with loky's resource tracker and an ``atexit``
-    finaliser that unregisters it. Once the tracker is stopped (see
-    :meth:`Joblib._stop_resource_tracker`), those finalisers would start a new tracker at exit
-    that knows none of the folders and prints a ``KeyError`` for each; running them first
-    (private API, hence the guard) keeps the tracker's books balanced.
+    Every ``Parallel`` call registers a temporary folder with loky's resource tracker and an
+    ``atexit`` finaliser that unregisters it (joblib unregisters the finaliser again when it
+    cleans the folder itself). Once :meth:`Joblib._stop_resource_tracker` has stopped the
+    tracker, a finaliser left for exit would start a new tracker that knows none of the folders
+    and prints a ``KeyError`` for each. A timed-out (aborted) call leaves such finalisers behind
+    in an executor joblib has already dropped, so they are collected here, where joblib
+    registers them, and run at shutdown before the tracker stops.
     """
-    manager = getattr(executor, "_temp_folder_manager", None)
-    finalizers = getattr(manager, "_finalizers", None)
-    if not isinstance(finalizers, dict):
-        return
-    for context_id in list(finalizers):
-        fin = finalizers.pop(context_id)
-        atexit.unregister(fin)
-        with contextlib.suppress(Exception):
-            fin()
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.pending: list[Callable[[], Any]] = []
+
+    def register(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.pending.append(fn)
+        return self.real.register(fn, *args, **kwargs)
+
+    def unregister(self, fn: Callable[..., Any]) -> None:
+        self.pending = [f for f in self.pending if f is not fn]
+        self.real.unregister(fn)
+
+    def run_pending(self) -> None:
+        """Run (and forget) the finalisers still waiting for exit."""
+        pending, self.pending = self.pending, []
+        for fn in pending:
+            self.real.unregister(fn)
+            with contextlib.suppress(Exception):
+                fn()
+
+
+def _atexit_shim() -> _AtexitShim | None:
+    """The shim inside joblib's memmapping module, installed on first use (private API)."""
+    mod = sys.modules.get("joblib._memmapping_reducer")
+    if mod is None or not hasattr(mod, "atexit"):
+        return None
+    if not isinstance(mod.atexit, _AtexitShim):
+        mod.atexit = _AtexitShim(mod.atexit)
+    return mod.atexit
 
 
 class Joblib(Scheduler):
@@ -140,8 +162,10 @@ class Joblib(Scheduler):
     # -- lifecycle -------------------------------------------------------------------------
     def _start(self) -> None:
         import joblib
+        import joblib._memmapping_reducer  # noqa: F401  (for the shim below)
 
         self._version = joblib.__version__
+        _atexit_shim()
         if self.workdir is not None:
             folder = Path(self.workdir) / "joblib"
             folder.mkdir(parents=True, exist_ok=True)
@@ -166,7 +190,9 @@ class Joblib(Scheduler):
         if executor is not None:
             with contextlib.suppress(Exception):
                 executor.shutdown(wait=True, kill_workers=True)
-            _run_folder_finalizers(executor)
+        shim = _atexit_shim()
+        if shim is not None:
+            shim.run_pending()
         _reap(procs + [p for p in self._worker_procs() if p not in procs], SHUTDOWN_WAIT_S)
         self._stop_resource_tracker()
 
