@@ -210,4 +210,14 @@ def test_ray_pool_deals_chunks_round_robin(tmp_path: Path) -> None:
         out = sched.run(tasks, 60)
         worker = {o.task_id: o.worker for o in out.outcomes}
         assert worker[0] == worker[1] == worker[4] == worker[5] != worker[2] == worker[3]
+        # The native witness: Ray's own span of each chunk, on the actor that ran its tasks.
+        native = out.native
+        assert native is not None and len(native) == 3, native
+        assert sorted(i for ids in native.task_ids for i in ids) == list(range(6))
+        for ids, w, start, end in zip(native.task_ids, native.worker, native.start_ns,
+                                      native.end_ns, strict=True):
+            assert {worker[i] for i in ids} == {w}
+            mine = [o for o in out.outcomes if o.task_id in ids]
+            assert start <= min(o.start_ns for o in mine) + 5e6  # 5 ms of clock slack
+            assert end >= max(o.end_ns for o in mine) - 5e6
     assert not wait_no_children()

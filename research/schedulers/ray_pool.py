@@ -19,8 +19,13 @@ The cluster is the ``ray`` adapter's (this class extends :class:`~.ray.Ray`): a 
 the same way (loopback only, session dir in the work dir, usage stats off) or an existing one
 (``address``), and the same shutdown, which waits for and reaps every Ray process. The pool's
 actors are created at start, labelled ``ray-<worker id>`` on their first task, and killed by
-``Pool.terminate`` before Ray shuts down. No native witness yet: Ray's timeline has one span per
-chunk (``PoolActor.run_batch``), which :func:`~.ray.native_table` does not map to tasks.
+``Pool.terminate`` before Ray shuts down.
+
+Native witness: Ray's timeline has one span per chunk (an actor task ``PoolActor.run_batch``),
+read as the ray adapter reads its tasks' (:func:`~.ray.native_table`) and given one row per
+chunk with ``task_id`` null (or the task, for a chunk of one) and ``task_ids`` listing the
+chunk's tasks. The chunks' object refs come from the pool's result thread (private attributes,
+hence the guard: without them there is simply no witness).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Any
 from ..tasks import Outcome, Task
 from ..workloads import Param
 from .base import RunOutput, stamp_all
-from .ray import Ray, execute_labelled, import_ray
+from .ray import Ray, execute_labelled, import_ray, native_table, timeline_events
 
 METHODS = ("map", "imap", "imap_unordered")
 WARM_SLEEP_S = 0.1
@@ -112,16 +117,19 @@ class RayPool(Ray):
         outcomes: list[Outcome] = []
         receive: dict[int, int] = {}
         submit = stamp_all(tasks, time.time_ns())
+        handle: Any = None
         try:
             if method == "map":
-                result = self.pool.map_async(execute_labelled, items, chunksize=chunksize)
-                outcomes = list(result.get(timeout_s))
+                handle = self.pool.map_async(execute_labelled, items, chunksize=chunksize)
+                outcomes = list(handle.get(timeout_s))
                 receive = stamp_all(tasks, time.time_ns())
+                chunksize = chunksize or self.pool._calculate_chunksize(items)
             else:
                 # Pool.imap's own default (1) when unset; None would break its result count.
-                it = getattr(self.pool, method)(execute_labelled, items, chunksize=chunksize or 1)
+                chunksize = chunksize or 1
+                handle = getattr(self.pool, method)(execute_labelled, items, chunksize=chunksize)
                 for _ in range(len(items)):
-                    out = it.next(timeout=max(0.0, deadline - time.monotonic()))
+                    out = handle.next(timeout=max(0.0, deadline - time.monotonic()))
                     receive[out.task_id] = time.time_ns()
                     outcomes.append(out)
         except (TimeoutError, multiprocessing.TimeoutError):
@@ -131,7 +139,43 @@ class RayPool(Ray):
             self.broken = True
             return RunOutput(outcomes, submit, receive, error=f"{type(exc).__name__}: {exc}")
         self._labels_seen.update(o.worker for o in outcomes)
-        return RunOutput(outcomes, submit, receive)
+        table = None
+        if self.collect_native and outcomes and all(t.task_id >= 0 for t in items):
+            table = self._chunk_native(handle, items, chunksize)
+        info = {"native_rows": len(table)} if table is not None else {}
+        return RunOutput(outcomes, submit, receive, native=table, info=info)
+
+    def _chunk_native(self, handle: Any, items: Sequence[Task], chunksize: int) -> Any:
+        """Ray's own records of this map's chunks, one row each (see the module docstring).
+
+        Polls like :meth:`Ray._native` until every chunk's span is there or
+        :attr:`native_wait_s` has passed; never fails a trial.
+        """
+        try:
+            import ray
+
+            refs = list(handle._result_thread._object_refs)  # chunk order = submission order
+            members = {ref.task_id().hex(): [t.task_id for t in
+                                             items[k * chunksize:(k + 1) * chunksize]]
+                       for k, ref in enumerate(refs)}
+            ids = {h: k for k, h in enumerate(members)}
+            deadline = time.monotonic() + self.native_wait_s
+            while True:
+                table = native_table(timeline_events(ray), ids)
+                got = set() if table is None else set(table.ray_task_id)
+                if set(ids) <= got or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        except Exception:
+            return None
+        if table is None:
+            return None
+        table = table.rename(columns={"task_id": "chunk"})
+        table["task_ids"] = [members[h] for h in table.ray_task_id]
+        table["task_id"] = [m[0] if len(m) == 1 else None for m in table.task_ids]
+        table["task_id"] = table["task_id"].astype("Int64")
+        table["source"] = "ray.timeline (PoolActor.run_batch)"
+        return table
 
     def info(self) -> dict[str, Any]:
         """The ray adapter's facts plus the map method and chunk size."""
