@@ -36,6 +36,7 @@ vendors loky (``joblib.externals.loky``): only joblib's version is recorded.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import sys
@@ -108,6 +109,22 @@ class _AtexitShim:
             self.real.unregister(fn)
             with contextlib.suppress(Exception):
                 fn()
+
+
+def _forget_executor(loky: Any) -> None:
+    """Drop loky's (and joblib's) reference to the shut-down executor and collect it now.
+
+    Its queues hold semaphores registered with loky's resource tracker; collected at exit,
+    after the tracker is stopped, they would start a new one that knows none of them. The next
+    ``Parallel`` call simply creates a new executor.
+    """
+    if loky is not None and hasattr(loky, "_executor"):
+        loky._executor = None
+        loky._executor_kwargs = None
+    jl_executor = sys.modules.get("joblib.executor")
+    if jl_executor is not None and hasattr(jl_executor, "_executor_args"):
+        jl_executor._executor_args = None
+    gc.collect()
 
 
 def _atexit_shim() -> _AtexitShim | None:
@@ -190,9 +207,11 @@ class Joblib(Scheduler):
         if executor is not None:
             with contextlib.suppress(Exception):
                 executor.shutdown(wait=True, kill_workers=True)
+        del executor  # collected by _forget_executor, while the tracker still runs
         shim = _atexit_shim()
         if shim is not None:
             shim.run_pending()
+        _forget_executor(loky)
         _reap(procs + [p for p in self._worker_procs() if p not in procs], SHUTDOWN_WAIT_S)
         self._stop_resource_tracker()
 
