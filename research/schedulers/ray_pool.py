@@ -105,7 +105,12 @@ class RayPool(Ray):
     def bare_noop(self, n_tasks: int) -> None:
         from ..tasks import noop
 
-        self.pool.map(noop, range(n_tasks), chunksize=self.options["chunksize"])
+        method, chunksize = self.options["method"], self.options["chunksize"]
+        if method == "map":
+            self.pool.map(noop, range(n_tasks), chunksize=chunksize)
+        else:  # the same call run() makes, results drained one by one
+            for _ in getattr(self.pool, method)(noop, list(range(n_tasks)), chunksize or 1):
+                pass
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
         return self._map(tasks, timeout_s, self.options["method"], self.options["chunksize"])
