@@ -12,8 +12,10 @@ default for ``processes`` is 6 (``multiprocessing.get``; 1 for ``threads``): up 
 ``6 x num_workers`` ready tasks are then dealt in static batches of 6, dynamic only between
 batches, and a list of 6 tasks or fewer runs on one worker. That fails the shared contract
 (two workers must share four tasks), so the default here is 1; ``chunksize = 6`` gives
-Dask's behaviour. Ready tasks are taken from the end of Dask's ready list, so the order in
-which tasks start is Dask's, not the list's.
+Dask's behaviour. Ready tasks are taken from the end of Dask's ready list, sorted by its own
+priority (``dask.order``); for independent tasks with random keys (``pure=False``) that is a
+shuffle of the list, different in every trial: seen here, the talk's worst case started its
+long tasks 5th, 4th, 15th and 3rd, not first. So the order in which tasks start is Dask's.
 
 One pool per cluster: without ``pool=`` the processes scheduler makes (and tears down) a new
 ``ProcessPoolExecutor`` in every ``compute``, and its start-up would land in every trial; the
