@@ -15,7 +15,7 @@ batches, and a list of 6 tasks or fewer runs on one worker. That fails the share
 Dask's behaviour. Ready tasks are taken from the end of Dask's ready list, sorted by its own
 priority (``dask.order``); for independent tasks with random keys (``pure=False``) that is a
 shuffle of the list, different in every trial: seen here, the talk's worst case started its
-long tasks 5th, 4th, 15th and 3rd, not first. So the order in which tasks start is Dask's.
+long tasks 4th, 5th, 6th and 15th, not first. So the order in which tasks start is Dask's.
 
 One pool per cluster: without ``pool=`` the processes scheduler makes (and tears down) a new
 ``ProcessPoolExecutor`` in every ``compute``, and its start-up would land in every trial; the
