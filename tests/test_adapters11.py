@@ -221,3 +221,23 @@ def test_ray_pool_deals_chunks_round_robin(tmp_path: Path) -> None:
             assert start <= min(o.start_ns for o in mine) + 5e6  # 5 ms of clock slack
             assert end >= max(o.end_ns for o in mine) - 5e6
     assert not wait_no_children()
+
+
+# -- a worker that dies mid-trial: a failed run, not a hang ---------------------------------
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("joblib", {}),
+    ("dask-local", {}),
+    pytest.param("ray-pool", {"method": "imap_unordered"}, marks=pytest.mark.slow),
+])
+@pytest.mark.usefixtures("no_leaks")
+def test_a_dying_worker_fails_the_run(name: str, options: dict, tmp_path: Path) -> None:
+    tasks = [Task(0, "sleep", 0.1, 0.1), Task(1, "crash", 0, 0.0), Task(2, "sleep", 0.1, 0.1),
+             Task(3, "sleep", 0.1, 0.1)]
+    with get_scheduler(name)(2, options, workdir=tmp_path) as sched:
+        sched.warm()
+        out = sched.run(tasks, 30)
+        assert out.error and "timeout" not in out.error, out.error
+        assert sched.broken
+        assert all(isinstance(o, Outcome) for o in out.outcomes)
+    assert not wait_no_children()

@@ -40,6 +40,7 @@ import gc
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -124,6 +125,15 @@ def _forget_executor(loky: Any) -> None:
     jl_executor = sys.modules.get("joblib.executor")
     if jl_executor is not None and hasattr(jl_executor, "_executor_args"):
         jl_executor._executor_args = None
+    # An executor that joblib replaced after a dead worker is still referenced by its manager
+    # thread until that thread ends; wait (bounded) for those threads, then collect.
+    deadline = time.monotonic() + SHUTDOWN_WAIT_S
+    for thread in threading.enumerate():
+        if type(thread).__name__ == "_ExecutorManagerThread":
+            thread.join(max(0.0, deadline - time.monotonic()))
+    # A worker that died is still listed in multiprocessing's set of children (with the
+    # semaphore it was started with) until someone asks for the active ones.
+    multiprocessing.active_children()
     gc.collect()
 
 

@@ -135,6 +135,9 @@ class RayPool(Ray):
                 handle = getattr(self.pool, method)(execute_labelled, items, chunksize=chunksize)
                 for _ in range(len(items)):
                     out = handle.next(timeout=max(0.0, deadline - time.monotonic()))
+                    if isinstance(out, BaseException):
+                        # imap hands a chunk's failure (a dead actor) back as a result
+                        raise out
                     receive[out.task_id] = time.time_ns()
                     outcomes.append(out)
         except (TimeoutError, multiprocessing.TimeoutError):
