@@ -50,6 +50,7 @@ def _by_worker(outcomes: Sequence[Outcome], tasks: Sequence[Task]) -> dict[str, 
 @pytest.mark.parametrize(("name", "key", "value", "allowed"), [
     ("joblib", "backend", "dask", "loky"),
     ("joblib", "batch_size", "many", "auto"),
+    ("joblib", "pre_dispatch", "lots", "n_jobs"),
     ("ray-pool", "method", "starmap", "imap_unordered"),
     ("dask-local", "scheduler", "distributed", "synchronous"),
 ])

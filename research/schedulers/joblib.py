@@ -19,9 +19,15 @@ Workers are loky's reusable executor: the same processes serve every trial (``Pa
 the executor while its arguments stay the same) and are only stopped by :meth:`Joblib._shutdown`,
 which shuts the executor down with ``kill_workers=True``, waits (bounded) for the processes and
 stops loky's own resource-tracker process (it would otherwise live as long as this
-interpreter). Each worker labels itself ``joblib-<pid>`` on its first task. The
-``multiprocessing`` backend instead makes a new pool per ``Parallel`` call (joblib's design),
-so its start-up lands in every trial.
+interpreter). Before the tracker stops, everything still registered with it is released, so
+it is not restarted later: joblib's exit-time folder clean-ups (collected where joblib
+registers them, see :class:`_AtexitShim`), the shut-down executor (dropped and collected) and
+the semaphores of dead workers (reaped). A worker that dies mid-trial makes joblib raise
+``TerminatedWorkerError``: the trial fails and the cluster is restarted.
+
+Each worker labels itself ``joblib-<pid>`` on its first task. The ``multiprocessing`` backend
+instead makes a new pool per ``Parallel`` call (joblib's design), so its start-up lands in
+every trial.
 
 Timeouts: ``Parallel(timeout=...)`` aborts (and kills the workers of) a run in which one batch
 waits longer than that for its result; the trial's deadline is also checked as results arrive.
@@ -39,6 +45,7 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import time
@@ -49,11 +56,13 @@ from typing import Any
 import psutil
 
 from .. import tasks as _tasks
+from ..errors import ParamError
 from ..tasks import Outcome, Task, execute, noop
 from ..workloads import Param
 from .base import RunOutput, Scheduler, stamp_all
 
 BACKENDS = ("loky", "multiprocessing")
+PRE_DISPATCH = re.compile(r"all|\d+|n_jobs|\d+\*n_jobs|n_jobs\*\d+")
 SHUTDOWN_WAIT_S = 10.0
 WARM_SLEEP_S = 0.1
 
@@ -174,9 +183,11 @@ class Joblib(Scheduler):
         out = super().validate_options(raw)
         bs = out["batch_size"]
         if bs != "auto" and not (bs.isdigit() and int(bs) > 0):
-            from ..errors import ParamError
-
             raise ParamError("batch_size", f"expected 'auto' or an integer >= 1, got {bs!r}")
+        # joblib evaluates pre_dispatch with n_jobs bound; accept the forms its docs show.
+        if not PRE_DISPATCH.fullmatch(out["pre_dispatch"].replace(" ", "")):
+            raise ParamError("pre_dispatch", f"expected 'all', a number, 'n_jobs' or "
+                             f"'<number>*n_jobs', got {out['pre_dispatch']!r}")
         return out
 
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
