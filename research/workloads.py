@@ -42,11 +42,38 @@ def uniform(n_tasks: int, duration_s: float) -> list[float]:
     return [float(duration_s)] * n_tasks
 
 
-def worst_case(n_tasks: int, long_s: float, short_s: float, n_long: int) -> list[float]:
-    """``n_long`` long tasks first, then short ones: contiguous blocks put every long task on
-    the first worker (the talk: 146 tasks, 12 x 1.0 s then 134 x 0.2 s on 12 engines)."""
+#: Where :func:`worst_case` puts its long tasks; each is the worst case of one static policy.
+ORDERS = ("blocked", "strided", "shuffled")
+
+
+def worst_case(n_tasks: int, long_s: float, short_s: float, n_long: int,
+               order: str = "blocked", n_workers: int = 1, seed: int = 0) -> list[float]:
+    """``n_long`` long tasks among short ones, placed by ``order``.
+
+    ``blocked`` (the talk's): the long tasks first; contiguous blocks put every long task on the
+    first worker (146 tasks, 12 x 1.0 s then 134 x 0.2 s on 12 engines).
+    ``strided``: long tasks at positions 0, n_workers, 2 x n_workers, ...; round robin of single
+    items (Ray's Pool with chunksize 1) puts every long task on the first worker, while
+    contiguous blocks spread them evenly. When the stride runs past the end, the next long tasks
+    go to positions 1, 1 + n_workers, ... (the second worker under round robin), and so on.
+    ``shuffled``: the blocked list permuted by ``numpy.random.RandomState(seed)``.
+    """
     n_long = min(n_long, n_tasks)
-    return [float(long_s)] * n_long + [float(short_s)] * (n_tasks - n_long)
+    durations = [float(long_s)] * n_long + [float(short_s)] * (n_tasks - n_long)
+    if order == "blocked":
+        return durations
+    if order == "strided":
+        stride = max(1, n_workers)
+        positions = [i for offset in range(stride) for i in range(offset, n_tasks, stride)]
+        out = [float(short_s)] * n_tasks
+        for i in positions[:n_long]:
+            out[i] = float(long_s)
+        return out
+    if order == "shuffled":
+        perm = np.random.RandomState(seed).permutation(n_tasks)
+        return [durations[i] for i in perm]
+    # validated before, kept for direct callers
+    raise ParamError("order", f"unknown {order!r}; allowed: {', '.join(ORDERS)}")
 
 
 def random_durations(
@@ -112,10 +139,16 @@ SHAPES: dict[str, Shape] = {
             "long_s": Param("float>=0"),
             "short_s": Param("float>=0"),
             "n_long": Param("int>=0", None, help="default n_tasks // n_workers"),
+            "order": Param("str", "blocked", ORDERS,
+                           help="where the long tasks go: first (worst for contiguous blocks), "
+                           "every n_workers-th (worst for round robin), or shuffled by seed"),
+            "seed": Param("int>=0", 0, help="permutation seed for order = 'shuffled'"),
         },
-        "long tasks first, worst case for contiguous blocks",
+        "long tasks first (or strided, shuffled): each static policy's worst case",
         lambda p, n: _timed(
-            worst_case(p["n_tasks"], p["long_s"], p["short_s"], p["n_long"]), p["body"]
+            worst_case(p["n_tasks"], p["long_s"], p["short_s"], p["n_long"],
+                       p.get("order", "blocked"), n, p.get("seed", 0)),
+            p["body"],
         ),
     ),
     "random": Shape(
@@ -186,13 +219,29 @@ def validate(shape_name: str, raw: Mapping[str, Any], n_workers: int) -> dict[st
                                       f"{', '.join(RANDOM_DISTS[out['distribution']])}")
         if out["distribution"] == "uniform" and out["high"] < out["low"]:
             raise ParamError("high", f"must be >= low ({out['low']}), got {out['high']}")
-    if shape_name == "worst_case" and out["n_long"] is None:
-        out["n_long"] = out["n_tasks"] // n_workers
+    if shape_name == "worst_case":
+        if out["n_long"] is None:
+            out["n_long"] = out["n_tasks"] // n_workers
+        _worst_case_order(raw, out)
     if shape_name == "primes" and not out["numbers"]:
         raise ParamError("numbers", "expected a non-empty list of integers")
     if shape_name == "primes" and out["body"] == "cpu":
         raise ParamError("body", "primes always runs trial division; omit 'body'")
     return out
+
+
+def _worst_case_order(raw: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """Keep ``order``/``seed`` in the params only where they change the list.
+
+    Trial keys hash the params, so the talk's blocked case keeps the key it had before these
+    keys existed (stored results stay resumable); a seed is refused where nothing is shuffled.
+    """
+    if out["order"] != "shuffled":
+        if "seed" in raw:
+            raise ParamError("seed", f"only used with order = 'shuffled', not {out['order']!r}")
+        del out["seed"]
+    if out["order"] == "blocked":
+        del out["order"]
 
 
 def _required(shape: Shape) -> str:

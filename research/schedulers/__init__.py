@@ -22,6 +22,9 @@ REGISTRY: dict[str, str] = {
     "ipp-lb": "ipp:IppLoadBalanced",
     "dask": "dask:Dask",
     "ray": "ray:Ray",
+    "joblib": "joblib:Joblib",
+    "ray-pool": "ray_pool:RayPool",
+    "dask-local": "dask_local:DaskLocal",
 }
 
 
