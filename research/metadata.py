@@ -15,7 +15,7 @@ import psutil
 
 LIBRARIES = (
     "numpy", "pandas", "pyarrow", "matplotlib", "tqdm", "psutil",
-    "dask", "distributed", "ray", "ipyparallel",
+    "dask", "distributed", "ray", "ipyparallel", "parsl",
 )
 
 
