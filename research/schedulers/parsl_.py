@@ -171,6 +171,18 @@ def _script_cmd(name: str) -> list[str]:
     return [sys.executable, "-m", f"parsl.executors.high_throughput.{name}"]
 
 
+def _find_scripts(htex: Any) -> None:
+    """Run Parsl's scripts with this interpreter where a config names them bare and they are
+    not on PATH (a venv used without activating it)."""
+    if list(htex.interchange_launch_cmd) == ["interchange.py"] and not shutil.which(
+            "interchange.py"):
+        htex.interchange_launch_cmd = _script_cmd("interchange")
+    bare = "process_worker_pool.py"
+    if htex.launch_cmd.startswith(bare + " ") and not shutil.which(bare):
+        htex.launch_cmd = htex.launch_cmd.replace(
+            bare, shlex.join(_script_cmd("process_worker_pool")), 1)
+
+
 def _timeout_error(timeout_s: float) -> str:
     return f"timeout after {timeout_s:g} s"
 
@@ -267,6 +279,7 @@ class Parsl(Scheduler):
             _check_workers(self.n_workers, config_workers(htex),
                            f"the Parsl config {self.options['config_file']!r}")
             self._label = htex.label
+            _find_scripts(htex)
             if config.run_dir == DEFAULT_RUN_DIR:  # never ./runinfo in the current directory
                 config.run_dir = self.run_dir
             else:
