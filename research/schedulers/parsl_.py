@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import math
 import os
 import shlex
@@ -69,6 +70,11 @@ HTEX_SETTINGS: dict[str, Any] = {
 #: Config settings of a cluster we start: no scaling strategy (one fixed block; the default
 #: "simple" strategy polls every 5 s and could cancel an idle block), no usage tracking.
 CONFIG_SETTINGS: dict[str, Any] = {"strategy": "none", "usage_tracking": 0}
+#: Log level of every component of a cluster we start (client, interchange, pool, workers):
+#: files in the run dir as usual, but Parsl's default (DEBUG in the client, INFO in workers)
+#: writes about 22 client and 4 worker log lines per task, which costs more CPU than the rest of
+#: a no-op task's path on a 2-core machine.
+LOG_LEVEL = logging.WARNING
 #: Parsl's default run dir: a user's config that keeps it gets the work dir instead.
 DEFAULT_RUN_DIR = "runinfo"
 SHUTDOWN_WAIT_S = 15.0
@@ -293,6 +299,7 @@ class Parsl(Scheduler):
         from parsl.config import Config
         from parsl.executors import HighThroughputExecutor
         from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
+        from parsl.logconfigs.file import FileLogging
         from parsl.providers import LocalProvider
 
         htex = HighThroughputExecutor(
@@ -309,7 +316,8 @@ class Parsl(Scheduler):
                 "process_worker_pool.py", shlex.join(_script_cmd("process_worker_pool")), 1),
             **HTEX_SETTINGS,
         )
-        return Config(executors=[htex], run_dir=self.run_dir, **CONFIG_SETTINGS)
+        return Config(executors=[htex], run_dir=self.run_dir,
+                      initialize_logging=FileLogging(level=LOG_LEVEL), **CONFIG_SETTINGS)
 
     def _pick_run_dir(self) -> str:
         if self.workdir is not None:
