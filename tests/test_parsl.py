@@ -82,7 +82,7 @@ def test_registry_and_module_does_not_import_parsl() -> None:
 def test_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ParamError, match="config_fil"):
         Parsl.validate_options({"config_fil": "x.py"})
-    assert Parsl(2).options == {"config_file": None}
+    assert Parsl(2).options == {"config_file": None, "monitoring": False}
     Parsl.preflight(2, {"config_file": None})  # a cluster we start needs no check
     with pytest.raises(ParamError, match="no such file"):
         Parsl.preflight(2, {"config_file": str(tmp_path / "missing.py")})
@@ -217,4 +217,38 @@ def test_user_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_le
         assert sched.info()["executor"] == "mine"
     assert not list(cwd.iterdir()), "Parsl wrote ./runinfo into the current directory"
     assert sched.run_dir and sched.run_dir.startswith(str(work))
+    _assert_all_gone(procs, sched.run_dir)
+
+
+# -- the native witness -----------------------------------------------------------------------
+def test_monitoring_only_for_a_cluster_we_start(tmp_path: Path) -> None:
+    with pytest.raises(ParamError, match="monitoring"):
+        Parsl(2, {"monitoring": True, "config_file": str(tmp_path / "c.py")})
+    assert Parsl(2).options["monitoring"] is False
+
+
+@pytest.mark.slow
+def test_monitoring_database_is_the_native_witness(tmp_path: Path, no_leaks: None) -> None:
+    tasks = [Task(i, "sleep", 0.05, 0.05) for i in range(6)]
+    with Parsl(2, {"monitoring": True}, workdir=tmp_path) as sched:
+        sched.warm()
+        procs = sched._cluster_procs()
+        cmds = " ".join(" ".join(p.cmdline()) for p in procs)
+        assert "parsl: monitoring" in cmds, cmds
+        assert _listen_addrs([*procs, psutil.Process()]) <= set(LOOPBACK)
+        out = sched.run(tasks, timeout_s=60)
+        assert out.error is None
+        assert sched.monitoring_db and sched.monitoring_db.startswith(str(tmp_path))
+    native = out.native
+    assert native is not None and sorted(native.task_id) == list(range(6))
+    assert set(native.source) == {"parsl.monitoring"} and set(native.worker) == {"parsl-0"}
+    rows = build_rows(_spec(2), tasks, out).set_index("task_id")
+    mine = native.set_index("task_id")
+    # The worker-side wrapper stamps "running" just before calling our function and
+    # "running_ended" just after it returns (microsecond resolution: 1 us slack).
+    assert (mine.start_ns <= rows.start_ns + 1000).all()
+    assert (mine.end_ns >= rows.end_ns - 1000).all()
+    assert ((rows.start_ns - mine.start_ns) < 0.5e9).all()
+    assert ((mine.end_ns - rows.end_ns) < 0.5e9).all()
+    assert sched.run_dir is not None
     _assert_all_gone(procs, sched.run_dir)

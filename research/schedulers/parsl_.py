@@ -25,6 +25,7 @@ it imports Parsl inside functions only, so the harness starts without Parsl inst
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib.util
 import logging
 import math
@@ -222,6 +223,57 @@ def _running(p: psutil.Process) -> bool:
         return False
 
 
+# -- the native witness ------------------------------------------------------------------------
+def _local_ns(text: str | None) -> int | None:
+    """Nanoseconds since the epoch of a monitoring timestamp: the workers' naive local
+    ``datetime.now()``, stored by SQLAlchemy as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    if text is None:
+        return None
+    dt = datetime.datetime.fromisoformat(str(text))
+    return int(dt.replace(microsecond=0).timestamp()) * 10**9 + dt.microsecond * 1000
+
+
+def monitoring_table(db: str, run_id: str, ids: Mapping[int, int]) -> Any:
+    """Rows of Parsl's monitoring database for the Parsl task ids in ``ids`` (mapped to ours).
+
+    Per try, the worker-side wrapper around our function stamps ``task_try_time_running``
+    (``try`` table) just before calling it, and a ``running_ended`` status (``status`` table)
+    just after: ``start_ns``/``end_ns``. Parsl records the pool (block) and host, not the worker
+    process, so ``worker`` is ``parsl-<block>``. The client-side ``task_try_time_launched`` and
+    ``task_try_time_returned`` are kept as ``launched_ns``/``returned_ns``.
+    """
+    import sqlite3
+
+    import pandas as pd
+
+    lo, hi = min(ids), max(ids)
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        cur = con.execute(
+            "SELECT t.task_id, t.try_id, t.task_try_time_launched, t.task_try_time_running, "
+            "t.task_try_time_returned, t.block_id, t.hostname, s.timestamp "
+            'FROM "try" t LEFT JOIN status s ON s.run_id = t.run_id AND s.task_id = t.task_id '
+            "AND s.try_id = t.try_id AND s.task_status_name = 'running_ended' "
+            "WHERE t.run_id = ? AND t.task_id BETWEEN ? AND ?", (run_id, lo, hi))
+        fetched = cur.fetchall()
+    finally:
+        con.close()
+    rows = []
+    for ptid, try_id, launched, running, returned, block, host, ended in fetched:
+        if ptid not in ids:
+            continue
+        rows.append({
+            "task_id": ids[ptid], "worker": f"parsl-{block}", "start_ns": _local_ns(running),
+            "end_ns": _local_ns(ended), "launched_ns": _local_ns(launched),
+            "returned_ns": _local_ns(returned), "parsl_task_id": ptid, "try_id": try_id,
+            "hostname": host, "source": "parsl.monitoring",
+        })
+    if not rows:
+        return None
+    df = pd.DataFrame(rows).sort_values("task_id", ignore_index=True)
+    return df.astype({c: "Int64" for c in ("start_ns", "end_ns", "launched_ns", "returned_ns")})
+
+
 # -- the adapter ------------------------------------------------------------------------------
 class Parsl(Scheduler):
     """One Parsl ``python_app`` call per item on a HighThroughputExecutor, results as they
@@ -240,6 +292,9 @@ class Parsl(Scheduler):
         "config_file": Param("str", None, help="a Python file defining `config`, a Parsl Config "
                              "with one HighThroughputExecutor, to use instead of ours; its "
                              "worker count must equal n_workers"),
+        "monitoring": Param("bool", False, help="run Parsl's monitoring (an SQLite database in "
+                            "the run dir) and return its per-try running times as the native "
+                            "witness; costs per task, so off by default (cluster we start only)"),
     }
 
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
@@ -253,6 +308,13 @@ class Parsl(Scheduler):
         self._version: str | None = None
         self._labels_seen: set[str] = set()
         self._procs: dict[int, psutil.Process] = {}
+        self.monitoring_db: str | None = None
+        #: How long run() polls the monitoring database for the trial's records: the
+        #: database manager writes them in batches, once a second (MONITORING_DB_BATCH_S).
+        self.native_wait_s = 5.0
+        if self.options["monitoring"] and self.options["config_file"] is not None:
+            raise ParamError("monitoring", "only for a cluster this adapter starts; with "
+                             "config_file, put a MonitoringHub in that config instead")
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -316,7 +378,17 @@ class Parsl(Scheduler):
                 "process_worker_pool.py", shlex.join(_script_cmd("process_worker_pool")), 1),
             **HTEX_SETTINGS,
         )
-        return Config(executors=[htex], run_dir=self.run_dir,
+        monitoring = None
+        if self.options["monitoring"]:
+            from parsl.monitoring import MonitoringHub
+
+            self.monitoring_db = str(Path(self.run_dir or ".") / "monitoring.db")
+            # interval 0: the workers send only each try's first and last message (running,
+            # running_ended), no periodic resource samples (a forked sampler per task).
+            monitoring = MonitoringHub(logging_endpoint=f"sqlite:///{self.monitoring_db}",
+                                       resource_monitoring_enabled=True,
+                                       resource_monitoring_interval=0)
+        return Config(executors=[htex], run_dir=self.run_dir, monitoring=monitoring,
                       initialize_logging=FileLogging(level=LOG_LEVEL), **CONFIG_SETTINGS)
 
     def _pick_run_dir(self) -> str:
@@ -417,7 +489,31 @@ class Parsl(Scheduler):
             error = _timeout_error(timeout_s) + (f"; then {error}" if error else "")
         self._labels_seen.update(o.worker for o in outcomes)
         info: dict[str, Any] = {"lost_tasks": lost} if lost else {}
-        return RunOutput(outcomes, submit, receive, error=error, info=info)
+        table = None
+        if self.collect_native and self.monitoring_db and outcomes:
+            ids = {fut.tid: tid for tid, fut in futures.items() if tid >= 0}
+            table = self._native(ids, {o.task_id for o in outcomes})
+            if table is not None:
+                info["native_rows"] = len(table)
+        return RunOutput(outcomes, submit, receive, error=error, native=table, info=info)
+
+    def _native(self, ids: Mapping[int, int], done: set[int]) -> Any:
+        """The monitoring database's records of this trial's tasks (Parsl task id -> ours),
+        polled until every task that came back is there or :attr:`native_wait_s` passed."""
+        if not ids or self.monitoring_db is None:
+            return None
+        want = {tid for tid in ids.values() if tid in done}
+        deadline = time.monotonic() + self.native_wait_s
+        while True:
+            try:
+                table = monitoring_table(self.monitoring_db, self._dfk.run_id, ids)
+            except Exception:  # a witness is optional: never fail a trial for it
+                return None
+            got = set() if table is None else set(
+                table.task_id[table.start_ns.notna() & table.end_ns.notna()])
+            if want <= got or time.monotonic() > deadline:
+                return table
+            time.sleep(0.1)
 
     def connected_workers(self) -> int:
         """Workers of the pools registered with the interchange now."""
@@ -461,5 +557,6 @@ class Parsl(Scheduler):
             "parsl_version": self._version,
             "htex_settings": None if self.options["config_file"] else dict(HTEX_SETTINGS),
             "worker_processes_seen": len(self._labels_seen),
+            "monitoring_db": self.monitoring_db,
         })
         return out
