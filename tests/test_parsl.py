@@ -20,7 +20,7 @@ from research.runner import build_rows
 from research.schedulers import get_scheduler
 from research.schedulers import parsl_ as parsl_adapter
 from research.schedulers.parsl_ import Parsl
-from research.tasks import Task, execute
+from research.tasks import Outcome, Task, execute
 
 from procs import wait_no_children
 
@@ -115,8 +115,8 @@ def test_task_wrapper_labels_from_the_pool_environment(monkeypatch: pytest.Monke
     monkeypatch.setattr(tasks, "WORKER_LABEL", None)
     monkeypatch.setenv("PARSL_WORKER_BLOCK_ID", "0")
     monkeypatch.setenv("PARSL_WORKER_RANK", "1")
-    out = parsl_adapter.execute_labelled(Task(0, "noop", 0, 0.0))
-    assert out.worker == "parsl-0-1" and out.status == "ok"
+    out = Outcome(*parsl_adapter.execute_labelled(tuple(Task(0, "noop", 0, 0.0))))
+    assert out.worker == "parsl-0-1" and out.status == "ok" and out.task_id == 0
     assert execute(Task(1, "noop", 0, 0.0)).worker == "parsl-0-1"  # cached for the process
 
 
