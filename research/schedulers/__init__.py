@@ -25,6 +25,7 @@ REGISTRY: dict[str, str] = {
     "joblib": "joblib:Joblib",
     "ray-pool": "ray_pool:RayPool",
     "dask-local": "dask_local:DaskLocal",
+    "parsl": "parsl_:Parsl",
 }
 
 
