@@ -51,8 +51,8 @@ import psutil
 
 from .. import tasks as _tasks
 from ..errors import ParamError
-from ..tasks import Outcome, Task, execute, execute_in_thread, noop
 from ..params import Param
+from ..tasks import Outcome, Task, execute, execute_in_thread, noop
 from .base import RunOutput, Scheduler, stamp_all
 
 SCHEDULERS = ("processes", "threads", "synchronous")

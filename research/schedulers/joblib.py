@@ -57,8 +57,8 @@ import psutil
 
 from .. import tasks as _tasks
 from ..errors import ParamError
-from ..tasks import Outcome, Task, execute, noop
 from ..params import Param
+from ..tasks import Outcome, Task, execute, noop
 from .base import RunOutput, Scheduler, stamp_all
 
 BACKENDS = ("loky", "multiprocessing")

@@ -44,8 +44,8 @@ import psutil
 
 from .. import tasks as _tasks
 from ..errors import ParamError
-from ..tasks import Outcome, Task, execute
 from ..params import Param
+from ..tasks import Outcome, Task, execute
 from .base import ReceiveStamps, RunOutput, Scheduler
 
 #: Label of the executor this adapter builds.

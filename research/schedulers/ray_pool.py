@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..tasks import Outcome, Task
 from ..params import Param
+from ..tasks import Outcome, Task
 from .base import RunOutput, stamp_all
 from .ray import Ray, execute_labelled, import_ray, native_table, timeline_events
 
