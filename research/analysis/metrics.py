@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import schema
-from .models import greedy_makespan, lower_bound
+from .models import ModelValue, TrialTasks, greedy_makespan, lower_bound, model_for_trial
 
 #: Per-trial metrics, in the column order of ``summary.csv``.
 METRICS: tuple[str, ...] = (
@@ -195,7 +196,8 @@ def _median(x: np.ndarray) -> float:
     return float(np.median(x)) if len(x) else math.nan
 
 
-def _n_workers_of(df: pd.DataFrame, n_workers: int | None) -> int | None:
+def n_workers_of(df: pd.DataFrame, n_workers: int | None) -> int | None:
+    """``n_workers`` if given, else the records' ``n_workers`` column (None if unknown)."""
     if n_workers is not None:
         return int(n_workers)
     if "n_workers" in df.columns:
@@ -230,7 +232,7 @@ def metrics_and_samples(
 ) -> tuple[dict[str, Any], TrialSamples]:
     """:func:`trial_metrics` and the per-task samples kept for distribution figures."""
     t = task_times(df) if times is None else times
-    nw = _n_workers_of(df, n_workers)
+    nw = n_workers_of(df, n_workers)
     timed = t[t["timed"]]
     n_errors = int((t["status"].astype(str) != schema.STATUS_OK).sum())
     dur = (timed["end_s"] - timed["start_s"]).to_numpy()
@@ -264,6 +266,23 @@ def metrics_and_samples(
     return m, samples
 
 
+def trial_model(times: pd.DataFrame, n_workers: int | None, scheduler: str,
+                options: Mapping[str, Any] | None) -> ModelValue:
+    """The scheduler's schedule model (:data:`~.models.SCHEDULER_MODELS`) for one trial.
+
+    Reads the durations of :func:`work_durations` (planned, else measured) in task order, and
+    the trial's start stamps and worker labels (for the models that follow a scheduler's own
+    order). ``options``: the trial's scheduler options (None: those written in the label).
+    """
+    if not n_workers:
+        return ModelValue(math.nan, "n_workers unknown")
+    starts = times["start_s"].to_numpy(dtype="float64")
+    tasks = TrialTasks([float(x) for x in work_durations(times)], int(n_workers),
+                       [float(x) for x in starts],
+                       [None if w is None else str(w) for w in times["worker"]])
+    return model_for_trial(scheduler, options, tasks)
+
+
 def _note(n: int, n_timed: int, n_errors: int, nw: int | None, used: int) -> str:
     parts = []
     if n == 0:
@@ -291,7 +310,7 @@ def _cap(x: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
-    "MAX_SAMPLES", "METRICS", "TrialSamples", "check_stamps", "metrics_and_samples",
-    "natural_key", "read_records", "task_times", "tasks_per_worker", "trial_metrics",
+    "MAX_SAMPLES", "METRICS", "TrialSamples", "check_stamps", "metrics_and_samples", "n_workers_of",
+    "natural_key", "read_records", "task_times", "tasks_per_worker", "trial_metrics", "trial_model",
     "work_durations", "worker_gaps", "worker_labels",
 ]

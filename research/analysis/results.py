@@ -18,17 +18,30 @@ from typing import Any
 import pandas as pd
 
 from .. import schema
-from .metrics import METRICS, TrialSamples, check_stamps, metrics_and_samples, read_records
+from .metrics import (
+    METRICS,
+    TrialSamples,
+    check_stamps,
+    metrics_and_samples,
+    n_workers_of,
+    read_records,
+    task_times,
+    trial_model,
+)
 
-#: Columns that identify a trial in the summary.
 #: Columns that identify a trial in the summary.
 ID_COLUMNS: tuple[str, ...] = (
     "experiment", "trial_id", "scheduler", "workload", "n_workers", "repeat",
 )
+#: The scheduler's schedule model for the trial's task list (:data:`.models.SCHEDULER_MODELS`):
+#: its makespan and what was modelled; right after the metrics.
+MODEL_COLUMNS: tuple[str, ...] = ("model_s", "model")
+#: Numbers aggregated over repeats by :func:`group_summary`.
+GROUP_METRICS: tuple[str, ...] = (*METRICS, "model_s")
 #: Context columns after the metrics (from the file metadata when present).
 CONTEXT_COLUMNS: tuple[str, ...] = (
     "params_variant", "shape", "task_s_mean", "trial_status", "trial_error", "note", "first_error",
-    "oversubscribed", "host", "source",
+    "oversubscribed", "host", "scheduler_options", "source",
 )
 #: What a group of repeats is keyed by. ``params_variant`` separates trials that share the
 #: other keys but ran different workload parameters (serial runs once per parameter set at
@@ -195,16 +208,23 @@ def _trial_rows(
     for tid, part in groups:
         use_meta = tid is None or tid == trial.get("trial_id")
         ident = _identity(part, trial if use_meta else {}, use_meta)
-        m, samples = metrics_and_samples(part, ident["n_workers"])
+        times = task_times(part)
+        m, samples = metrics_and_samples(part, ident["n_workers"], times)
+        tmeta = trial if use_meta else {}
+        options = tmeta.get("options")
+        label = str(ident["scheduler"] or "")
+        model = trial_model(times, n_workers_of(part, ident["n_workers"]), label,
+                            options if isinstance(options, dict) else None)
         errors = part.loc[part["status"].astype(str) != schema.STATUS_OK, "error"].dropna()
         errors = errors[errors.astype(str) != ""]
         hosts = part["host"].dropna()
-        tmeta = trial if use_meta else {}
         row = {
             **ident,
             "experiment": ident["experiment"] or path.parent.name,
             "trial_id": ident["trial_id"] or (tid if tid is not None else path.stem),
             **{k: m[k] for k in METRICS},
+            "model_s": model.makespan_s,
+            "model": model.label,
             "params_variant": "",
             "shape": tmeta.get("shape") or ident["workload"],
             "task_s_mean": m["task_s_mean"],
@@ -214,6 +234,8 @@ def _trial_rows(
             "first_error": str(errors.iloc[0]) if len(errors) else "",
             "oversubscribed": bool(tmeta.get("oversubscribed", False)),
             "host": system.get("host") or (str(hosts.iloc[0]) if len(hosts) else ""),
+            "scheduler_options": json.dumps(options, sort_keys=True, default=str)
+            if isinstance(options, dict) else "",
             "source": rel if tid is None else f"{rel}#{tid}",
             "_params": json.dumps(tmeta.get("params", {}), sort_keys=True, default=str),
         }
@@ -228,7 +250,8 @@ def load_results(results_dir: Path | str) -> Results:
     """
     results_dir = Path(results_dir)
     base = results_dir if results_dir.is_dir() else results_dir.parent
-    res = Results(base, pd.DataFrame(columns=[*ID_COLUMNS, *METRICS, *CONTEXT_COLUMNS]))
+    res = Results(base, pd.DataFrame(columns=[*ID_COLUMNS, *METRICS, *MODEL_COLUMNS,
+                                                *CONTEXT_COLUMNS]))
     if not results_dir.exists():
         res.broken.append(BrokenFile(results_dir, "does not exist"))
         return res
@@ -305,8 +328,8 @@ def group_summary(summary: pd.DataFrame) -> pd.DataFrame:
     experiment and ``params_variant``). Trials whose ``trial_status`` is ``failed`` are left out
     of the statistics and counted in ``n_failed``; ``n_trials`` counts all.
     """
-    cols = [*GROUP_KEYS, "shape", "task_s_mean", "n_trials", "n_failed"] + [
-        f"{m}_{s}" for m in METRICS for s in ("median", "min", "max")]
+    cols = [*GROUP_KEYS, "shape", "task_s_mean", "model", "n_trials", "n_failed"] + [
+        f"{m}_{s}" for m in GROUP_METRICS for s in ("median", "min", "max")]
     if summary.empty:
         return pd.DataFrame(columns=cols)
     s = summary.copy()
@@ -316,9 +339,13 @@ def group_summary(summary: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, Any] = dict(zip(GROUP_KEYS, key, strict=True))
         row["shape"] = str(g["shape"].iloc[0])
         row["task_s_mean"] = float(pd.to_numeric(g["task_s_mean"]).median())
+        row["model"] = str(g["model"].iloc[0]) if "model" in g else ""
         row["n_trials"], row["n_failed"] = len(g), int(g["_failed"].sum())
         good = g[~g["_failed"]]
-        for m in METRICS:
+        for m in GROUP_METRICS:
+            if m not in good:
+                row[f"{m}_median"] = row[f"{m}_min"] = row[f"{m}_max"] = math.nan
+                continue
             v = pd.to_numeric(good[m], errors="coerce").astype("float64")
             row[f"{m}_median"] = float(v.median()) if v.notna().any() else math.nan
             row[f"{m}_min"] = float(v.min()) if v.notna().any() else math.nan
@@ -328,12 +355,14 @@ def group_summary(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_for_csv(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary with the brief's columns first: identity, metrics, then context."""
-    lead = [c for c in (*ID_COLUMNS, *METRICS) if c in summary.columns]
+    """The summary with the brief's columns first: identity, metrics, the model, then
+    context."""
+    lead = [c for c in (*ID_COLUMNS, *METRICS, *MODEL_COLUMNS) if c in summary.columns]
     return summary[lead + [c for c in summary.columns if c not in lead]]
 
 
 __all__ = [
-    "CONTEXT_COLUMNS", "GROUP_KEYS", "ID_COLUMNS", "BrokenFile", "Results", "find_record_files",
-    "group_summary", "load_results", "scheduler_rank", "sort_trials", "summary_for_csv",
+    "CONTEXT_COLUMNS", "GROUP_KEYS", "GROUP_METRICS", "ID_COLUMNS", "MODEL_COLUMNS", "BrokenFile",
+    "Results", "find_record_files", "group_summary", "load_results", "scheduler_rank",
+    "sort_trials", "summary_for_csv",
 ]
