@@ -12,6 +12,8 @@ from research.analysis import claims, models, results
 from research.bench import talkbench
 from research.workloads import TALK_PRIMES, build_tasks, random_durations, validate
 
+from analysis_data import records, task, write
+
 T0 = 1_700_000_000 * 10**9
 W, R = claims.WORST_CASE, claims.RANDOM
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +195,7 @@ def test_a_study_with_another_workload_names_it(tmp_path: Path) -> None:
 
 def test_claim_ids_are_unique_and_duplicates_are_refused() -> None:
     ids = [c.id for c in claims.CLAIMS]
-    assert len(ids) == len(set(ids)) == 21
+    assert len(ids) == len(set(ids)) == 29
     with pytest.raises(ValueError, match="C1"):
         claims.evaluate(pd.DataFrame(), Path("."), (claims.CLAIMS[0], claims.CLAIMS[0]))
 
@@ -216,3 +218,115 @@ def test_tolerance_text() -> None:
     assert claims.Tolerance(0.10, 0.3).describe() == "10% + 0.3 s"
     assert claims.Tolerance(0.10, 0.3).of(10.0) == pytest.approx(1.3)
     assert claims.Tolerance(abs=1).describe("") == "1"
+
+
+# -- today's schedulers: Ray's Pool, joblib, Dask's local scheduler, Parsl ----------------------
+def _write_rows(out: Path, study: claims.Study, scheduler: str, durations: list[float], n: int,
+                assign: list[tuple[int, float]], *, repeat: int = 0, gap: float = 0.0,
+                wall_extra_s: float = 0.0) -> None:
+    """A trial whose task i ran on worker ``assign[i][0]`` from ``assign[i][1]`` (+ ``gap``
+    per earlier task on that worker); receive stamps ``wall_extra_s`` after the last end."""
+    seen = [0] * n
+    rows = []
+    for i, ((w, start), d) in enumerate(zip(assign, durations, strict=True)):
+        s0 = start + gap * seen[w]
+        seen[w] += 1
+        rows.append(task(i, f"w-{w}", s0, s0 + d, planned=d, receive=s0 + d + wall_extra_s))
+    df = records(rows, scheduler=scheduler, workload=study.workload, n_workers=n,
+                 repeat=repeat, experiment=study.experiment)
+    write(df, out)
+
+
+def _round_robin(durations: list[float], n: int) -> list[tuple[int, float]]:
+    free, out = [0.0] * n, []
+    for i, d in enumerate(durations):
+        out.append((i % n, free[i % n]))
+        free[i % n] += d
+    return out
+
+
+def _greedy(durations: list[float], n: int) -> list[tuple[int, float]]:
+    return _schedule(durations, n, "greedy")
+
+
+STRIDED = [0.2 if i % 4 == 0 else 0.02 for i in range(16)]
+BLOCKED = [0.2] * 4 + [0.02] * 12
+
+
+def test_ray_pool_claims_follow_the_data(tmp_path: Path) -> None:
+    for sched in claims.RAY_POOL_METHODS:
+        _write_rows(tmp_path, claims.ORDERS_STRIDED, sched, STRIDED, 4, _round_robin(STRIDED, 4))
+        _write_rows(tmp_path, claims.ORDERS_BLOCKED, sched, BLOCKED, 4, _round_robin(BLOCKED, 4))
+    v = _verdicts(tmp_path)
+    assert v["RP1"].verdict == claims.REPRODUCED, v["RP1"]
+    assert "0.80 s (round robin of chunks of 1; greedy over them: 0.32 s)" in v["RP1"].expected
+    assert v["RP2"].verdict == claims.REPRODUCED, v["RP2"]
+    assert "same makespan" in v["RP2"].note
+
+
+def test_a_ray_pool_that_balanced_is_not_a_round_robin(tmp_path: Path) -> None:
+    # Greedy on the strided list (0.32 s): not the round robin's 0.8 s.
+    _write_rows(tmp_path, claims.ORDERS_STRIDED, "ray-pool[method=map]", STRIDED, 4,
+                _greedy(STRIDED, 4))
+    # Round robin on the strided list, filed as the blocked study: 0.8 s, not greedy's 0.26 s.
+    _write_rows(tmp_path, claims.ORDERS_BLOCKED, "ray-pool[method=map]", STRIDED, 4,
+                _round_robin(STRIDED, 4))
+    v = _verdicts(tmp_path)
+    assert v["RP1"].verdict == claims.NOT_REPRODUCED, v["RP1"]
+    assert "ray-pool[method=imap_unordered]" in v["RP1"].note  # the one that did not run
+    assert v["RP2"].verdict == claims.NOT_REPRODUCED, v["RP2"]
+
+
+def test_joblib_efficiency_claims(tmp_path: Path) -> None:
+    d = [0.001] * 400
+    # joblib without gaps (efficiency 1), the others with 1 ms between tasks (efficiency 0.5).
+    _write_rows(tmp_path, claims.BATCHING, "joblib", d, 4, _greedy(d, 4))
+    for other in ("mp-dynamic", "joblib[batch_size=1]"):
+        _write_rows(tmp_path, claims.BATCHING, other, d, 4, _greedy(d, 4), gap=0.001)
+    v = _verdicts(tmp_path)
+    assert v["J1"].verdict == claims.REPRODUCED and "joblib 1.00" in v["J1"].our_value
+    assert v["J2"].verdict == claims.REPRODUCED
+
+
+def test_joblib_that_is_less_efficient_is_not_reproduced(tmp_path: Path) -> None:
+    d = [0.001] * 400
+    _write_rows(tmp_path, claims.BATCHING, "joblib", d, 4, _greedy(d, 4), gap=0.001)
+    _write_rows(tmp_path, claims.BATCHING, "mp-dynamic", d, 4, _greedy(d, 4))
+    v = _verdicts(tmp_path)
+    assert v["J1"].verdict == claims.NOT_REPRODUCED
+    assert v["J2"].verdict == claims.NOT_RUN and "joblib[batch_size=1]" in v["J2"].note
+
+
+def test_joblib_worst_case_against_its_model(tmp_path: Path) -> None:
+    p = validate("worst_case", {"n_tasks": 18, "long_s": 0.5, "short_s": 0.1}, 4)
+    small = [t.planned_s for t in build_tasks("worst_case", p, 4)]
+    write_trial(tmp_path, W, "joblib", small, 4, "greedy")
+    write_trial(tmp_path, W, "ray", small, 4, "blocks")
+    v = _verdicts(tmp_path)
+    # The model: batches of one (a 0.5 s or 0.1 s task queued behind others takes >= 0.2 s from
+    # dispatch), so greedy: 0.9 s.
+    assert v["J3"].verdict == claims.REPRODUCED and "0.90 s (joblib batching" in v["J3"].expected
+
+
+def test_parsl_throughput_beside_the_paper(tmp_path: Path) -> None:
+    noop = [0.0] * 1000
+    # 1000 no-op tasks received 0.5 s after the submit: 2,000 tasks/s, above a quarter of 1,181.
+    _write_rows(tmp_path, claims.OVERHEAD, "parsl", noop, 2, _greedy(noop, 2), wall_extra_s=0.5)
+    v = _verdicts(tmp_path)["PX1"]
+    assert v.verdict == claims.REPRODUCED and "2,000 tasks/s" in v.our_value
+    assert "2 cores" in v.note and "multi-node" in v.note
+    slow = tmp_path / "slow"
+    # 1000 tasks in 10 s: 100 tasks/s, under 295.
+    _write_rows(slow, claims.OVERHEAD, "parsl", noop, 2, _greedy(noop, 2), wall_extra_s=10.0)
+    assert _verdicts(slow)["PX1"].verdict == claims.NOT_REPRODUCED
+
+
+def test_new_claims_say_not_run_without_their_studies(tmp_path: Path) -> None:
+    write_trial(tmp_path, W, "ipp-direct", talk_worst(), 12, "blocks")
+    v = _verdicts(tmp_path)
+    for cid, study in (("RP1", "'orders'"), ("RP2", "'orders'"), ("J1", "'batching'"),
+                       ("J2", "'batching'"), ("J3", "no joblib trials"), ("DL1", "'overhead'"),
+                       ("PX1", "'overhead'")):
+        assert v[cid].verdict == claims.NOT_RUN, cid
+        assert study in v[cid].note, (cid, v[cid].note)
+    assert v["DL2"].verdict == claims.NOT_RUN and "METG" in v["DL2"].note

@@ -375,13 +375,19 @@ def _one(_n: int, _w: int) -> int:
     return 1
 
 
-def _ray_pool(t: TrialTasks, options: Mapping[str, Any]) -> ModelValue:
+def ray_pool_chunksize(options: Mapping[str, Any], n_tasks: int, n_workers: int) -> int:
+    """The chunk size Ray's Pool uses: the ``chunksize`` option, else the method's default
+    (``map``: ceil(n / (4 actors)), as ``multiprocessing``; ``imap``/``imap_unordered``: 1)."""
     method = str(options.get("method") or "map")
-    if method == "map":
-        cs = _opt_int(options, "chunksize") or pool_map_chunksize(len(t.durations), t.n_workers)
+    default = pool_map_chunksize(n_tasks, n_workers) if method == "map" else 1
+    return _opt_int(options, "chunksize") or default
+
+
+def _ray_pool(t: TrialTasks, options: Mapping[str, Any]) -> ModelValue:
+    cs = ray_pool_chunksize(options, len(t.durations), t.n_workers)
+    if str(options.get("method") or "map") == "map":
         return ModelValue(round_robin_chunks(t.durations, t.n_workers, cs),
                           f"round robin of chunks of {cs}")
-    cs = _opt_int(options, "chunksize") or 1
     return ModelValue(round_robin_paced(t.durations, t.n_workers, cs),
                       f"round robin of chunks of {cs}, {t.n_workers} in flight")
 
@@ -460,8 +466,9 @@ def model_for_trial(scheduler: str, options: Mapping[str, Any] | None,
                     tasks: TrialTasks) -> ModelValue:
     """The makespan the scheduler's model gives for a trial's task list.
 
-    ``options``: the trial's scheduler options (file metadata); None reads those in the label.
-    NaN with a reason as label for an unknown scheduler or an empty task list.
+    ``options``: the trial's scheduler options (file metadata), over those written in the label
+    (``mp-map[chunksize=4]``), which are all there is for files without metadata. NaN, with
+    the reason as label, for an unknown scheduler or an empty task list.
     """
     model = scheduler_model(scheduler)
     if model is None:
@@ -469,8 +476,7 @@ def model_for_trial(scheduler: str, options: Mapping[str, Any] | None,
     d = [x for x in tasks.durations if math.isfinite(float(x))]
     if not d or tasks.n_workers < 1:
         return ModelValue(math.nan, "no task durations or workers")
-    opts = dict(options) if options is not None else label_options(scheduler)
-    return model.fn(tasks, opts)
+    return model.fn(tasks, {**label_options(scheduler), **(options or {})})
 
 
 __all__ = [
@@ -478,6 +484,6 @@ __all__ = [
     "ModelFn", "ModelValue", "SchedulerModel", "TrialTasks", "block_makespan", "block_sizes",
     "chunked_greedy", "chunks_of", "greedy_counts", "greedy_makespan", "joblib_makespan",
     "joblib_pre_dispatch", "joblib_schedule", "label_options", "lower_bound",
-    "model_for_trial", "pool_map_chunksize", "round_robin_chunks", "round_robin_paced",
-    "scheduler_model", "started_order",
+    "model_for_trial", "pool_map_chunksize", "ray_pool_chunksize", "round_robin_chunks",
+    "round_robin_paced", "scheduler_model", "started_order",
 ]
