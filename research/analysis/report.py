@@ -44,9 +44,10 @@ GROUP_TABLE_METRICS: tuple[tuple[str, str, float], ...] = (
 )
 TRIAL_TABLE_COLUMNS: tuple[str, ...] = (
     "experiment", "trial_id", "scheduler", "workload", "n_workers", "params_variant", "repeat",
-    "n_tasks", "makespan_s", "wall_s", "lower_bound_s", "greedy_s", "efficiency",
-    "tasks_per_worker_min", "tasks_per_worker_max", "workers_used", "mean_gap_s", "max_gap_s",
-    "start_latency_median_s", "return_latency_median_s", "n_errors", "trial_status", "note",
+    "n_tasks", "makespan_s", "wall_s", "lower_bound_s", "greedy_s", "model_s", "model",
+    "efficiency", "tasks_per_worker_min", "tasks_per_worker_max", "workers_used", "mean_gap_s",
+    "max_gap_s", "start_latency_median_s", "return_latency_median_s", "n_errors",
+    "trial_status", "note",
 )
 
 
@@ -148,6 +149,9 @@ def group_table(groups: pd.DataFrame) -> pd.DataFrame:
                                                else "")
         row["lower bound (s)"] = fmt(g["lower_bound_s_median"])
         row["greedy (s)"] = fmt(g["greedy_s_median"])
+        # The scheduler's own model (models.SCHEDULER_MODELS), and what it modelled.
+        row["model (s)"] = fmt(g["model_s_median"]) if "model_s_median" in g else ""
+        row["model"] = str(g["model"]) if "model" in g else ""
         for m, label, scale in GROUP_TABLE_METRICS:
             row[label] = _range(*(scale * g[f"{m}_{s}"] for s in ("median", "min", "max")))
         lo, hi = g["tasks_per_worker_min_min"], g["tasks_per_worker_max_max"]
