@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from research import schema
 from research.analysis import claims, models, results
 from research.schedulers import REGISTRY, get_scheduler
+from research.tasks import Task
 
 from analysis_data import records, task, write
 
@@ -111,6 +113,37 @@ def test_joblib_pre_dispatch_expressions() -> None:
     assert models.joblib_pre_dispatch("7", 4, 100) == 7
     with pytest.raises(ValueError, match="pre_dispatch"):
         models.joblib_pre_dispatch("half", 4, 100)
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_joblib_model_cuts_the_batches_joblib_cuts(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real joblib (the adapter, 2 loky workers) against the model: the same batch sizes
+    in the same order. 300 tasks of 2 ms keep every batch far under 0.2 s (the largest, 32
+    tasks, takes about 0.07 s, twice that with its wait in the queue), so the sizes do not
+    depend on this machine's speed: 1 x 4 (pre_dispatch 2 x 2), then slices of 2b tasks as b
+    doubles (2 x 4, 4 x 4, 8 x 4, 16 x 4, 32 x 4: 4 + 248 = 252 tasks); the 48 left are less
+    than a slice (2 x 32 or 2 x 64), so they are the last one, cut in batches of
+    max(1, 48 // (10 x 2)) = 2."""
+    import joblib.parallel
+
+    sizes: list[int] = []
+    real_dispatch = joblib.parallel.Parallel._dispatch
+
+    def observe(self: Any, batch: Any) -> Any:  # records each batch, then dispatches it
+        sizes.append(len(batch))
+        return real_dispatch(self, batch)
+
+    d = [0.002] * 300
+    tasks = [Task(i, "sleep", x, x) for i, x in enumerate(d)]
+    with get_scheduler("joblib")(2, workdir=tmp_path) as sched:
+        sched.warm()
+        monkeypatch.setattr(joblib.parallel.Parallel, "_dispatch", observe)
+        out = sched.run(tasks, 60)
+    assert out.error is None and len(out.outcomes) == 300
+    expected = [b[1] for b in models.joblib_schedule(d, 2).batches]
+    assert expected == [1] * 4 + [2] * 4 + [4] * 4 + [8] * 4 + [16] * 4 + [32] * 4 + [2] * 24
+    assert sizes == expected
 
 
 # -- Dask's local scheduler: its own order ----------------------------------------------------
