@@ -11,6 +11,9 @@ Conventions:
   nanosecond stamps keep their precision.
 * ``lower_bound_s`` and ``greedy_s`` describe the workload, not the run: they use the planned
   duration of every task, and the measured one where the plan is unknown (NaN).
+* :func:`trial_model` gives the summary's ``model_s``: the same durations under the trial's
+  scheduler's own model (:data:`~.models.SCHEDULER_MODELS`), which needs the scheduler's name
+  and options, so :mod:`.results` calls it beside the metrics.
 """
 
 from __future__ import annotations
