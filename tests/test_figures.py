@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from matplotlib.collections import PolyCollection
 
 from research import schema
