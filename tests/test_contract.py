@@ -15,7 +15,7 @@ from research.tasks import Task
 
 from procs import wait_no_children
 
-SLOW = {"ipp-direct", "ipp-lb", "dask", "ray"}
+SLOW = {"ipp-direct", "ipp-lb", "dask", "ray", "celery"}
 PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in REGISTRY]
 
 # Sleep bodies on a busy 2-core machine: a task never sleeps less than asked; it may be late.

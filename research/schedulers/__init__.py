@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "ipp-lb": "ipp:IppLoadBalanced",
     "dask": "dask:Dask",
     "ray": "ray:Ray",
+    "celery": "celery:Celery",
 }
 
 
