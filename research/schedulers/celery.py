@@ -263,6 +263,21 @@ def _error_text(value: Any) -> str:
     return repr(value)
 
 
+def _release(results: Sequence[Any]) -> None:
+    """Stop listening for results now, while the broker is up.
+
+    An ``AsyncResult`` unsubscribes in ``__del__``; one collected after the cluster stopped
+    tries to reconnect there, retries, and raises inside the garbage collector.
+    """
+    for r in results:
+        if r.backend is None:
+            continue
+        with contextlib.suppress(Exception):
+            if not r.ready():
+                r.backend.remove_pending_result(r)
+        r.backend = None
+
+
 class _Abort(Exception):
     """Raised from the result wait when the cluster died under it."""
 
@@ -572,8 +587,11 @@ class Celery(Scheduler):
                         EXECUTE_TASK, args=[list(t)], queue=worker_direct(node),
                         task_id=f"warm-{self._token}-{self._trial}-{node}-{i}"))
             deadline = time.monotonic() + timeout_s
-            for r in results:
-                r.get(timeout=max(0.1, deadline - time.monotonic()), propagate=True)
+            try:
+                for r in results:
+                    r.get(timeout=max(0.1, deadline - time.monotonic()), propagate=True)
+            finally:
+                _release(results)
         except Exception as exc:
             self.broken = True
             raise RuntimeError(f"celery: warm-up failed: {type(exc).__name__}: {exc}"
@@ -583,8 +601,9 @@ class Celery(Scheduler):
         from celery.result import ResultSet
 
         task = self.app.signature(NOOP_TASK)
-        ResultSet([task.apply_async((i,)) for i in range(n_tasks)]).join_native(
-            interval=JOIN_INTERVAL_S)
+        results = [task.apply_async((i,)) for i in range(n_tasks)]
+        ResultSet(results).join_native(interval=JOIN_INTERVAL_S)
+        _release(results)  # not part of the baseline's cost: after the last result
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
         from celery.exceptions import TimeoutError as CeleryTimeout
@@ -637,6 +656,8 @@ class Celery(Scheduler):
             error = str(exc)
         except Exception as exc:  # the broker went away mid-trial, ...
             error = f"{type(exc).__name__}: {exc}"
+        finally:
+            _release(results)
         if errors:
             first = next(iter(errors.items()))
             msg = (f"{len(errors)} task(s) failed in Celery (ids {sorted(errors)}); first, "
