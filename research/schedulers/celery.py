@@ -43,6 +43,7 @@ import contextlib
 import importlib.util
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -124,8 +125,10 @@ def _start_loopback_server(argv_for_port: Any, ready: Any, log_path: Path,
     raise RuntimeError(f"server {argv_for_port(0)[0]} did not start ({last}): {tail}")
 
 
-def _reap(pids: Sequence[int], timeout_s: float = STOP_WAIT_S) -> None:
-    """Stop processes and all their descendants: SIGTERM, a bounded wait, then SIGKILL."""
+def _reap(pids: Sequence[int], timeout_s: float = STOP_WAIT_S,
+          sig: signal.Signals = signal.SIGTERM) -> None:
+    """Stop processes and all their descendants: ``sig`` to the processes named (their
+    descendants get SIGTERM), a bounded wait, then SIGKILL to whatever is left."""
     procs: dict[int, psutil.Process] = {}
     for pid in pids:
         with contextlib.suppress(psutil.Error):
@@ -135,7 +138,7 @@ def _reap(pids: Sequence[int], timeout_s: float = STOP_WAIT_S) -> None:
             procs[pid] = p
     for p in procs.values():
         with contextlib.suppress(psutil.Error):
-            p.terminate()
+            p.send_signal(sig if p.pid in pids else signal.SIGTERM)
     _, alive = psutil.wait_procs(list(procs.values()), timeout=timeout_s)
     for p in alive:
         with contextlib.suppress(psutil.Error):
@@ -539,9 +542,10 @@ class Celery(Scheduler):
             if self.events is not None:
                 self.events.stop()
             if self.workers:
-                # A warm shutdown first (SIGTERM: finish nothing more, exit); the prefork
-                # children die with their parent (PDEATHSIG) but are waited for too.
-                _reap([w.pid for w in self.workers])
+                # Celery's cold shutdown (SIGQUIT): no trial is running any more, and its warm
+                # shutdown (SIGTERM) takes seconds per node on a busy machine. The prefork
+                # children die with their parent (PDEATHSIG); they are waited for too.
+                _reap([w.pid for w in self.workers], sig=signal.SIGQUIT)
                 for w in self.workers:
                     with contextlib.suppress(Exception):
                         w.wait(1.0)
