@@ -232,3 +232,33 @@ def test_existing_broker_and_workers_are_used_and_left_running(
         assert len(app.control.ping(timeout=1.0) or []) == 2
     finally:
         app.close()
+
+
+def test_harness_killed_by_sigterm_takes_its_cluster_along(tmp_path: Path) -> None:
+    script = tmp_path / "harness.py"
+    script.write_text(
+        "import sys, time, psutil\n"
+        "from research.schedulers.celery import Celery\n"
+        "s = Celery(2)\n"
+        "s.start()\n"
+        "print(' '.join(str(c.pid) for c in psutil.Process().children(recursive=True)),"
+        " flush=True)\n"
+        "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": celery_adapter.PACKAGE_ROOT})
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) >= 3  # redis-server, a worker node, its pool processes
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+
+        def gone() -> bool:
+            return not [p for p in pids if psutil.pid_exists(p)
+                        and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+        assert _wait(gone, 15), [p for p in pids if psutil.pid_exists(p)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

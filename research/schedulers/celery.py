@@ -69,6 +69,8 @@ NOOP_TASK = "research.noop"
 #: Environment the worker processes read their configuration from (see :func:`_worker_app`).
 ENV_BROKER, ENV_BACKEND = "RESEARCH_CELERY_BROKER", "RESEARCH_CELERY_BACKEND"
 ENV_PREFETCH, ENV_ACKS_LATE = "RESEARCH_CELERY_PREFETCH", "RESEARCH_CELERY_ACKS_LATE"
+#: Set for the worker nodes the harness starts: they die with it (never for existing ones).
+ENV_OWNED = "RESEARCH_CELERY_OWNED"
 START_TIMEOUT_S = 60.0
 STOP_WAIT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
@@ -95,6 +97,22 @@ def _check_worker_count(n_workers: int, found: int, where: str, unit: str) -> No
                                       f"{found} ({unit})")
 
 
+def _die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; a no-op elsewhere).
+
+    Our servers and worker nodes then go with the harness even when it is killed outright
+    (SIGTERM has no handler in the harness; SIGKILL can have none), as Celery does for its own
+    pool processes.
+    """
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,8 +130,10 @@ def _start_loopback_server(argv_for_port: Any, ready: Any, log_path: Path,
     for _ in range(attempts):
         port = _free_port()
         with open(log_path, "ab") as log:
+            # preexec_fn runs between fork and exec; this one makes one libc call. Servers are
+            # started before this adapter starts any thread.
             proc = subprocess.Popen(argv_for_port(port), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and proc.poll() is None:
             if ready(port):
@@ -206,6 +226,8 @@ def _worker_app() -> Any:
     """The app a ``celery worker`` started by (or for) the harness runs, from the environment."""
     from celery.signals import worker_process_init
 
+    if os.environ.get(ENV_OWNED) == "1":
+        _die_with_parent()
     worker_process_init.connect(_label_pool_process, weak=False)
     return _make_app(os.environ[ENV_BROKER], os.environ.get(ENV_BACKEND) or os.environ[ENV_BROKER],
                      int(os.environ.get(ENV_PREFETCH, "4")),
@@ -505,6 +527,7 @@ class Celery(Scheduler):
         env.update({ENV_BROKER: broker, ENV_BACKEND: backend,
                     ENV_PREFETCH: str(self.options["prefetch_multiplier"]),
                     ENV_ACKS_LATE: "1" if self.options["acks_late"] else "0",
+                    ENV_OWNED: "1",
                     # the workers import research.tasks by module, installed or not
                     "PYTHONPATH": os.pathsep.join(
                         p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)})
