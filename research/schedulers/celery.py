@@ -351,6 +351,12 @@ class _Events:
             if etype == "task-succeeded":
                 rec["runtime"] = event.get("runtime")
 
+    def drop(self, prefix: str) -> None:
+        """Forget the records of one trial (ids starting with ``prefix``)."""
+        with self._lock:
+            for uid in [u for u in self.records if u.startswith(prefix)]:
+                del self.records[uid]
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {k: dict(v) for k, v in self.records.items()}
@@ -692,14 +698,22 @@ class Celery(Scheduler):
             error = f"{error}; {msg}" if error else msg
         if error is not None:
             self.broken = True
-            with contextlib.suppress(Exception):  # stop what is queued; restart follows
-                self.app.control.purge()
+            # On an existing broker, tasks still queued or reserved would run on: tell its
+            # workers to skip them (it may serve others: no purge). A local cluster is
+            # restarted anyway. Only when the broker answers: kombu retries a broadcast to a
+            # dead broker forever.
+            pending = [u for u, t in ids.items() if t not in {o.task_id for o in outcomes}]
+            if self.existing and pending and self.broker_url and _redis_ping(self.broker_url):
+                with contextlib.suppress(Exception):
+                    self.app.control.revoke(pending)
         done = {o.task_id for o in outcomes}
         receive = {k: v for k, v in receive.items() if k in done}
         info: dict[str, Any] = {"task_id_prefix": prefix}
         native = self._native(ids, done) if self.collect_native and outcomes else None
         if native is not None:
             info["native_rows"] = len(native)
+        if self.events is not None:
+            self.events.drop(prefix)
         return RunOutput(outcomes, submit, receive, error=error, native=native, info=info)
 
     def _native(self, ids: Mapping[str, int], done: set[int]) -> Any:
