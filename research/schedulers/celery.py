@@ -688,7 +688,11 @@ class Celery(Scheduler):
         except _Abort as exc:
             error = str(exc)
         except Exception as exc:  # the broker went away mid-trial, ...
-            error = f"{type(exc).__name__}: {exc}"
+            error = " ".join(f"{type(exc).__name__}: {exc}".split())
+            try:
+                self._check_alive()
+            except _Abort as dead:  # the cause, in plain words, first
+                error = f"{dead}; then {error}"
         finally:
             _release(results)
         if errors:
