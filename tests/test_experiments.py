@@ -15,7 +15,8 @@ import pytest
 from research.schedulers import REGISTRY
 
 CLUSTER_PROCESS = ("ipengine", "ipcontroller", "ipyparallel", "raylet", "gcs_server", "ray::",
-                   "distributed.cli", "dask worker", "dask scheduler", "nanny")
+                   "distributed.cli", "dask worker", "dask scheduler", "nanny", "celery",
+                   "redis-server")
 
 
 def _cluster_processes_since(t0: float) -> list[str]:
