@@ -18,11 +18,12 @@ README_FIGURES := paired_seed_worst_case_worst_w12_ipp-direct_vs_ipp-lb \
 	paired_seed_random_gamma_w12_ipp-direct_vs_ipp-lb makespan_seed_worst_case_worst \
 	sweep_tasklen_granularity_uniform_w4
 
-.PHONY: setup test lint experiments report figures bench bench-analysis readme-figures clean help
+.PHONY: setup test test-fast lint experiments report figures bench bench-analysis readme-figures clean help
 
 help:
 	@echo "make experiments   run the default study suite, then the report (RESULTS=DIR, QUICK=1)"
 	@echo "make test          lint and run the whole test suite"
+	@echo "make test-fast     the tests that start no cluster (under 90 s)"
 	@echo "make report        report of RESULTS (default results/) into RESULTS/report"
 	@echo "make figures       figures only"
 	@echo "make bench         harness overhead benchmark (bench-analysis: analysis speed)"
@@ -40,9 +41,14 @@ $(STAMP): requirements.lock pyproject.toml
 
 lint: setup
 	$(PY) -m ruff check research analysis experiments tests
+	$(PY) -m mypy research
 
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: every test that starts no cluster and runs no sweep (marker `slow`), < 90 s.
+test-fast: setup
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 # A study that fails (a scheduler that cannot start here) is recorded as failed trials and shows
 # up in the report as "not run"; the suite and the report still complete.

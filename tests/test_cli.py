@@ -121,6 +121,7 @@ def test_rerun_skips_and_force_redoes(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(list((out / "resume").glob("*.parquet"))) == 4
 
 
+@pytest.mark.slow
 def test_ctrl_c_shuts_down_keeps_finished_trials_and_resumes(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, """
         [experiment]
@@ -159,6 +160,7 @@ def test_ctrl_c_shuts_down_keeps_finished_trials_and_resumes(tmp_path: Path) -> 
     assert len(list((out / "intr").glob("*.parquet"))) == 6
 
 
+@pytest.mark.slow
 def test_hung_and_crashed_trials_fail_and_the_sweep_goes_on(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, """
         [experiment]
@@ -209,6 +211,7 @@ def test_every_command_is_listed() -> None:
                                 "trace", "bench"}
 
 
+@pytest.mark.slow
 def test_report_claims_figures_and_trace_commands(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     from research.analysis import claims

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from matplotlib.collections import PolyCollection
 
 from research import schema
@@ -114,6 +115,7 @@ def test_large_trial_is_one_rasterized_collection(tmp_path: Path) -> None:
     assert png.stat().st_size > 0 and svg.stat().st_size < 2_000_000
 
 
+@pytest.mark.slow
 def test_draw_all_on_a_sweep(tmp_path: Path) -> None:
     res = R.load_results(build_results_dir(tmp_path / "res"))
     fs = F.draw_all(res, tmp_path / "fig", formats=("png",))
@@ -157,6 +159,7 @@ def test_scheduler_colours_differ_and_survive_a_new_process() -> None:
     assert done.stdout.strip() == F.scheduler_color("unknown-sched")
 
 
+@pytest.mark.slow
 def test_task_length_sweep_and_failed_only_results(tmp_path: Path) -> None:
     for wl, d in (("short", 0.01), ("long", 0.1)):
         for sched in ("ipp-direct", "ipp-lb"):

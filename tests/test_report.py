@@ -45,6 +45,7 @@ def report(mixed_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     return out, build_report(mixed_dir, out, claims, max_timelines=5)
 
 
+@pytest.mark.slow
 def test_report_files_exist_and_csv_has_one_row_per_trial(report: tuple[Path, object]) -> None:
     out, rep = report
     for name in ("index.html", "report.md", "summary.csv", "claims.csv"):
@@ -57,6 +58,7 @@ def test_report_files_exist_and_csv_has_one_row_per_trial(report: tuple[Path, ob
     assert csv["trial_id"].is_unique
 
 
+@pytest.mark.slow
 def test_report_lists_broken_files_and_failed_trials(report: tuple[Path, object]) -> None:
     out, _ = report
     html = (out / "index.html").read_text()
@@ -69,6 +71,7 @@ def test_report_lists_broken_files_and_failed_trials(report: tuple[Path, object]
         assert "Test CPU 3000" in text and "testhost" in text  # the environment table
 
 
+@pytest.mark.slow
 def test_claims_hook_is_at_the_top(report: tuple[Path, object]) -> None:
     out, _ = report
     html = (out / "index.html").read_text()
@@ -76,6 +79,7 @@ def test_claims_hook_is_at_the_top(report: tuple[Path, object]) -> None:
     assert "class='pass'" in html
 
 
+@pytest.mark.slow
 def test_html_is_offline_and_figures_resolve(report: tuple[Path, object]) -> None:
     out, rep = report
     html = (out / "index.html").read_text()
@@ -106,6 +110,7 @@ def _without_timestamps(text: str) -> str:
     return re.sub(r"Generated [0-9T:-]+\.", "Generated (time).", text)
 
 
+@pytest.mark.slow
 def test_the_same_report_through_both_entry_points(mixed_dir: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "cli", tmp_path / "script"
     done_a = _run("-m", "research", "report", str(mixed_dir), "--out", str(a),
@@ -126,6 +131,7 @@ def test_the_same_report_through_both_entry_points(mixed_dir: Path, tmp_path: Pa
     assert md_a.index("Claims from the talk") < md_a.index("Overview")
 
 
+@pytest.mark.slow
 def test_report_script_end_to_end(tmp_path: Path) -> None:
     res = tmp_path / "res"
     write(records([task(0, "worker-0", 0, 1), task(1, "worker-1", 0, 2)], n_workers=2), res)
@@ -155,6 +161,7 @@ def test_verdict_classes_come_from_the_verdict_constants() -> None:
     assert verdict_class("note", C.REPRODUCED) == ""
 
 
+@pytest.mark.slow
 def test_html_comes_from_the_template_and_escapes(tmp_path: Path) -> None:
     res = tmp_path / "res"
     write(records([task(0, "worker-0", 0, 1)], n_workers=1, scheduler="a<b&c"), res)
@@ -171,6 +178,7 @@ def test_formatting_helpers() -> None:
     assert table.splitlines()[2] == "| x\\|y | 1.5 |"
 
 
+@pytest.mark.slow
 def test_a_broken_claims_table_is_reported_not_fatal(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from research.analysis import report as report_module

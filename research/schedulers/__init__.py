@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "ray-pool": "ray_pool:RayPool",
     "dask-local": "dask_local:DaskLocal",
     "parsl": "parsl_:Parsl",
+    "celery": "celery:Celery",
 }
 
 

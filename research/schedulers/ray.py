@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from .. import tasks as _tasks
 from ..errors import ParamError
@@ -291,8 +291,8 @@ class Ray(ClusterScheduler):
                          "'auto') instead of starting one; its total CPUs must equal n_workers"),
     }
     existing_keys = ("address",)
-    distributions = ("ray",)
-    process_names = ("raylet", "gcs_server", "ray::")
+    distributions: ClassVar[tuple[str, ...]] = ("ray",)
+    process_names: ClassVar[tuple[str, ...]] = ("raylet", "gcs_server", "ray::")
     exit_wait_s = SHUTDOWN_WAIT_S
 
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
