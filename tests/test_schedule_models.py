@@ -169,6 +169,24 @@ def test_dask_local_follows_the_order_dask_chose() -> None:
     assert sync.makespan_s == pytest.approx(10.0, **EXACT)
 
 
+# -- Celery: nodes that prefetch ---------------------------------------------------------------
+def test_celery_prefetch_by_hand() -> None:
+    # 2 nodes of 1 process, prefetch 1, acks on start. Dealt in turn: m0 -> n0, m1 -> n1; both
+    # start (acked), so m2 -> n0 and m3 -> n1 wait there. n1 ends m1 at 1, starts m3 [1, 2] and
+    # fetches m4; [2, 3]; fetches m5: [3, 4]. n0 ends m0 at 4 and only then starts its m2:
+    # [4, 8]. Greedy: m2 goes to the process free at 1: [1, 5], and the rest end by 6.
+    d = [4.0, 1.0, 4.0, 1.0, 1.0, 1.0]
+    assert models.celery_prefetch(d, 2, nodes=2, prefetch_multiplier=1) == pytest.approx(8.0)
+    assert models.greedy_makespan(d, 2) == pytest.approx(6.0)
+    # acks_late: the running task fills the window, so nothing waits at a node: greedy.
+    assert models.celery_prefetch(d, 2, 2, 1, acks_late=True) == pytest.approx(6.0)
+    # One node: its processes share one queue: greedy.
+    assert models.celery_prefetch(d, 2, 1, 4) == pytest.approx(6.0)
+    # No limit (0): all messages dealt in turn, m0 m2 m4 to n0 (4 + 4 + 1 = 9).
+    assert models.celery_prefetch(d, 2, 2, 0) == pytest.approx(9.0)
+    assert models.round_robin_chunks(d, 2, 1) == pytest.approx(9.0)
+
+
 # -- the table ----------------------------------------------------------------------------------
 def test_every_registered_scheduler_has_a_model() -> None:
     missing = sorted(set(REGISTRY) - set(models.SCHEDULER_MODELS))
@@ -193,7 +211,7 @@ def test_models_by_label_and_unknown_schedulers() -> None:
     # chunks of 2: [0.22, 0.04] x 4; actors 0 and 2 get 0.22 + 0.22 = 0.44 s.
     assert by_label.makespan_s == pytest.approx(0.44, **EXACT)
     assert "chunks of 2" in by_label.label
-    unknown = models.model_for_trial("celery", None, tasks)
+    unknown = models.model_for_trial("slurm", None, tasks)
     assert math.isnan(unknown.makespan_s) and "no model" in unknown.label
 
 
