@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -71,6 +72,26 @@ def test_cluster_processes_reaps_what_was_spawned_since_the_snapshot(no_leaks: N
     finally:
         older.kill()
         older.wait()
+
+
+def test_add_matching_finds_a_process_reparented_away_from_us(no_leaks: None) -> None:
+    """A launcher's background job (Parsl's worker pool) is nobody's child here: found by a
+    mark in its command line, with its children, and reaped."""
+    mark = f"research-test-{uuid.uuid4().hex}"
+    script = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \
+             f"'import time; time.sleep(60)', '{mark}-child']); time.sleep(60)"
+    launcher = subprocess.run(["sh", "-c", f'"{sys.executable}" -c "{script}" {mark} &'],
+                              check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    assert launcher.returncode == 0  # the launcher is gone: the job is re-parented
+    procs = ClusterProcesses()
+    deadline = time.monotonic() + 20
+    while len(procs.add_matching(lambda cmd: mark in cmd)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    found = procs.collect()
+    assert len(found) == 2, found
+    assert not {p.pid for p in found} & {p.pid for p in psutil.Process().children(True)}
+    procs.reap(timeout_s=0.5)
+    assert not [p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_owned_dir_in_the_work_dir_or_an_own_temp_dir(tmp_path: Path) -> None:

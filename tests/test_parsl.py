@@ -102,7 +102,8 @@ def test_preflight_names_both_worker_counts(tmp_path: Path) -> None:
             max_workers_per_node=3, address="127.0.0.1",
             provider=LocalProvider(init_blocks=1, max_blocks=1))])
     """))
-    with pytest.raises(ParamError, match=r"asks for 2 workers but .*three\.py.* gives 3"):
+    with pytest.raises(ParamError, match=r"three\.py.* has 3 worker\(s\), but the sweep asks for "
+                       r"n_workers = 2"):
         Parsl.preflight(2, {"config_file": str(cfg)})
     Parsl.preflight(3, {"config_file": str(cfg)})
     assert not _procs_with(str(tmp_path))  # the check started nothing
@@ -127,7 +128,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parsl]:
     workdir = tmp_path_factory.mktemp("work")
     with contextlib.chdir(cwd), Parsl(2, workdir=workdir) as sched:
         sched.warm()
-        sched.test_procs = sched._cluster_procs()  # type: ignore[attr-defined]
+        sched.test_procs = sched.cluster_procs()  # type: ignore[attr-defined]
         yield sched
         assert not list(cwd.iterdir()), "Parsl wrote into the current directory"
     run_dir = sched.run_dir
@@ -138,7 +139,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parsl]:
 @pytest.mark.slow
 class TestLocalCluster:
     def test_processes_and_sockets(self, cluster: Parsl) -> None:
-        procs = cluster._cluster_procs()
+        procs = cluster.cluster_procs()
         cmds = [" ".join(p.cmdline()) for p in procs]
         assert any("interchange" in c for c in cmds), cmds
         assert any("process_worker_pool" in c for c in cmds), cmds
@@ -180,7 +181,7 @@ class TestLocalCluster:
         after = cluster.run([Task(i, "sleep", 0.2, 0.2) for i in range(4)], timeout_s=60)
         assert after.error is None and len({o.worker for o in after.outcomes}) == 2
         cluster.test_procs = list({p.pid: p for p in  # type: ignore[attr-defined]
-                                   [*cluster.test_procs, *cluster._cluster_procs()]}.values())
+                                   [*cluster.test_procs, *cluster.cluster_procs()]}.values())
 
     def test_bare_baseline_runs(self, cluster: Parsl) -> None:
         cluster.bare_noop(50)
@@ -211,7 +212,7 @@ def test_user_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_le
     Parsl.preflight(2, {"config_file": str(cfg)})
     with Parsl(2, {"config_file": str(cfg)}, workdir=work) as sched:
         sched.warm()
-        procs = sched._cluster_procs()
+        procs = sched.cluster_procs()
         out = sched.run([Task(i, "sleep", 0.1, 0.1) for i in range(4)], timeout_s=60)
         assert out.error is None and len({o.worker for o in out.outcomes}) == 2
         assert sched.info()["executor"] == "mine"
@@ -232,7 +233,7 @@ def test_monitoring_database_is_the_native_witness(tmp_path: Path, no_leaks: Non
     tasks = [Task(i, "sleep", 0.05, 0.05) for i in range(6)]
     with Parsl(2, {"monitoring": True}, workdir=tmp_path) as sched:
         sched.warm()
-        procs = sched._cluster_procs()
+        procs = sched.cluster_procs()
         cmds = " ".join(" ".join(p.cmdline()) for p in procs)
         assert "parsl: monitoring" in cmds, cmds
         assert _listen_addrs([*procs, psutil.Process()]) <= set(LOOPBACK)

@@ -124,7 +124,8 @@ class ClusterProcesses:
     :meth:`snapshot` at start notes the descendants that already exist (another cluster's, the
     test runner's); :meth:`collect` then adds every descendant spawned since whose command line
     ``match`` accepts (all but :data:`HELPER_PROCESSES` when ``match`` is None). Processes the
-    library names itself (a launcher's process, a worker's pid) are added with :meth:`add`.
+    library names itself (a launcher's process, a worker's pid) are added with :meth:`add`, and
+    processes that are not descendants at all (re-parented to init) with :meth:`add_matching`.
     :meth:`reap` collects once more and reaps them all. Call :meth:`collect` before stopping the
     cluster too: a process that has exited by then leaves its children orphaned, not ours.
     """
@@ -147,6 +148,25 @@ class ClusterProcesses:
                 proc = p if isinstance(p, psutil.Process) else psutil.Process(p)
                 for q in [proc, *(proc.children(recursive=True) if recursive else [])]:
                     self.known.setdefault(q.pid, q)
+
+    def add_matching(self, match: Callable[[str], bool]) -> list[psutil.Process]:
+        """Remember every process on the machine (not this one) whose command line ``match``
+        accepts, with its descendants; returns those found now.
+
+        For a cluster process that is not a descendant: one a launcher ran in the background
+        and that was re-parented to init (Parsl's worker pool). ``match`` must be specific to
+        this cluster (its run dir, a token of its own), as it sees every user's processes.
+        """
+        found: list[psutil.Process] = []
+        me = os.getpid()
+        for p in psutil.process_iter():
+            if p.pid == me:
+                continue
+            cmd = cmdline(p)
+            if cmd and not is_helper(cmd) and match(cmd):
+                found.append(p)
+        self.add(found, recursive=True)
+        return found
 
     def collect(self) -> list[psutil.Process]:
         """Add the matching descendants spawned since :meth:`snapshot`; all known processes."""

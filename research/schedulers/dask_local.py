@@ -53,10 +53,10 @@ from .. import tasks as _tasks
 from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task, execute, execute_in_thread, noop
-from .base import RunOutput, Scheduler, stamp_all
+from .base import RunOutput, Scheduler, stamp_all, timeout_error
+from .cluster import EXIT_WAIT_S, reap
 
 SCHEDULERS = ("processes", "threads", "synchronous")
-SHUTDOWN_WAIT_S = 10.0
 THREAD_PREFIX = "dask-local"
 
 
@@ -67,20 +67,6 @@ def execute_labelled(task: Task) -> Outcome:
 
         _tasks.set_worker_label(f"dask-local-{os.getpid()}")
     return execute(task)
-
-
-def _timeout_error(timeout_s: float) -> str:
-    """The trial-level timeout message every adapter uses."""
-    return f"timeout after {timeout_s:g} s"
-
-
-def _reap(procs: list[psutil.Process], timeout_s: float) -> None:
-    """Wait until ``procs`` are gone; kill and reap what is left after ``timeout_s``."""
-    _gone, alive = psutil.wait_procs(procs, timeout=timeout_s)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(alive, timeout=5.0)
 
 
 class DaskLocal(Scheduler):
@@ -95,7 +81,10 @@ class DaskLocal(Scheduler):
     }
     run_options = frozenset({"chunksize"})
     distributions = ("dask",)
-    process_names = ("multiprocessing.forkserver", "multiprocessing.spawn")
+    # None: its workers are forked by this interpreter's forkserver and carry that helper's
+    # command line (cluster.HELPER_PROCESSES), so no mark is specific to them. They are this
+    # process's descendants (the tests' no_leaks sees them) and are reaped by pid at shutdown.
+    process_names = ()
     slow_start = False
 
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
@@ -146,7 +135,7 @@ class DaskLocal(Scheduler):
         # A thread cannot be killed: after a timeout, do not wait for the one still sleeping.
         wait = not (self.broken and isinstance(pool, ThreadPoolExecutor))
         pool.shutdown(wait=wait, cancel_futures=True)
-        _reap(procs, SHUTDOWN_WAIT_S)
+        reap(procs, EXIT_WAIT_S)
 
     @staticmethod
     def _pool_procs(pool: Executor) -> list[psutil.Process]:
@@ -206,7 +195,7 @@ class DaskLocal(Scheduler):
             for p in self._pool_procs(self.pool) if self.pool else []:
                 with contextlib.suppress(psutil.Error):
                     p.kill()  # ends the compute (BrokenProcessPool) and frees the thread
-            return RunOutput([], submit, {}, error=_timeout_error(timeout_s))
+            return RunOutput([], submit, {}, error=timeout_error(timeout_s))
         if "exc" in box:
             exc = box["exc"]
             self.broken = True  # a dead worker breaks a ProcessPoolExecutor for good

@@ -59,12 +59,14 @@ from .. import tasks as _tasks
 from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task, execute, noop
-from .base import RunOutput, Scheduler, stamp_all
+from .base import RunOutput, Scheduler, stamp_all, timeout_error
+from .cluster import EXIT_WAIT_S, ClusterProcesses, reap
 
 BACKENDS = ("loky", "multiprocessing")
 PRE_DISPATCH = re.compile(r"all|\d+|n_jobs|\d+\*n_jobs|n_jobs\*\d+")
-SHUTDOWN_WAIT_S = 10.0
 WARM_SLEEP_S = 0.1
+#: Command-line mark of loky's processes (workers and its resource tracker).
+LOKY = "joblib.externals.loky"
 
 
 def execute_labelled(task: Task) -> Outcome:
@@ -72,20 +74,6 @@ def execute_labelled(task: Task) -> Outcome:
     if _tasks.WORKER_LABEL is None:
         _tasks.set_worker_label(f"joblib-{os.getpid()}")
     return execute(task)
-
-
-def _timeout_error(timeout_s: float) -> str:
-    """The trial-level timeout message every adapter uses."""
-    return f"timeout after {timeout_s:g} s"
-
-
-def _reap(procs: list[psutil.Process], timeout_s: float) -> None:
-    """Wait until ``procs`` are gone; kill and reap what is left after ``timeout_s``."""
-    _gone, alive = psutil.wait_procs(procs, timeout=timeout_s)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(alive, timeout=5.0)
 
 
 class _AtexitShim:
@@ -136,7 +124,7 @@ def _forget_executor(loky: Any) -> None:
         jl_executor._executor_args = None
     # An executor that joblib replaced after a dead worker is still referenced by its manager
     # thread until that thread ends; wait (bounded) for those threads, then collect.
-    deadline = time.monotonic() + SHUTDOWN_WAIT_S
+    deadline = time.monotonic() + EXIT_WAIT_S
     for thread in threading.enumerate():
         if type(thread).__name__ == "_ExecutorManagerThread":
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -170,7 +158,8 @@ class Joblib(Scheduler):
     }
     run_options = frozenset({"batch_size", "pre_dispatch"})
     distributions = ("joblib",)  # loky is vendored: joblib.externals.loky
-    process_names = ("joblib.externals.loky", "multiprocessing.forkserver")
+    # loky's workers (python -m ...popen_loky_posix) and its resource tracker (-c "from ...")
+    process_names = (f"{LOKY}.backend.popen_loky", f"{LOKY}.backend.resource_tracker")
     slow_start = False
 
     @classmethod
@@ -194,6 +183,8 @@ class Joblib(Scheduler):
                  workdir: Path | None = None) -> None:
         super().__init__(n_workers, options, workdir)
         self._temp_folder: str | None = None
+        # loky's workers spawned since start; the tracker is stopped on its own, last.
+        self.procs = ClusterProcesses(lambda cmd: LOKY in cmd and "resource_tracker" not in cmd)
         self._pids: set[int] = set()
         self._version: str | None = None
 
@@ -203,6 +194,7 @@ class Joblib(Scheduler):
         import joblib._memmapping_reducer  # noqa: F401  (for the shim below)
 
         self._version = joblib.__version__
+        self.procs.snapshot()
         _atexit_shim()
         if self.workdir is not None:
             folder = Path(self.workdir) / "joblib"
@@ -222,7 +214,11 @@ class Joblib(Scheduler):
         )
 
     def _shutdown(self) -> None:
-        procs = self._worker_procs()
+        # Before stopping: the workers (and, for the multiprocessing backend, the processes
+        # that ran tasks, known by pid) while they are still our children.
+        self.procs.add(p for p in psutil.Process().children(recursive=True)
+                       if p.pid in self._pids)
+        self.procs.collect()
         loky = sys.modules.get("joblib.externals.loky.reusable_executor")
         executor = getattr(loky, "_executor", None) if loky else None
         if executor is not None:
@@ -233,19 +229,8 @@ class Joblib(Scheduler):
         if shim is not None:
             shim.run_pending()
         _forget_executor(loky)
-        _reap(procs + [p for p in self._worker_procs() if p not in procs], SHUTDOWN_WAIT_S)
+        self.procs.reap(EXIT_WAIT_S)
         self._stop_resource_tracker()
-
-    def _worker_procs(self) -> list[psutil.Process]:
-        """Our child processes started by loky (workers) or by the backend's pool."""
-        out = []
-        for p in psutil.Process().children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                cmd = " ".join(p.cmdline())
-                ours = p.pid in self._pids or "joblib.externals.loky" in cmd
-                if ours and "resource_tracker" not in cmd:  # the tracker is stopped after
-                    out.append(p)
-        return out
 
     @staticmethod
     def _stop_resource_tracker() -> None:
@@ -264,7 +249,7 @@ class Joblib(Scheduler):
             if stop is not None:
                 # The stdlib's _stop closes the pipe, then waits for the pid (it exits then).
                 stop()
-            _reap([proc], 5.0)
+            reap([proc], 5.0)
 
     # -- trials ----------------------------------------------------------------------------
     def warm(self, timeout_s: float = 60.0) -> None:
@@ -305,10 +290,10 @@ class Joblib(Scheduler):
                 receive[out.task_id] = time.time_ns()
                 outcomes.append(out)
                 if time.monotonic() > deadline and len(outcomes) < len(tasks):
-                    error = _timeout_error(timeout_s)
+                    error = timeout_error(timeout_s)
                     break
         except (TimeoutError, multiprocessing.TimeoutError):  # joblib raises the latter
-            error = _timeout_error(timeout_s)
+            error = timeout_error(timeout_s)
         except Exception as exc:  # a worker that died (TerminatedWorkerError) and the like
             error = f"{type(exc).__name__}: {exc}"
         finally:

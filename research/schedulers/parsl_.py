@@ -33,7 +33,6 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,7 +45,8 @@ from .. import tasks as _tasks
 from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task, execute
-from .base import ReceiveStamps, RunOutput, Scheduler
+from .base import ReceiveStamps, RunOutput, timeout_error
+from .cluster import LOOPBACK, ClusterScheduler, check_worker_count
 
 #: Label of the executor this adapter builds.
 EXECUTOR_LABEL = "htex_research"
@@ -54,8 +54,8 @@ EXECUTOR_LABEL = "htex_research"
 HTEX_SETTINGS: dict[str, Any] = {
     # Interchange <-> workers on loopback only (the default, None, binds to all addresses);
     # the client <-> interchange ports use loopback_address (127.0.0.1 by default, set anyway).
-    "address": "127.0.0.1",
-    "loopback_address": "127.0.0.1",
+    "address": LOOPBACK,
+    "loopback_address": LOOPBACK,
     # A loopback-only cluster: CurveZMQ encryption (the default) only adds per-message cost.
     "encrypted": False,
     # The pool's watchdog checks for dead workers once per heartbeat period (default 30 s): a
@@ -166,12 +166,6 @@ def config_workers(htex: Any) -> int:
     return int(per_node) * int(getattr(provider, "nodes_per_block", 1)) * int(blocks)
 
 
-def _check_workers(n_workers: int, found: int, where: str) -> None:
-    if found != n_workers:
-        raise ParamError("n_workers", f"config asks for {n_workers} workers but {where} "
-                         f"gives {found}")
-
-
 def _script_cmd(name: str) -> list[str]:
     """Command running Parsl's ``<name>.py`` script with this interpreter (the script beside
     it, else the module: both keep ``<name>`` in the command line)."""
@@ -191,39 +185,6 @@ def _find_scripts(htex: Any) -> None:
     if htex.launch_cmd.startswith(bare + " ") and not shutil.which(bare):
         htex.launch_cmd = htex.launch_cmd.replace(
             bare, shlex.join(_script_cmd("process_worker_pool")), 1)
-
-
-def _timeout_error(timeout_s: float) -> str:
-    return f"timeout after {timeout_s:g} s"
-
-
-def _reap(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    """Wait (bounded) until ``procs`` are gone, kill the rest; the ones that would not die."""
-    left = _wait_gone(procs, timeout_s)
-    for p in left:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    return _wait_gone(left, 5.0)
-
-
-def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        procs = [p for p in procs if _running(p)]
-        if not procs or time.monotonic() > deadline:
-            return procs
-        time.sleep(0.1)
-
-
-def _running(p: psutil.Process) -> bool:
-    try:
-        if p.status() == psutil.STATUS_ZOMBIE:
-            with contextlib.suppress(psutil.Error, OSError):
-                os.waitpid(p.pid, os.WNOHANG)  # ours to reap if it is our child
-            return False
-        return p.is_running()
-    except psutil.Error:
-        return False
 
 
 # -- the native witness ------------------------------------------------------------------------
@@ -278,7 +239,7 @@ def monitoring_table(db: str, run_id: str, ids: Mapping[int, int]) -> Any:
 
 
 # -- the adapter ------------------------------------------------------------------------------
-class Parsl(Scheduler):
+class Parsl(ClusterScheduler):
     """One Parsl ``python_app`` call per item on a HighThroughputExecutor, results as they
     arrive."""
 
@@ -286,11 +247,11 @@ class Parsl(Scheduler):
     description = ("Parsl HighThroughputExecutor (one local block, loopback), one app call per "
                    "item, results as they arrive")
     distributions = ("parsl",)
-    #: Command-line substrings of the processes a cluster of ours runs (interchange, pool, and
-    #: the shell that launched the pool); the pool's workers are its children.
+    #: Command-line marks of the processes a cluster of ours runs (interchange, worker pool,
+    #: monitoring); the pool's workers are its children and share its command line.
     process_names = ("parsl: HTEX interchange", "interchange.py", "process_worker_pool",
                      "parsl: monitoring")
-    slow_start = True
+    exit_wait_s = SHUTDOWN_WAIT_S
     options_spec = {
         "config_file": Param("str", None, help="a Python file defining `config`, a Parsl Config "
                              "with one HighThroughputExecutor, to use instead of ours; its "
@@ -304,13 +265,11 @@ class Parsl(Scheduler):
                  workdir: Path | None = None) -> None:
         super().__init__(n_workers, options, workdir)
         self.run_dir: str | None = None
-        self._own_dir: str | None = None
         self._dfk: Any = None
         self._app: Any = None
         self._label = EXECUTOR_LABEL
         self._version: str | None = None
         self._labels_seen: set[str] = set()
-        self._procs: dict[int, psutil.Process] = {}
         self.monitoring_db: str | None = None
         #: How long run() polls the monitoring database for the trial's records: the
         #: database manager writes them in batches, once a second (MONITORING_DB_BATCH_S).
@@ -327,9 +286,9 @@ class Parsl(Scheduler):
         if path is None:
             return
         htex = _htex_of(load_user_config(path), repr(path))
-        _check_workers(n_workers, config_workers(htex), f"the Parsl config {path!r}")
+        check_worker_count(n_workers, config_workers(htex), f"the Parsl config {path!r}")
 
-    def _start(self) -> None:
+    def _start_cluster(self) -> None:
         parsl = import_parsl()
         self._version = parsl.__version__
         from parsl.errors import NoDataFlowKernelError
@@ -341,14 +300,14 @@ class Parsl(Scheduler):
         else:
             raise RuntimeError("a Parsl DataFlowKernel is already loaded in this process: "
                                "run one Parsl adapter at a time")
-        self.run_dir = self._pick_run_dir()
+        self.run_dir = str(self.dir.make(self.workdir, "parsl", prefix="parsl-"))
         if self.options["config_file"] is None:
             config = self._config()
         else:
             config = load_user_config(self.options["config_file"])
             htex = _htex_of(config, repr(self.options["config_file"]))
-            _check_workers(self.n_workers, config_workers(htex),
-                           f"the Parsl config {self.options['config_file']!r}")
+            check_worker_count(self.n_workers, config_workers(htex),
+                               f"the Parsl config {self.options['config_file']!r}")
             self._label = htex.label
             _find_scripts(htex)
             if config.run_dir == DEFAULT_RUN_DIR:  # never ./runinfo in the current directory
@@ -356,7 +315,7 @@ class Parsl(Scheduler):
             else:
                 self.run_dir = str(config.run_dir)
         self._dfk = parsl.load(config)
-        self._track_procs()
+        self.cluster_procs()
         self._app = parsl.python_app(execute_labelled, executors=[self._label],
                                      data_flow_kernel=self._dfk)
 
@@ -394,61 +353,29 @@ class Parsl(Scheduler):
         return Config(executors=[htex], run_dir=self.run_dir, monitoring=monitoring,
                       initialize_logging=FileLogging(level=LOG_LEVEL), **CONFIG_SETTINGS)
 
-    def _pick_run_dir(self) -> str:
-        if self.workdir is not None:
-            path = Path(self.workdir).resolve() / "parsl"
-            path.mkdir(parents=True, exist_ok=True)
-            return str(path)
-        self._own_dir = tempfile.mkdtemp(prefix="parsl-")
-        return self._own_dir
+    def cluster_procs(self) -> list[psutil.Process]:
+        """The cluster's processes, remembered until shutdown reaps them: our descendants since
+        start (the interchange, monitoring) and the worker pool, found by the run dir in its
+        command line (LocalProvider's background job is re-parented to init)."""
+        run_dir = self.run_dir
+        if run_dir:
+            self.procs.add_matching(lambda cmd: run_dir in cmd)
+        return self.procs.collect()
 
-    def _track_procs(self) -> None:
-        """Remember the cluster's processes (found again at shutdown: workers get replaced)."""
-        for p in self._cluster_procs():
-            self._procs[p.pid] = p
-
-    def _cluster_procs(self) -> list[psutil.Process]:
-        """Our interchange (a child of this process) and the worker pool found by the run dir
-        in its command line (re-parented to init), with all their descendants."""
-        roots: list[psutil.Process] = []
-        me = psutil.Process()
-        for p in me.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                cmd = " ".join(p.cmdline())
-                if any(m in cmd for m in self.process_names):
-                    roots.append(p)
-        if self.run_dir:
-            for p in psutil.process_iter(["cmdline"]):
-                with contextlib.suppress(psutil.Error):
-                    if p.pid != me.pid and self.run_dir in " ".join(p.info["cmdline"] or []):
-                        roots.append(p)
-        found: dict[int, psutil.Process] = {}
-        for p in roots:
-            found[p.pid] = p
-            with contextlib.suppress(psutil.Error):
-                for c in p.children(recursive=True):
-                    found[c.pid] = c
-        return list(found.values())
-
-    def _shutdown(self) -> None:
+    def _stop_cluster(self) -> None:
         parsl = sys.modules.get("parsl")
         try:
-            self._track_procs()
-            if self._dfk is not None:
+            self.cluster_procs()  # workers get replaced: look again before stopping
+            if self._dfk is not None:  # never another adapter's kernel (start refused it)
                 with contextlib.suppress(Exception):
                     self._dfk.cleanup()
-            if parsl is not None:
-                with contextlib.suppress(Exception):
-                    parsl.clear()
-            self._track_procs()  # anything started since the last look
-            _reap(list(self._procs.values()), SHUTDOWN_WAIT_S)
+                if parsl is not None:
+                    with contextlib.suppress(Exception):
+                        parsl.clear()
+            self.cluster_procs()  # anything started since the last look; reaped by the base
         finally:
             self._dfk = None
             self._app = None
-            self._procs = {}
-            if self._own_dir is not None:
-                shutil.rmtree(self._own_dir, ignore_errors=True)
-                self._own_dir = None
 
     # -- trials ----------------------------------------------------------------------------
     def bare_noop(self, n_tasks: int) -> None:
@@ -489,7 +416,7 @@ class Parsl(Scheduler):
         if len(received) < len(tasks):
             # HTEX cannot stop a running task: the runner restarts the cluster.
             self.broken = True
-            error = _timeout_error(timeout_s) + (f"; then {error}" if error else "")
+            error = timeout_error(timeout_s) + (f"; then {error}" if error else "")
         self._labels_seen.update(o.worker for o in outcomes)
         info: dict[str, Any] = {"lost_tasks": lost} if lost else {}
         table = None
@@ -545,7 +472,7 @@ class Parsl(Scheduler):
                 raise RuntimeError(f"parsl: warm-up failed: {out.error}")
             seen = len({o.worker for o in out.outcomes})
             if seen == n:
-                self._track_procs()
+                self.cluster_procs()
                 return
         self.broken = True
         raise RuntimeError(f"parsl: warm-up saw {seen} of {n} workers within {timeout_s:g} s")

@@ -292,7 +292,9 @@ class Ray(ClusterScheduler):
     }
     existing_keys = ("address",)
     distributions: ClassVar[tuple[str, ...]] = ("ray",)
-    process_names: ClassVar[tuple[str, ...]] = ("raylet", "gcs_server", "ray::")
+    # Its binaries, its ``ray::`` workers, and its Python services (log monitor, dashboard agent)
+    process_names: ClassVar[tuple[str, ...]] = ("raylet", "gcs_server", "ray::", "ray/_private/",
+                                                "ray/dashboard/")
     exit_wait_s = SHUTDOWN_WAIT_S
 
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,

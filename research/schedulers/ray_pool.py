@@ -39,16 +39,11 @@ from typing import Any
 
 from ..params import Param
 from ..tasks import Outcome, Task
-from .base import RunOutput, stamp_all
+from .base import RunOutput, stamp_all, timeout_error
 from .ray import Ray, execute_labelled, import_ray, native_table, timeline_events
 
 METHODS = ("map", "imap", "imap_unordered")
 WARM_SLEEP_S = 0.1
-
-
-def _timeout_error(timeout_s: float) -> str:
-    """The trial-level timeout message every adapter uses."""
-    return f"timeout after {timeout_s:g} s"
 
 
 class RayPool(Ray):
@@ -63,9 +58,7 @@ class RayPool(Ray):
         **Ray.options_spec,
     }
     run_options = frozenset({"method", "chunksize"})
-    distributions = ("ray",)
-    process_names = ("ray::", "raylet", "gcs_server", "ray/_private", "ray/dashboard")
-    slow_start = True
+    # distributions, process_names, slow_start: the ray adapter's (the same cluster)
 
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
                  workdir: Path | None = None) -> None:
@@ -73,20 +66,20 @@ class RayPool(Ray):
         self.pool: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
-    def _start(self) -> None:
-        super()._start()  # a local Ray (or the cluster at ``address``), as the ray adapter
+    def _start_cluster(self) -> None:
+        super()._start_cluster()  # a local Ray (or the cluster at ``address``), as ``ray``
         import_ray()
         from ray.util.multiprocessing import Pool
 
         # Ray is initialised: the pool uses it and starts n actors, waiting until they answer.
         self.pool = Pool(processes=self.n_workers)
 
-    def _shutdown(self) -> None:
+    def _stop_cluster(self) -> None:
         pool, self.pool = self.pool, None
         if pool is not None:
             with contextlib.suppress(Exception):
                 pool.terminate()  # ray.kill on every actor
-        super()._shutdown()
+        super()._stop_cluster()
 
     # -- trials ----------------------------------------------------------------------------
     def warm(self, timeout_s: float = 60.0) -> None:
@@ -142,7 +135,7 @@ class RayPool(Ray):
                     outcomes.append(out)
         except (TimeoutError, multiprocessing.TimeoutError):
             self.broken = True
-            return RunOutput(outcomes, submit, receive, error=_timeout_error(timeout_s))
+            return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
         except Exception as exc:  # a dead actor (RayActorError) and the like
             self.broken = True
             return RunOutput(outcomes, submit, receive, error=f"{type(exc).__name__}: {exc}")
