@@ -119,7 +119,7 @@ def _forget_executor(loky: Any) -> None:
     if loky is not None and hasattr(loky, "_executor"):
         loky._executor = None
         loky._executor_kwargs = None
-    jl_executor = sys.modules.get("joblib.executor")
+    jl_executor: Any = sys.modules.get("joblib.executor")  # private attributes below
     if jl_executor is not None and hasattr(jl_executor, "_executor_args"):
         jl_executor._executor_args = None
     # An executor that joblib replaced after a dead worker is still referenced by its manager
@@ -136,7 +136,7 @@ def _forget_executor(loky: Any) -> None:
 
 def _atexit_shim() -> _AtexitShim | None:
     """The shim inside joblib's memmapping module, installed on first use (private API)."""
-    mod = sys.modules.get("joblib._memmapping_reducer")
+    mod: Any = sys.modules.get("joblib._memmapping_reducer")  # private API
     if mod is None or not hasattr(mod, "atexit"):
         return None
     if not isinstance(mod.atexit, _AtexitShim):
