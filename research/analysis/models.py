@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -82,5 +83,45 @@ def greedy_counts(durations: Sequence[float], n_workers: int) -> list[int]:
     return counts
 
 
+def prefetch_makespan(durations: Sequence[float], nodes: int, per_node: int, prefetch: int,
+                      acks_late: bool = False) -> float:
+    """Makespan of Celery-style prefetching: ``nodes`` worker nodes of ``per_node`` processes.
+
+    Each node keeps up to ``prefetch x per_node`` unacknowledged messages (0: no limit); a
+    message is acknowledged when its task starts (with ``acks_late``, when it ends). Free
+    window slots are filled from the shared queue in task order, one message per node in turn
+    (the nodes wait on the broker side by side); inside a node each idle process takes the
+    node's next reserved message (Celery 5's "fair" pool). One node is greedy list scheduling;
+    several nodes with a deep window hold reserved blocks dealt in turn.
+    """
+    d = [float(x) for x in durations]
+    cap = per_node * prefetch if prefetch > 0 else math.inf
+    queue = deque(range(len(d)))
+    reserved: list[deque[int]] = [deque() for _ in range(nodes)]
+    running: list[list[float]] = [[] for _ in range(nodes)]  # end times, a heap per node
+    t = end = 0.0
+    while True:
+        for r in running:
+            while r and r[0] <= t + 1e-12:
+                heapq.heappop(r)
+        changed = True
+        while changed:
+            changed = False
+            for k in range(nodes):  # idle processes start the node's next reserved tasks
+                while reserved[k] and len(running[k]) < per_node:
+                    finish = t + d[reserved[k].popleft()]
+                    heapq.heappush(running[k], finish)
+                    end, changed = max(end, finish), True
+            for k in range(nodes):  # then one message per node with a free slot, in turn
+                unacked = len(reserved[k]) + (len(running[k]) if acks_late else 0)
+                if queue and unacked < cap:
+                    reserved[k].append(queue.popleft())
+                    changed = True
+        busy = [r[0] for r in running if r]
+        if not busy:
+            return end
+        t = min(busy)
+
+
 __all__ = ["block_makespan", "block_sizes", "chunked_greedy", "greedy_counts",
-           "greedy_makespan", "lower_bound", "pool_map_chunksize"]
+           "greedy_makespan", "lower_bound", "pool_map_chunksize", "prefetch_makespan"]
