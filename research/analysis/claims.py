@@ -413,7 +413,7 @@ def overhead_chain(ctx: Context, claim: Claim) -> Outcome:
     note = f"wall time / tasks for no-op tasks (study '{claim.study.experiment}')"
     if not ok:
         note += (f"; measured order: {' < '.join(s for s, _ in measured)}. The talk waited on "
-                 "each Celery result in turn (delay(n).get(), Celery 3 on RabbitMQ); here "
+                 "each Celery result in turn (delay(n).get(), 2015's Celery 3 on RabbitMQ); here "
                  "Celery 5 sends every task at once and takes results from Redis as they "
                  "arrive, while ipyparallel still routes each task through its hub")
     return Outcome(verdict(ok), f"{best} < {mid} < {high} per task",
