@@ -7,8 +7,10 @@ labelled ``NAME[key=value]`` in the records' ``scheduler`` column; ``"default"``
 library's default). ``n_workers`` may say ``"cores"`` (this machine's usable cores).
 ``single_repeat`` lists schedulers run once whatever ``repeats`` says (a slow serial baseline).
 An optional ``[quick]`` table holds overrides for a reduced run
-(``--quick``): ``[quick.experiment]`` keys and ``[quick.workloads.NAME]`` keys replace the
-ones above; a quick run always uses one repeat unless ``[quick.experiment]`` says otherwise.
+(``--quick``): ``[quick.experiment]``, ``[quick.workloads.NAME]`` and
+``[quick.scheduler_options.NAME]`` keys replace the ones above (a shorter list of option values
+sweeps fewer variants); a quick run always uses one repeat unless ``[quick.experiment]`` says
+otherwise.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ EXPERIMENT_KEYS = ("name", "description", "repeats", "n_workers", "schedulers", 
                    "single_repeat")
 SWEEP_OVERRIDES = ("schedulers", "n_workers", "repeats")
 TOP_TABLES = ("experiment", "workloads", "scheduler_options", "quick")
+QUICK_TABLES = ("experiment", "workloads", "scheduler_options")
 
 
 @dataclass(frozen=True)
@@ -164,9 +167,9 @@ def apply_quick(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
     if not isinstance(quick, dict):
         raise ConfigError(str(path), "quick", "expected a table")
     for key in quick:
-        if key not in ("experiment", "workloads"):
+        if key not in QUICK_TABLES:
             raise ConfigError(_where(path, "quick"), key,
-                              "unknown key; allowed: experiment, workloads")
+                              f"unknown key; allowed: {', '.join(QUICK_TABLES)}")
     out = {k: v for k, v in doc.items() if k != "quick"}
     exp = dict(out.get("experiment", {}))
     exp["repeats"] = 1
@@ -179,6 +182,14 @@ def apply_quick(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
                               f"no such workload; defined: {', '.join(wls)}")
         wls[name].update(over)
     out["workloads"] = wls
+    opts = {name: dict(table) for name, table in out.get("scheduler_options", {}).items()}
+    for name, over in quick.get("scheduler_options", {}).items():
+        if not isinstance(over, dict):
+            raise ConfigError(_where(path, f"quick.scheduler_options.{name}"), name,
+                              "expected a table")
+        opts.setdefault(name, {}).update(over)  # names are checked with the other options
+    if opts:
+        out["scheduler_options"] = opts
     return out
 
 

@@ -215,7 +215,7 @@ def test_existing_broker_and_workers_are_used_and_left_running(
     opts = Celery.validate_options({"broker_url": url})
     with pytest.raises(ParamError) as err:
         Celery.preflight(3, opts)
-    assert "3 workers" in str(err.value) and "has 2" in str(err.value)
+    assert "n_workers = 3" in str(err.value) and "has 2 pool process(es)" in str(err.value)
     assert url.split("@")[0].split(":")[-1] not in str(err.value)  # no password
     Celery.preflight(2, opts)
     with Celery(2, opts) as sched:

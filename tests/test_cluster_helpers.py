@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from research.schedulers.cluster import (
     check_worker_count,
     start_process,
     stop_process,
+    stop_processes,
 )
 
 # A parent that ignores SIGTERM, with a child of its own: the worst case for a bounded stop.
@@ -52,6 +54,50 @@ def test_start_process_gets_its_own_group_and_stop_kills_the_whole_group(
     while "up" not in log.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "up" in log.read_text()
+
+
+def test_stop_processes_stops_several_in_parallel(no_leaks: None) -> None:
+    procs = [start_process([sys.executable, "-c", STUBBORN]) for _ in range(3)]
+    for p in procs:
+        _wait_for_children(psutil.Process(p.pid), 1)
+    t0 = time.monotonic()
+    stop_processes(procs, timeout_s=1.0)
+    # one shared wait, not one per process (each ignores SIGTERM and waits out the timeout)
+    assert time.monotonic() - t0 < 1.0 * len(procs)
+    assert all(p.returncode == -signal.SIGKILL for p in procs)
+
+
+# A harness that starts a server with die_with_parent, says its pid, then waits to be killed.
+HARNESS = ("import sys, time; from research.schedulers.cluster import start_process; "
+           "p = start_process([sys.executable, '-c', 'import time; time.sleep(60)'], "
+           "die_with_parent=sys.argv[1] == '1'); print(p.pid, flush=True); time.sleep(60)")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_die_with_parent_takes_a_server_along_when_the_harness_is_killed() -> None:
+    servers = {}
+    for flag in ("1", "0"):
+        harness = subprocess.Popen([sys.executable, "-c", HARNESS, flag], stdout=subprocess.PIPE,
+                                   text=True)
+        assert harness.stdout is not None
+        servers[flag] = psutil.Process(int(harness.stdout.readline()))
+        harness.kill()  # SIGKILL: no handler, no shutdown
+        harness.wait(10)
+    try:
+        assert not servers["1"].is_running() or _gone_within(servers["1"], 10)
+        assert servers["0"].is_running()  # without the option, it outlives the harness
+    finally:
+        with contextlib.suppress(psutil.Error):
+            servers["0"].kill()
+
+
+def _gone_within(proc: psutil.Process, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_cluster_processes_reaps_what_was_spawned_since_the_snapshot(no_leaks: None) -> None:

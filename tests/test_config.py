@@ -100,6 +100,28 @@ def test_quick_overrides(tmp_path: Path) -> None:
     assert {t.params["n_tasks"] for t in quick.trials} == {1}
 
 
+def test_quick_scheduler_options_replace_a_sweep(tmp_path: Path) -> None:
+    text = GOOD.replace('["serial", "threads"]', '["mp-map"]').replace("[2, 4]", "2") + """
+[scheduler_options.mp-map]
+chunksize = [1, 2, 3]
+start_method = "spawn"
+[quick.scheduler_options.mp-map]
+chunksize = [2]
+"""
+    path = _write(tmp_path, text)
+    full, quick = config.load(path), config.load(path, quick=True)
+    assert sorted(t.options["chunksize"] for t in full.trials) == [1, 2, 3]
+    assert [t.options for t in quick.trials] == [{**full.trials[1].options}]
+    assert quick.trials[0].options["start_method"] == "spawn"  # the keys not replaced stay
+    bad = _write(tmp_path, text.replace("chunksize = [2]", "chunksize = [0]"))
+    with pytest.raises(ConfigError, match="chunksize"):
+        config.load(bad, quick=True)
+    bad = _write(tmp_path, text.replace("[quick.scheduler_options.mp-map]\nchunksize = [2]",
+                                        "[quick.scheduler_options]\nmp-map = 3"))
+    with pytest.raises(ConfigError, match="expected a table"):
+        config.load(bad, quick=True)
+
+
 def test_cli_exits_nonzero_before_running(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     good = _write(tmp_path, GOOD)
     bad = tmp_path / "bad.toml"

