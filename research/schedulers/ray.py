@@ -45,7 +45,9 @@ GCS_TASK_EVENTS = 10_000
 #: processes inherit it) and restored at shutdown.
 CLUSTER_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",  # never phone home
-    "RAY_PROFILING": "1",  # per-task profile events for ray.timeline()
+    # Per-task profile events for ray.timeline() (the native witness) cost every task: only with
+    # the `witness` option (see Ray.__init__), else "0".
+    "RAY_PROFILING": "0",
     "RAY_AUTH_MODE": "disabled",  # a loopback-only cluster; also silences the token warning
     # On Linux Ray swaps 127.0.0.1 for the machine's outward address and listens there; with
     # this it keeps the loopback address, as it does on a laptop (see _loopback_only).
@@ -289,6 +291,8 @@ class Ray(ClusterScheduler):
     options_spec = {
         "address": Param("str", None, help="connect to this running cluster ('host:port' or "
                          "'auto') instead of starting one; its total CPUs must equal n_workers"),
+        "witness": Param("bool", False, help="record Ray's own per-task timeline (the native "
+                         "witness; turns RAY_PROFILING on, which slows every task)"),
     }
     existing_keys = ("address",)
     distributions = ("ray",)
@@ -312,6 +316,9 @@ class Ray(ClusterScheduler):
         self._launched = False
         #: How long run() polls for the trial's native records (see EVENTS_REPORT_MS).
         self.native_wait_s = 1.0 if self.address is None else 3.0
+        #: The native witness needs RAY_PROFILING, which users do not run with: off by default.
+        self.witness = bool(self.options.get("witness"))
+        self.collect_native = self.witness
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -351,7 +358,8 @@ class Ray(ClusterScheduler):
     def _start_local(self, ray: ModuleType) -> None:
         self.temp_dir = self._pick_temp_dir()
         self._env_cm = contextlib.ExitStack()
-        self._env_cm.enter_context(_env(CLUSTER_ENV))
+        self._env_cm.enter_context(_env({**CLUSTER_ENV,
+                                         "RAY_PROFILING": "1" if self.witness else "0"}))
         self._env_cm.enter_context(_loopback_only(ray))
         self._driver = self._launched = True
         info = ray.init(
