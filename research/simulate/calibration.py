@@ -4,7 +4,7 @@ The costs are fitted per scheduler from the studies named in :data:`CALIBRATION_
 no-op overhead study and the granularity sweep), never from the trial being predicted: body
 costs (sleep overshoot, CPU stretch, no-op length) and the start and return latencies are
 medians of what those trials measured; ``dispatch_s`` and ``worker_s`` are chosen by a
-coordinate search that minimises the median |log(predicted / measured)| of their makespans and
+coordinate search (with ``result_s``) that minimises the median |log(predicted / measured)| of their makespans and
 wall times.
 
 The file (JSON)::
@@ -12,7 +12,7 @@ The file (JSON)::
     {"format": "research.calibration", "version": 1, "label": "...", "source": "RESULTS",
      "created": "ISO time", "studies": ["overhead", "granularity"],
      "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
-                                       "return_s": ..., "sleep_overshoot_s": ...,
+                                       "return_s": ..., "result_s": ..., "sleep_overshoot_s": ...,
                                        "cpu_scale": ..., "noop_s": ...},
                              "n_trials": 21, "fit_error": 0.03, "trials": ["trial_id", ...]}},
      "default": {"costs": {...}}}
@@ -42,8 +42,9 @@ FORMAT = "research.calibration"
 VERSION = 1
 CALIBRATION_STUDIES: tuple[str, ...] = ("overhead", "granularity")
 SHIPPED = Path(__file__).with_name("default_calibration.json")
-#: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms.
-GRID: tuple[float, ...] = (0.0, *(float(x) for x in np.logspace(-6, math.log10(0.03), 31)))
+#: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms
+#: (about 1.6x apart).
+GRID: tuple[float, ...] = (0.0, *(float(x) for x in np.logspace(-6, math.log10(0.03), 23)))
 
 
 @dataclass
@@ -225,11 +226,11 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
             "return_s": max(0.0, _median([d.last_return_s for d in trials], 0.0))}
     # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
     sample = [_shortened(d, 400) for d in trials]
-    best = {"dispatch_s": 0.0, "worker_s": 0.0}
+    best = {"dispatch_s": 0.0, "worker_s": 0.0, "result_s": 0.0}
     best_err = fit_error(sample, Costs(**base, **best))
     for _ in range(passes):
         improved = False
-        for key in ("dispatch_s", "worker_s"):
+        for key in ("dispatch_s", "worker_s", "result_s"):
             for v in GRID:
                 trial = {**best, key: v}
                 err = fit_error(sample, Costs(**base, **trial))

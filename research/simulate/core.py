@@ -9,7 +9,8 @@ Celery's prefetch). A worker runs a unit's tasks in order, paying ``worker_s`` b
 (deserialising, bookkeeping, its share of the result's way back). Each body lasts its planned
 time, adjusted per body kind: ``sleep`` bodies overshoot by ``sleep_overshoot_s`` (timer slack),
 ``cpu`` bodies are stretched by ``cpu_scale`` (contention), ``noop`` bodies last ``noop_s``.
-Results return ``return_s`` after their end. Times start at the first submit (0).
+Results reach the client ``return_s`` after their end, and the client takes them in one at a
+time, ``result_s`` each (deserialising, bookkeeping). Times start at the first submit (0).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Costs:
     worker_s: float = 0.0
     start_s: float = 0.0
     return_s: float = 0.0
+    result_s: float = 0.0
     sleep_overshoot_s: float = 0.0
     cpu_scale: float = 1.0
     noop_s: float = 0.0
@@ -149,12 +151,18 @@ class Policy:
             state.free_at[w] = t
             state.slots[w].append(t)
             state.n_units[w] += 1
-        receive = _receive(end, costs.return_s)
+        receive = _receive(end, costs.return_s, costs.result_s)
         return SimResult(worker, start, end, receive, n_workers)
 
 
-def _receive(end: Sequence[float], return_s: float) -> list[float]:
-    return [e + return_s for e in end]
+def _receive(end: Sequence[float], return_s: float, result_s: float) -> list[float]:
+    """When the client has each result: in arrival order, one at a time."""
+    out = [0.0] * len(end)
+    busy = 0.0
+    for i in sorted(range(len(end)), key=end.__getitem__):
+        busy = max(busy, end[i] + return_s) + result_s
+        out[i] = busy
+    return out
 
 
 def simulate(policy: Policy, bodies: Sequence[str], planned: Sequence[float], n_workers: int,
