@@ -117,7 +117,8 @@ def prediction_section(doc: Any, results: R.Results, out_dir: Path,
                              for _, r in misses.iterrows())
                  + ". The largest misses per scheduler, with the workload, are in "
                  "predictions.csv.")
-        worst = pred.loc[pred["error"].abs().groupby(pred["scheduler"]).idxmax()]
+        finite = pred[np.isfinite(pd.to_numeric(pred["error"], errors="coerce"))]
+        worst = finite.loc[finite["error"].abs().groupby(finite["scheduler"]).idxmax()]
         doc.table(R.sort_trials(worst[["scheduler", "experiment", "workload", "n_workers",
                                        "policy", "predicted_makespan_s",
                                        "measured_makespan_s", "error"]], ["scheduler"]))

@@ -18,7 +18,7 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "trial_id", "experiment", "scheduler", "workload", "n_workers", "policy",
     "predicted_makespan_s", "measured_makespan_s", "error", "predicted_wall_s", "measured_wall_s",
     "wall_error", "predicted_tasks_per_worker", "measured_tasks_per_worker", "in_calibration",
-    "costs",
+    "costs", "note",
 )
 
 
@@ -27,17 +27,27 @@ def predict_trial(d: TrialData, cal: Calibration) -> dict[str, Any]:
     costs, fitted = cal.costs(d.scheduler)
     policy = policy_for(d.scheduler, d.options)
     sim = simulate(policy, d.bodies, d.planned, d.n_workers, costs)
+    unknown = sum(1 for b, p in zip(d.bodies, d.planned, strict=True)
+                  if b != "noop" and not math.isfinite(p))
+    note = ""
+    if unknown:
+        # The model times bodies from their plan; a body without one (a prime test) is not
+        # predicted rather than predicted as instant.
+        note = f"{unknown} task(s) without a planned duration ({d.bodies[0]} bodies): not predicted"
+    pm = math.nan if unknown else sim.makespan_s
+    pw = math.nan if unknown else sim.wall_s
     return {
         "trial_id": d.trial_id, "experiment": d.experiment, "scheduler": d.scheduler,
         "workload": d.workload, "n_workers": d.n_workers, "policy": policy.name,
-        "predicted_makespan_s": sim.makespan_s, "measured_makespan_s": d.makespan_s,
-        "error": sim.makespan_s / d.makespan_s - 1 if d.makespan_s > 0 else math.nan,
-        "predicted_wall_s": sim.wall_s, "measured_wall_s": d.wall_s,
-        "wall_error": sim.wall_s / d.wall_s - 1 if d.wall_s > 0 else math.nan,
+        "predicted_makespan_s": pm, "measured_makespan_s": d.makespan_s,
+        "error": pm / d.makespan_s - 1 if d.makespan_s > 0 else math.nan,
+        "predicted_wall_s": pw, "measured_wall_s": d.wall_s,
+        "wall_error": pw / d.wall_s - 1 if d.wall_s > 0 else math.nan,
         "predicted_tasks_per_worker": _counts(sim.counts),
         "measured_tasks_per_worker": _counts(d.counts),
         "in_calibration": d.trial_id in cal.trials(d.scheduler),
         "costs": "fitted" if fitted else "default (scheduler not calibrated)",
+        "note": note,
     }
 
 
