@@ -3,9 +3,9 @@
 The costs are fitted per scheduler from the studies named in :data:`CALIBRATION_STUDIES` (the
 no-op overhead study and the granularity sweep), never from the trial being predicted: body
 costs (sleep overshoot, CPU stretch, no-op length) and the start and return latencies are
-medians of what those trials measured; ``dispatch_s`` and ``worker_s`` are chosen by a
-coordinate search (with ``result_s``) that minimises the median |log(predicted / measured)| of their makespans and
-wall times.
+medians of what those trials measured; ``dispatch_s``, ``worker_s`` and ``result_s`` are chosen
+by a coordinate search that minimises the median |log(predicted / measured)| of their makespans
+and wall times.
 
 The file (JSON)::
 
