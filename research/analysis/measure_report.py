@@ -51,7 +51,7 @@ def metg_section(doc: Any, results: R.Results, out_dir: Path,
             "Efficiency against granularity, METG(50%) marked")
     doc.para("Anchors, and what differs from this setup:")
     doc.table(pd.DataFrame(metg.ANCHORS, columns=["source", "published", "what differs"]))
-    tput = _noop_throughput(results.summary)
+    tput = _noop_throughput(results)
     if not tput.empty:
         doc.para("No-op throughput here (overhead study, 1 / (wall / tasks), median over "
                  "repeats), to read beside the Parsl paper's numbers:")
@@ -71,13 +71,27 @@ def _with_predicted_metg(table: pd.DataFrame, pts: pd.DataFrame,
     return out
 
 
-def _noop_throughput(summary: pd.DataFrame) -> pd.DataFrame:
+def _noop_throughput(results: R.Results) -> pd.DataFrame:
+    """Per-task cost of no-op tasks in the overhead study, with what ran: the scheduler's
+    options (e.g. Ray's witness) and the workers' timer slack."""
+    from .. import schema
+
+    summary = results.summary
     s = summary[(summary["experiment"] == "overhead")
                 & (summary["trial_status"].astype(str) != "failed")]
     if s.empty:
         return pd.DataFrame()
     s = s.assign(per=pd.to_numeric(s["wall_s"]) / pd.to_numeric(s["n_tasks"]).astype(float))
-    g = s.groupby(["scheduler", "body", "n_workers"], sort=False)["per"].median().reset_index()
+    opts = []
+    for src in s["source"]:
+        try:
+            o = schema.read_metadata(results.path_of(src))["trial"].get("options") or {}
+        except Exception:  # unreadable metadata: the row still counts
+            o = {}
+        opts.append(", ".join(f"{k}={v}" for k, v in sorted(o.items()) if v is not None))
+    s = s.assign(options=opts, slack=s.get("timer_slack_ns", ""))
+    g = (s.groupby(["scheduler", "body", "n_workers", "options", "slack"], sort=False)["per"]
+         .median().reset_index().rename(columns={"slack": "timer slack (ns)"}))
     g["us per task"] = g["per"] * 1e6
     g["tasks per s"] = 1.0 / g["per"]
     return R.sort_trials(g.drop(columns="per"), ["scheduler"])
