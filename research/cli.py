@@ -145,6 +145,10 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     pairs = [tuple(p) for p in args.pair] if args.pair else figures.PREFERRED_PAIRS
     fs = figures.draw_all(results, out, max_timelines=args.max_timelines, pairs=pairs,
                           formats=args.format)
+    from .analysis.measure_report import draw_measure_figures
+
+    # The report's overhead/simulator figures too (shipped calibration unless given).
+    draw_measure_figures(results, out, args.calibration, args.format)
     for note in fs.not_drawn:
         print(f"not drawn: {note}", file=sys.stderr)
     for err in fs.errors:
@@ -280,6 +284,8 @@ def _add_analysis_commands(sub: Any) -> None:
                      help="scheduler pair for the paired timelines (repeatable; "
                           "default: ipp-direct ipp-lb, else mp-map mp-dynamic, ...)")
     fig.add_argument("--format", nargs="+", default=["png", "svg"], choices=["png", "svg"])
+    fig.add_argument("--calibration", type=Path, default=None,
+                     help="the simulator's calibration file (default: shipped defaults)")
     fig.set_defaults(func=_cmd_figures)
 
     cl = sub.add_parser("claims", help="check the talk's claims: writes claims.csv, prints it")

@@ -202,3 +202,26 @@ def median_abs(x: pd.Series) -> float:
 
 __all__ = ["PREDICTION_GOAL", "accuracy_section", "measure_section", "median_abs",
            "metg_section", "prediction_section"]
+
+
+def draw_measure_figures(results: R.Results, fig_dir: Path, calibration: Path | None = None,
+                         formats: tuple[str, ...] | list[str] = F.FORMATS) -> list[Path]:
+    """The section's figures alone (the ``figures`` command draws what the report draws):
+    the prediction scatter and, when the granularity study ran, the METG figure."""
+    from ..simulate import calibration as cal_mod
+    from ..simulate.predict import predictions
+
+    files: list[Path] = []
+    if results.summary.empty:
+        return files
+    try:
+        pred = predictions(results, cal_mod.load(calibration))
+    except Exception:  # the report says why; the figures command just goes without
+        pred = None
+    if pred is not None and not pred.empty:
+        files += F.save_figure(_scatter(pred), fig_dir / F.slug("predictions"), formats)
+    pts = metg.points(results.summary)
+    if not pts.empty:
+        table = metg.metg_table(pts)
+        files += F.save_figure(metg.metg_figure(pts, table), fig_dir / F.slug("metg"), formats)
+    return files
