@@ -56,10 +56,14 @@ experiments: setup
 	$(PY) -m research run experiments/*.toml --out $(RESULTS) $(RUN_FLAGS)
 	$(PY) -m research talk-primes --out $(RESULTS)/primes $(RUN_FLAGS) \
 		|| echo "talk-primes benchmark failed; its claims will say not run"
+	$(PY) -m research calibrate $(RESULTS) || echo "calibration failed; the report uses the shipped defaults"
 	$(MAKE) --no-print-directory report RESULTS=$(RESULTS) REPORT=$(REPORT)
 
+# The simulator's calibration: RESULTS/calibration.json when `make experiments` wrote one.
+CALIBRATION ?= $(wildcard $(RESULTS)/calibration.json)
+
 report: setup
-	$(PY) -m research report $(RESULTS) --out $(REPORT)
+	$(PY) -m research report $(RESULTS) --out $(REPORT) $(if $(CALIBRATION),--calibration $(CALIBRATION),)
 
 figures: setup
 	$(PY) -m research figures $(RESULTS) --out $(REPORT)/figures

@@ -8,6 +8,8 @@
     claims RESULTS [--out DIR]      the claims table only (claims.csv, printed)
     trace TRIAL|RESULTS [--out F]   Chrome trace-event JSON for Perfetto
     bench                           the harness overhead benchmark
+    calibrate RESULTS [--out FILE]  fit the simulator's costs (RESULTS/calibration.json)
+    predict CONFIG [--calibration]  predicted makespans of a config, without running it
 
 The scripts in ``analysis/`` and ``experiments/bench_overhead.py`` call these same commands.
 """
@@ -98,7 +100,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .analysis.report import make_report
 
     try:
-        report = make_report(args.results, args.out, max_timelines=args.max_timelines)
+        report = make_report(args.results, args.out, max_timelines=args.max_timelines,
+                             calibration=args.calibration)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -142,6 +145,10 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     pairs = [tuple(p) for p in args.pair] if args.pair else figures.PREFERRED_PAIRS
     fs = figures.draw_all(results, out, max_timelines=args.max_timelines, pairs=pairs,
                           formats=args.format)
+    from .analysis.measure_report import draw_measure_figures
+
+    # The report's overhead/simulator figures too (shipped calibration unless given).
+    draw_measure_figures(results, out, args.calibration, args.format)
     for note in fs.not_drawn:
         print(f"not drawn: {note}", file=sys.stderr)
     for err in fs.errors:
@@ -192,6 +199,49 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                            args.repeats)
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .analysis.results import load_results
+    from .simulate import calibration
+
+    if not args.results.exists():
+        print(f"error: {args.results}: no such results directory", file=sys.stderr)
+        return 2
+    cal = calibration.fit(load_results(args.results))
+    if not cal.schedulers:
+        print(f"error: {args.results}: no completed trial of the studies "
+              f"{', '.join(calibration.CALIBRATION_STUDIES)} to fit on", file=sys.stderr)
+        return 1
+    out = cal.write(args.out or args.results / "calibration.json")
+    for name, e in cal.schedulers.items():
+        c = e["costs"]
+        print(f"  {name:<11} dispatch {c['dispatch_s'] * 1e6:9.1f} us  worker "
+              f"{c['worker_s'] * 1e6:9.1f} us  sleep +{c['sleep_overshoot_s'] * 1e6:7.1f} us  "
+              f"fit |log err| {e['fit_error']:.3f} ({e['n_trials']} trials)", file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .simulate import calibration
+    from .simulate.predict import predict_config
+
+    try:
+        cal = calibration.load(args.calibration)
+        tables = [predict_config(str(p), cal, quick=args.quick) for p in args.configs]
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"calibration: {cal.label}", file=sys.stderr)
+    table = pd.concat(tables, ignore_index=True)
+    cols = ["scheduler", "workload", "n_workers", "repeat", "n_tasks", "policy",
+            "predicted_makespan_s", "predicted_wall_s", "predicted_tasks_per_worker", "costs"]
+    with pd.option_context("display.width", 200, "display.max_rows", None):
+        print(table[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    return 0
+
+
 def _add_analysis_commands(sub: Any) -> None:
     rep = sub.add_parser("report", help="the report of a results directory",
                          description="Write REPORT_DIR/index.html (opens offline), report.md, "
@@ -201,7 +251,24 @@ def _add_analysis_commands(sub: Any) -> None:
                      help="report directory (default: RESULTS_DIR/report)")
     rep.add_argument("--max-timelines", type=int, default=40,
                      help="at most this many per-trial timelines (default 40)")
+    rep.add_argument("--calibration", type=Path, default=None,
+                     help="the simulator's calibration file (python -m research calibrate "
+                     "writes one); default: the package's shipped defaults")
     rep.set_defaults(func=_cmd_report)
+
+    ca = sub.add_parser("calibrate", help="fit the simulator's costs from the overhead and "
+                        "granularity studies of a results directory")
+    ca.add_argument("results", type=Path, metavar="RESULTS_DIR")
+    ca.add_argument("--out", type=Path, default=None,
+                    help="calibration file (default: RESULTS_DIR/calibration.json)")
+    ca.set_defaults(func=_cmd_calibrate)
+
+    pr = sub.add_parser("predict", help="predicted makespans of a config, without running it")
+    pr.add_argument("configs", nargs="+", type=Path, metavar="CONFIG")
+    pr.add_argument("--calibration", type=Path, default=None,
+                    help="calibration file (default: the package's shipped defaults)")
+    pr.add_argument("--quick", action="store_true", help="the config's [quick] variant")
+    pr.set_defaults(func=_cmd_predict)
 
     fig = sub.add_parser("figures", help="the figures of a results directory or one trial",
                          description="Summary figures for every (experiment, workload), a "
@@ -217,6 +284,8 @@ def _add_analysis_commands(sub: Any) -> None:
                      help="scheduler pair for the paired timelines (repeatable; "
                           "default: ipp-direct ipp-lb, else mp-map mp-dynamic, ...)")
     fig.add_argument("--format", nargs="+", default=["png", "svg"], choices=["png", "svg"])
+    fig.add_argument("--calibration", type=Path, default=None,
+                     help="the simulator's calibration file (default: shipped defaults)")
     fig.set_defaults(func=_cmd_figures)
 
     cl = sub.add_parser("claims", help="check the talk's claims: writes claims.csv, prints it")

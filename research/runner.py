@@ -25,7 +25,7 @@ import pandas as pd
 from . import metadata, schema
 from .config import Experiment, TrialSpec
 from .schedulers import RunOutput, Scheduler, get_scheduler
-from .tasks import Task, calibrate_spin
+from .tasks import Task, calibrate_spin, timer_slack_ns
 from .workloads import build_tasks
 
 SUPERSEDED_DIR = ".superseded"
@@ -192,12 +192,14 @@ class Sweep:
             self.log(f"note: {spec.trial_id}: {spec.n_workers} workers run CPU-bodied tasks on "
                      f"{self.system.get('cpu_usable')} cores (oversubscribed; recorded as such)")
         started_at = time.time()
+        slack: dict[str, Any] = {}
         if start_error is not None or sched is None:
             out = RunOutput([], {}, {}, error=start_error or "no cluster")
         else:
             sched.options = dict(spec.options)  # per-trial options (see Scheduler.run_options)
             try:
                 sched.warm(min(spec.timeout_s, 120.0))
+                slack = self._slack(sched)
                 out = sched.run(tasks, spec.timeout_s)
             except Exception as exc:
                 sched.broken = True
@@ -212,9 +214,26 @@ class Sweep:
             "trial_status": status, "trial_error": out.error,
             "started_at": started_at, "n_tasks": len(tasks),
             "cpu_iters_per_s": rate, "oversubscribed": oversubscribed,
-            "run_info": out.info,
+            "run_info": out.info, "timer_slack_ns": slack,
         }
         return _Done(spec, rows, meta, out.native)
+
+    def _slack(self, sched: Scheduler) -> dict[str, Any]:
+        """The timer slack in force where tasks run (probed once per cluster, after its first
+        warm-up, by one ``slack`` task per worker) and in the harness's own thread."""
+        cached: dict[str, Any] | None = getattr(sched, "_research_slack", None)
+        if cached is not None:
+            return cached
+        probe = [Task(-1000 - i, "slack", 0, 0.0) for i in range(sched.effective_workers)]
+        try:
+            res = sched.run(probe, 60.0)
+            values = sorted({o.result for o in res.outcomes if isinstance(o.result, int)})
+            found: dict[str, Any] = {"workers": values, "error": res.error or ""}
+        except Exception as exc:  # a probe that fails must not cost the trial
+            found = {"workers": [], "error": f"{type(exc).__name__}: {exc}"}
+        found["harness"] = timer_slack_ns()
+        sched._research_slack = found  # type: ignore[attr-defined]
+        return found
 
     def _close(self, sched: Scheduler, done: list[_Done]) -> None:
         with _no_interrupt():

@@ -13,11 +13,14 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-#: Every task body -> whether a workload's ``body`` key may select it. The others are set per
-#: task: ``prime`` by the primes shape, ``noop`` by warm-ups and benchmarks, ``fail`` and
-#: ``crash`` by fault injection (``fail_ids``, ``crash_ids``).
+#: Every task body -> whether a workload's ``body`` key may select it. ``noop`` returns at once
+#: (a true no-op: ``sleep(0)`` is not one, it lasts the thread's timer slack, 50 us by default on
+#: Linux). The others are set per task: ``prime`` by the primes shape, ``fail`` and ``crash`` by
+#: fault injection (``fail_ids``, ``crash_ids``), ``slack`` by the runner's probe of the timer
+#: slack in force on the workers.
 BODIES: dict[str, bool] = {
-    "sleep": True, "cpu": True, "prime": False, "noop": False, "fail": False, "crash": False,
+    "sleep": True, "cpu": True, "prime": False, "noop": True, "fail": False, "crash": False,
+    "slack": False,
 }
 #: The bodies a workload may select, in table order.
 SELECTABLE_BODIES: tuple[str, ...] = tuple(b for b, selectable in BODIES.items() if selectable)
@@ -51,6 +54,57 @@ class Outcome(NamedTuple):
 # never got one is labelled by its pid. Threads label themselves by their thread name.
 WORKER_LABEL: str | None = None
 _HOST = socket.gethostname()
+
+
+#: The timer slack this module asks for in every thread that runs tasks: the minimum Linux
+#: allows. A thread's default slack (50 us) lengthens every timed sleep by up to that much, so
+#: ``sleep(0)`` lasts about 50 us and a 50 us sleep 100 us or more.
+TIMER_SLACK_NS = 1
+_PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30
+# Threads whose slack was set. Slack is per thread (a new thread inherits its creator's), so it
+# is set from the thread that runs the task, once; the check costs one set lookup per task.
+_SLACK_SET: set[int] = set()
+
+
+def set_timer_slack(slack_ns: int = TIMER_SLACK_NS) -> int | None:
+    """Set the calling thread's timer slack (Linux ``prctl(PR_SET_TIMERSLACK)``); returns the
+    slack now in force in nanoseconds, or None where the OS has no such setting."""
+    libc = _libc()
+    if libc is None:
+        return None
+    libc.prctl(_PR_SET_TIMERSLACK, int(slack_ns), 0, 0, 0)
+    return timer_slack_ns()
+
+
+def timer_slack_ns() -> int | None:
+    """The calling thread's timer slack in nanoseconds (None off Linux)."""
+    libc = _libc()
+    if libc is None:
+        return None
+    value = int(libc.prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0))
+    return value if value >= 0 else None
+
+
+_LIBC: Any = None
+
+
+def _libc() -> Any:
+    global _LIBC
+    if _LIBC is None:
+        if not os.path.exists("/proc/self/timerslack_ns"):
+            _LIBC = False
+        else:
+            import ctypes  # imported here: only Linux workers need it, once
+
+            _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC or None
+
+
+def _ensure_slack() -> None:
+    tid = threading.get_ident()
+    if tid not in _SLACK_SET:
+        _SLACK_SET.add(tid)
+        set_timer_slack()
 
 
 def set_worker_label(label: str) -> int:
@@ -114,6 +168,8 @@ def _run_body(body: str, arg: Any) -> Any:
         return is_prime(arg)
     if body == "noop":
         return None
+    if body == "slack":
+        return timer_slack_ns()
     if body == "fail":
         raise InjectedFailure(f"task failed on purpose (arg={arg!r})")
     if body == "crash":
@@ -123,6 +179,8 @@ def _run_body(body: str, arg: Any) -> Any:
 
 
 def _execute(task: Task, worker: str, pid: int) -> Outcome:
+    if threading.get_ident() not in _SLACK_SET:
+        _ensure_slack()
     start = time.time_ns()
     try:
         result = _run_body(task.body, task.arg)

@@ -122,7 +122,8 @@ RANDOM_DISTS: dict[str, tuple[str, ...]] = {
 
 
 def _timed(durations: list[float], body: str) -> list[tuple[str, float | int, float]]:
-    return [(body, d, d) for d in durations]
+    # A noop body does no work whatever the duration says (validate() insists on zero).
+    return [(body, d, 0.0 if body == "noop" else d) for d in durations]
 
 
 SHAPES: dict[str, Shape] = {
@@ -223,11 +224,25 @@ def validate(shape_name: str, raw: Mapping[str, Any], n_workers: int) -> dict[st
         if out["n_long"] is None:
             out["n_long"] = out["n_tasks"] // n_workers
         _worst_case_order(raw, out)
+    if out["body"] == "noop":
+        _check_noop(shape_name, out)
     if shape_name == "primes" and not out["numbers"]:
         raise ParamError("numbers", "expected a non-empty list of integers")
     if shape_name == "primes" and out["body"] == "cpu":
         raise ParamError("body", "primes always runs trial division; omit 'body'")
     return out
+
+
+def _check_noop(shape_name: str, out: Mapping[str, Any]) -> None:
+    """A noop task has no duration: only zero-length task lists may select it, so a planned
+    time never claims work that did not run."""
+    if shape_name not in ("uniform", "explicit"):
+        raise ParamError("body", f"'noop' needs shape 'uniform' or 'explicit' with zero "
+                                 f"durations, not {shape_name!r}")
+    durations = [out["duration_s"]] if shape_name == "uniform" else out["durations_s"]
+    if any(d != 0 for d in durations):
+        key = "duration_s" if shape_name == "uniform" else "durations_s"
+        raise ParamError(key, "a 'noop' body has no duration: set it to 0 (or body = 'sleep')")
 
 
 def _worst_case_order(raw: Mapping[str, Any], out: dict[str, Any]) -> None:

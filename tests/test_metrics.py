@@ -228,3 +228,25 @@ def test_record_file_filter_matches_schema(tmp_path: Path) -> None:
     (tmp_path / "a.parquet").touch()
     assert R.find_record_files(tmp_path) == [tmp_path / "a.parquet"]
     assert schema.is_record_file(tmp_path / "a.parquet")
+
+
+def test_sleep_accuracy_per_trial() -> None:
+    """In-task duration minus planned, over sleep tasks only: median and 95th percentile."""
+    import pandas as pd
+
+    from research.analysis.results import sleep_accuracy
+
+    ms = 1_000_000
+    part = pd.DataFrame({
+        "body": ["sleep"] * 4 + ["cpu"],
+        "planned_s": [0.01, 0.01, 0.01, 0.01, 0.01],
+        "start_ns": pd.array([0, 0, 0, 0, 0], dtype="Int64"),
+        "end_ns": pd.array([10 * ms + 100_000, 10 * ms + 200_000, 10 * ms + 300_000,
+                            10 * ms + 400_000, 50 * ms], dtype="Int64"),
+    })
+    acc = sleep_accuracy(part)
+    assert acc["body"] == "sleep"
+    assert acc["sleep_error_median_s"] == pytest.approx(250e-6, abs=1e-9)
+    assert 300e-6 < acc["sleep_error_p95_s"] <= 400e-6
+    none = sleep_accuracy(part[part["body"] == "cpu"])
+    assert none["body"] == "cpu" and math.isnan(none["sleep_error_median_s"])

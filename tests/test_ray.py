@@ -102,7 +102,9 @@ def test_registry_and_import_is_the_library() -> None:
 def test_options_are_checked() -> None:
     with pytest.raises(ParamError, match="address"):
         Ray.validate_options({"adress": "127.0.0.1:6379"})
-    assert Ray(2).options == {"address": None}
+    assert Ray(2).options == {"address": None, "witness": False}
+    # The witness (RAY_PROFILING) slows every task: off unless asked for.
+    assert not Ray(2).collect_native and Ray(2, {"witness": True}).collect_native
     Ray.preflight(2, {"address": None})  # a cluster we start needs no check
 
 
@@ -158,7 +160,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ray]:
     workdir = tmp_path_factory.mktemp("a-work-dir-with-a-long-name-" + "x" * 40)
     home_before = {p.name for p in Path.home().iterdir()}
     env_before = {k: os.environ.get(k) for k in ray_adapter.CLUSTER_ENV}
-    sched = Ray(2, workdir=workdir)
+    sched = Ray(2, {"witness": True}, workdir=workdir)
     with sched:
         sched.home_before = home_before  # type: ignore[attr-defined]
         yield sched
@@ -339,7 +341,7 @@ def test_existing_cluster_is_used_and_left_running(existing_cluster: tuple[str, 
         pass
     assert not wrong.started and not ray_adapter.import_ray().is_initialized()
 
-    sched = Ray(2, {"address": address})
+    sched = Ray(2, {"address": address, "witness": True})
     with sched:
         sched.warm()
         tasks = [Task(i, "sleep", 0.2, 0.2) for i in range(6)]
@@ -369,6 +371,9 @@ def test_sweep_through_the_cli(tmp_path: Path, no_leaks: None) -> None:
         n_workers = [2]
         schedulers = ["ray"]
         trial_timeout_s = 60
+
+        [scheduler_options.ray]
+        witness = true
 
         [workloads.worst]
         shape = "worst_case"

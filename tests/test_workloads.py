@@ -104,8 +104,39 @@ def test_fault_injection_marks_tasks() -> None:
      "distribution", "allowed: gamma"),
     ("explicit", {"durations_s": [1.0, -2.0]}, "durations_s[1]", "negative"),
     ("explicit", {"durations_s": []}, "durations_s", "non-empty"),
+    ("uniform", {"n_tasks": 3, "duration_s": 0.1, "body": "noop"}, "duration_s", "no duration"),
+    ("worst_case", {"n_tasks": 3, "long_s": 0.0, "short_s": 0.0, "body": "noop"}, "body",
+     "needs shape 'uniform'"),
 ])
 def test_bad_parameters_name_the_key(shape: str, raw: dict, key: str, text: str) -> None:
     with pytest.raises(ParamError) as err:
         workloads.validate(shape, raw, 2)
     assert err.value.key == key and text in str(err.value)
+
+
+def test_noop_body_is_selectable_and_plans_no_time() -> None:
+    tasks = _tasks("uniform", {"n_tasks": 4, "duration_s": 0.0, "body": "noop"})
+    assert [(t.body, t.planned_s) for t in tasks] == [("noop", 0.0)] * 4
+
+
+def test_tasks_run_with_minimal_timer_slack() -> None:
+    """A worker thread's first task lowers its timer slack to the minimum (Linux), so
+    sleep(0) returns in microseconds, not the default 50 us slack."""
+    import threading
+
+    from research import tasks as T
+
+    if T.timer_slack_ns() is None:
+        pytest.skip("no timer slack setting on this OS")
+    seen: dict[str, int | None] = {}
+
+    def worker() -> None:
+        seen["before"] = T.timer_slack_ns()
+        T.execute(T.Task(0, "noop", 0, 0.0))
+        seen["after"] = T.execute(T.Task(1, "slack", 0, 0.0)).result
+
+    th = threading.Thread(target=worker)
+    th.start()
+    th.join()
+    assert seen["after"] == T.TIMER_SLACK_NS
+    assert seen["before"] is not None and seen["before"] >= seen["after"]

@@ -408,7 +408,8 @@ def overhead_order(ctx: Context, claim: Claim) -> Outcome:
         verdict(measured[best] < hi), f"{'/'.join(low)} cheaper per task than {high}",
         ", ".join(f"{s} {x:,.0f} us" for s, x in measured.items())
         + f"; {high} {hi:,.0f} us per task", "strict order of the medians",
-        f"wall time / tasks for no-op tasks (study '{claim.study.experiment}')")
+        f"wall time / tasks for no-op tasks (study '{claim.study.experiment}'; body 'noop', a "
+        "true no-op: sleep(0) would add the thread's timer slack, 50 us by default on Linux)")
 
 
 def overhead_chain(ctx: Context, claim: Claim) -> Outcome:

@@ -58,6 +58,7 @@ TEMPLATE = "report.html.j2"
 #: The links at the top of the HTML report: (anchor, text).
 NAV: tuple[tuple[str, str], ...] = (
     ("claims", "Claims"), ("problems", "Failures"), ("results", "Results"),
+    ("measure", "Overhead & simulator"),
     ("timelines", "Timelines"), ("environment", "Environment"), ("trials", "All trials"))
 
 
@@ -435,6 +436,7 @@ def build_report(
     results: R.Results | None = None,
     max_timelines: int = F.DEFAULT_MAX_TIMELINES,
     pairs: Sequence[tuple[str, str]] = F.PREFERRED_PAIRS,
+    calibration: Path | None = None,
 ) -> Report:
     """Analyse ``results_dir`` and write the report into ``out_dir``.
 
@@ -462,6 +464,9 @@ def build_report(
     _problems(doc, results)
     if not results.summary.empty:
         _results_section(doc, groups, fs)
+        from .measure_report import measure_section
+
+        measure_section(doc, results, out_dir, calibration)
         _timelines(doc, fs, max_timelines)
     _environment(doc, results)
     doc.heading("All trials", anchor="trials")
@@ -492,7 +497,8 @@ def evaluate_claims(summary: pd.DataFrame, results_dir: Path
 
 
 def make_report(results_dir: Path | str, out_dir: Path | str | None = None, *,
-                max_timelines: int = F.DEFAULT_MAX_TIMELINES) -> Report:
+                max_timelines: int = F.DEFAULT_MAX_TIMELINES,
+                calibration: Path | None = None) -> Report:
     """Load ``results_dir``, check the claims and write the whole report into ``out_dir``
     (default ``results_dir/report``). Raises FileNotFoundError if ``results_dir`` is absent."""
     results_dir = Path(results_dir)
@@ -502,7 +508,7 @@ def make_report(results_dir: Path | str, out_dir: Path | str | None = None, *,
     results = R.load_results(results_dir)
     claims, claims_error = evaluate_claims(results.summary, results_dir)
     return build_report(results_dir, out, claims, claims_error=claims_error, results=results,
-                        max_timelines=max_timelines)
+                        max_timelines=max_timelines, calibration=calibration)
 
 
 __all__ = ["CLAIM_COLUMNS", "VERDICT_CLASSES", "Block", "Report", "build_report",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import schema
@@ -40,7 +41,8 @@ MODEL_COLUMNS: tuple[str, ...] = ("model_s", "model")
 GROUP_METRICS: tuple[str, ...] = (*METRICS, "model_s")
 #: Context columns after the metrics (from the file metadata when present).
 CONTEXT_COLUMNS: tuple[str, ...] = (
-    "params_variant", "shape", "task_s_mean", "trial_status", "trial_error", "note", "first_error",
+    "params_variant", "shape", "task_s_mean", "body", "sleep_error_median_s", "sleep_error_p95_s",
+    "timer_slack_ns", "trial_status", "trial_error", "note", "first_error",
     "oversubscribed", "host", "scheduler_options", "source",
 )
 #: What a group of repeats is keyed by. ``params_variant`` separates trials that share the
@@ -228,6 +230,8 @@ def _trial_rows(
             "params_variant": "",
             "shape": tmeta.get("shape") or ident["workload"],
             "task_s_mean": m["task_s_mean"],
+            **sleep_accuracy(part),
+            "timer_slack_ns": _slack_text(tmeta.get("timer_slack_ns")),
             "trial_status": tmeta.get("trial_status") or "unknown",
             "trial_error": tmeta.get("trial_error") or "",
             "note": "; ".join(x for x in (m["note"], meta_note) if x),
@@ -240,6 +244,33 @@ def _trial_rows(
             "_params": json.dumps(tmeta.get("params", {}), sort_keys=True, default=str),
         }
         yield row, samples, _env_row(system)
+
+
+def sleep_accuracy(part: pd.DataFrame) -> dict[str, Any]:
+    """The trial's body (its most common ``body``) and, over its sleep tasks, how long each
+    sleep lasted beyond its plan (in-task end - start - planned): median and 95th percentile."""
+    bodies = part["body"].dropna().astype(str) if "body" in part.columns else pd.Series([])
+    body = str(bodies.mode().iloc[0]) if len(bodies) else ""
+    out: dict[str, Any] = {"body": body, "sleep_error_median_s": math.nan,
+                           "sleep_error_p95_s": math.nan}
+    if not len(bodies):
+        return out
+    sl = part[part["body"].astype(str) == "sleep"]
+    ok = sl["start_ns"].notna() & sl["end_ns"].notna() & sl["planned_s"].notna()
+    sl = sl[ok]
+    if len(sl):
+        dur = (sl["end_ns"].astype("int64") - sl["start_ns"].astype("int64")).to_numpy() / 1e9
+        err = dur - sl["planned_s"].astype(float).to_numpy()
+        out["sleep_error_median_s"] = float(np.median(err))
+        out["sleep_error_p95_s"] = float(np.percentile(err, 95))
+    return out
+
+
+def _slack_text(slack: Any) -> str:
+    """The timer slack a trial's workers ran with, from its metadata ('' if not recorded)."""
+    if not isinstance(slack, dict) or not slack.get("workers"):
+        return ""
+    return "/".join(str(v) for v in slack["workers"])
 
 
 def load_results(results_dir: Path | str) -> Results:

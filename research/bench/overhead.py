@@ -32,12 +32,27 @@ def wrapper_cost_us(n: int = 200_000) -> dict[str, float]:
             "wrapper_us": (wrapped - bare) * 1e6}
 
 
+#: Options that make a scheduler slower than its users would see it (off by default): the
+#: benchmark measures each beside the default. Ray's witness turns on RAY_PROFILING.
+COSTLY_OPTIONS: dict[str, tuple[dict[str, Any], ...]] = {
+    "ray": ({"witness": True},),
+}
+
+
+def variants(names: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(scheduler, options) to benchmark: each at its defaults, then each costly option."""
+    return [(n, opts) for n in names for opts in ({}, *COSTLY_OPTIONS.get(n, ()))]
+
+
 def throughput(name: str, n_workers: int, n_tasks: int, repeats: int = 3,
-               timeout_s: float = 300.0) -> dict[str, Any]:
+               timeout_s: float = 300.0,
+               options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Median tasks per second, harness and bare, alternating so drift hits both alike."""
     tasks = [Task(i, "noop", 0, 0.0) for i in range(n_tasks)]
     harness, bare = [], []
-    with get_scheduler(name)(n_workers) as sched:
+    label = name + ("[" + ",".join(f"{k}={v}" for k, v in options.items()) + "]"
+                    if options else "")
+    with get_scheduler(name)(n_workers, options) as sched:
         # Witness tables are read after a trial's last result, outside its timeline.
         sched.collect_native = False
         sched.warm()
@@ -53,7 +68,7 @@ def throughput(name: str, n_workers: int, n_tasks: int, repeats: int = 3,
             if out.error:
                 raise RuntimeError(f"{name}: {out.error}")
     h, b = statistics.median(harness), statistics.median(bare)
-    return {"scheduler": name, "n_workers": sched.effective_workers, "n_tasks": n_tasks,
+    return {"scheduler": label, "n_workers": sched.effective_workers, "n_tasks": n_tasks,
             "harness_tasks_per_s": h, "bare_tasks_per_s": b,
             "harness_cost_pct": (b / h - 1) * 100, "harness_us_per_task": (1 / h - 1 / b) * 1e6}
 
@@ -62,11 +77,12 @@ def run_all(names: Sequence[str], n_workers: int, n_tasks: int,
             repeats: int = 3) -> list[dict[str, Any]]:
     """:func:`throughput` for each scheduler; a scheduler that fails is reported, not fatal."""
     rows = []
-    for name in names:
+    for name, opts in variants(names):
         try:
-            rows.append(throughput(name, n_workers, n_tasks, repeats))
+            rows.append(throughput(name, n_workers, n_tasks, repeats, options=opts))
         except Exception as exc:
-            rows.append({"scheduler": name, "error": f"{type(exc).__name__}: {exc}"})
+            rows.append({"scheduler": name, "options": opts,
+                         "error": f"{type(exc).__name__}: {exc}"})
     return rows
 
 

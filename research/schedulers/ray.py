@@ -45,7 +45,9 @@ GCS_TASK_EVENTS = 10_000
 #: processes inherit it) and restored at shutdown.
 CLUSTER_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",  # never phone home
-    "RAY_PROFILING": "1",  # per-task profile events for ray.timeline()
+    # Per-task profile events for ray.timeline() (the native witness) cost every task: only with
+    # the `witness` option (see Ray.__init__), else "0".
+    "RAY_PROFILING": "0",
     "RAY_AUTH_MODE": "disabled",  # a loopback-only cluster; also silences the token warning
     # On Linux Ray swaps 127.0.0.1 for the machine's outward address and listens there; with
     # this it keeps the loopback address, as it does on a laptop (see _loopback_only).
@@ -269,16 +271,32 @@ def native_table(events: Sequence[Event], ids: Mapping[str, int]) -> Any:
 
 
 # -- the adapter ------------------------------------------------------------------------------
-def _stamp_when_ready(refs: Mapping[Any, int], deadline: float) -> dict[int, int]:
-    """Receive stamps, taken by a callback the moment each result is ready in this process.
+def _stamp_when_ready(refs: Mapping[Any, int], deadline: float
+                      ) -> tuple[dict[int, int], dict[int, Any]]:
+    """Receive stamps, taken by a callback the moment each result is ready in this process,
+    and the results the callbacks were handed.
 
-    ``ray.wait(num_returns=1)`` in a loop costs O(n) per call, O(n^2) per trial; a done-callback
-    on each ref's future is O(1). Returns when all are ready or at the deadline.
+    ``ray.wait(num_returns=1)`` in a loop costs O(n) per call, O(n^2) per trial. A callback per
+    ref is O(1): ``ObjectRef._on_completed`` hands it the deserialised result, so the results
+    need no second ``ray.get`` (``ref.future()`` wraps the same callback in a
+    ``concurrent.futures.Future`` and the result was then fetched again: about 140 us per task
+    more than a user's single ``ray.get``). Returns when all are ready or at the deadline.
     """
     stamps = ReceiveStamps(len(refs))
+    values: dict[int, Any] = {}
+
+    def on_done(tid: int) -> Any:
+        def cb(value: Any) -> None:
+            values[tid] = value
+            stamps._stamp(tid)
+        return cb
+
     for ref, tid in refs.items():
-        ref.future().add_done_callback(stamps.callback(tid))
-    return stamps.wait(deadline - time.monotonic())
+        if hasattr(ref, "_on_completed"):
+            ref._on_completed(on_done(tid))
+        else:  # an older Ray: the public future API
+            ref.future().add_done_callback(stamps.callback(tid))
+    return stamps.wait(deadline - time.monotonic()), values
 
 
 class Ray(ClusterScheduler):
@@ -289,6 +307,8 @@ class Ray(ClusterScheduler):
     options_spec = {
         "address": Param("str", None, help="connect to this running cluster ('host:port' or "
                          "'auto') instead of starting one; its total CPUs must equal n_workers"),
+        "witness": Param("bool", False, help="record Ray's own per-task timeline (the native "
+                         "witness; turns RAY_PROFILING on, which slows every task)"),
     }
     existing_keys = ("address",)
     distributions: ClassVar[tuple[str, ...]] = ("ray",)
@@ -314,6 +334,9 @@ class Ray(ClusterScheduler):
         self._launched = False
         #: How long run() polls for the trial's native records (see EVENTS_REPORT_MS).
         self.native_wait_s = 1.0 if self.address is None else 3.0
+        #: The native witness needs RAY_PROFILING, which users do not run with: off by default.
+        self.witness = bool(self.options.get("witness"))
+        self.collect_native = self.witness
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -353,7 +376,8 @@ class Ray(ClusterScheduler):
     def _start_local(self, ray: ModuleType) -> None:
         self.temp_dir = self._pick_temp_dir()
         self._env_cm = contextlib.ExitStack()
-        self._env_cm.enter_context(_env(CLUSTER_ENV))
+        self._env_cm.enter_context(_env({**CLUSTER_ENV,
+                                         "RAY_PROFILING": "1" if self.witness else "0"}))
         self._env_cm.enter_context(_loopback_only(ray))
         self._driver = self._launched = True
         info = ray.init(
@@ -425,17 +449,21 @@ class Ray(ClusterScheduler):
             submit[task.task_id] = time.time_ns()
             refs[self._remote.remote(task)] = task.task_id
         outcomes: list[Outcome]
-        receive = _stamp_when_ready(refs, deadline)
+        receive, values = _stamp_when_ready(refs, deadline)
         error: str | None = None
         crashed = 0
-        ready = [ref for ref, tid in refs.items() if tid in receive]
+        # The callbacks were handed the results; only what is not an Outcome (a task error,
+        # a lost worker) is fetched again, one by one, to tell the failures apart.
+        outcomes = [values[tid] for tid in receive if isinstance(values.get(tid), Outcome)]
+        got = {o.task_id for o in outcomes}
+        ready = [ref for ref, tid in refs.items() if tid in receive and tid not in got]
         pending = [ref for ref, tid in refs.items() if tid not in receive]
-        # One get for all (cheap: the results are local); one by one only if some failed.
-        try:
-            outcomes = list(ray.get(ready))
-            ready = []
-        except RayError:
-            outcomes = []
+        if ready and not values:  # the future API (older Ray): one get for all
+            try:
+                outcomes = list(ray.get(ready))
+                ready = []
+            except RayError:
+                outcomes = []
         for ref in ready:
             try:
                 out = ray.get(ref)

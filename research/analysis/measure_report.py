@@ -1,0 +1,227 @@
+"""The report's measurement section: per-task overhead as METG(50%) beside published anchors,
+the simulator's predictions of every trial, and the accuracy of the measurement itself.
+
+Writes ``metg.csv`` and ``predictions.csv`` beside ``summary.csv``, and their figures.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import accuracy, metg
+from . import figures as F
+from . import results as R
+
+SECTION = "measure"
+#: The goal the simulator is held to (issue 13): median |error| per scheduler.
+PREDICTION_GOAL = 0.05
+
+
+def _figure(doc: Any, fig: Any, out_dir: Path, kind: str, title: str) -> None:
+    files = F.save_figure(fig, out_dir / "figures" / F.slug(kind))
+    doc.figures([F.DrawnFigure(kind, title, files, section=SECTION)])
+
+
+def metg_section(doc: Any, results: R.Results, out_dir: Path,
+                 pred: pd.DataFrame | None) -> pd.DataFrame:
+    """The METG table, figure and anchors; writes metg.csv. Returns the table."""
+    pts = metg.points(results.summary)
+    table = metg.metg_table(pts)
+    if pred is not None and not pred.empty and not pts.empty:
+        table = _with_predicted_metg(table, pts, pred)
+    table.to_csv(out_dir / "metg.csv", index=False)
+    doc.heading("Per-task overhead: METG(50%)", 3)
+    if pts.empty:
+        doc.para(f"The granularity study ('{metg.STUDY}') did not run: no METG.", "note")
+        return table
+    doc.para("METG(50%) (Task Bench, Slaughter et al. SC'20): the smallest task granularity at "
+             "which a system still reaches 50% efficiency; efficiency = planned task time / "
+             "(workers × wall), granularity = workers × wall / tasks, wall from the first "
+             "submit to the last receive, interpolated linearly between the two sweep points "
+             "around 50%. Smaller is better. Empty where 50% is never crossed (the note says "
+             "why). predicted_metg_s: the same from the simulator's wall times.", "note")
+    doc.table(table)
+    _figure(doc, metg.metg_figure(pts, table), out_dir, "metg",
+            "Efficiency against granularity, METG(50%) marked")
+    doc.para("Anchors, and what differs from this setup:")
+    doc.table(pd.DataFrame(metg.ANCHORS, columns=["source", "published", "what differs"]))
+    tput = _noop_throughput(results)
+    if not tput.empty:
+        doc.para("No-op throughput here (overhead study, 1 / (wall / tasks), median over "
+                 "repeats), to read beside the Parsl paper's numbers:")
+        doc.table(tput)
+    return table
+
+
+def _with_predicted_metg(table: pd.DataFrame, pts: pd.DataFrame,
+                         pred: pd.DataFrame) -> pd.DataFrame:
+    p = pts.merge(pred[["trial_id", "predicted_wall_s"]], on="trial_id", how="inner")
+    p["granularity_s"] = p["n_workers"] * p["predicted_wall_s"] / p["n_tasks"]
+    p["efficiency"] = p["task_s"] * p["n_tasks"] / (p["n_workers"] * p["predicted_wall_s"])
+    pt = metg.metg_table(p)[["scheduler", "body", "n_workers", "metg_s"]]
+    out = table.merge(pt.rename(columns={"metg_s": "predicted_metg_s"}),
+                      on=["scheduler", "body", "n_workers"], how="left")
+    out["predicted / measured"] = out["predicted_metg_s"] / out["metg_s"]
+    return out
+
+
+def _noop_throughput(results: R.Results) -> pd.DataFrame:
+    """Per-task cost of no-op tasks in the overhead study, with what ran: the scheduler's
+    options (e.g. Ray's witness) and the workers' timer slack."""
+    from .. import schema
+
+    summary = results.summary
+    s = summary[(summary["experiment"] == "overhead")
+                & (summary["trial_status"].astype(str) != "failed")]
+    if s.empty:
+        return pd.DataFrame()
+    s = s.assign(per=pd.to_numeric(s["wall_s"]) / pd.to_numeric(s["n_tasks"]).astype(float))
+    opts = []
+    for src in s["source"]:
+        try:
+            o = schema.read_metadata(results.path_of(src))["trial"].get("options") or {}
+        except Exception:  # unreadable metadata: the row still counts
+            o = {}
+        opts.append(", ".join(f"{k}={v}" for k, v in sorted(o.items()) if v is not None))
+    s = s.assign(options=opts, slack=s.get("timer_slack_ns", ""))
+    g = (s.groupby(["scheduler", "body", "n_workers", "options", "slack"], sort=False)["per"]
+         .median().reset_index().rename(columns={"slack": "timer slack (ns)"}))
+    g["us per task"] = g["per"] * 1e6
+    g["tasks per s"] = 1.0 / g["per"]
+    return R.sort_trials(g.drop(columns="per"), ["scheduler"])
+
+
+def prediction_section(doc: Any, results: R.Results, out_dir: Path,
+                       calibration: Path | None) -> pd.DataFrame | None:
+    """Predicted against measured makespan for every trial; writes predictions.csv."""
+    from ..simulate import calibration as cal_mod
+    from ..simulate.predict import error_summary, predictions
+
+    doc.heading("Simulator: predicted against measured", 3)
+    try:
+        cal = cal_mod.load(calibration)
+        pred = predictions(results, cal)
+    except Exception as exc:  # the simulator must not cost us the report
+        traceback.print_exc()
+        doc.para(f"The simulator could not run: {type(exc).__name__}: {exc}", "box")
+        return None
+    pred.to_csv(out_dir / "predictions.csv", index=False)
+    doc.para(f"Calibration: {cal.label}" + (f" ({cal.path})" if cal.path else "") +
+             f"; fitted on the studies {', '.join(cal.studies)}. Each trial is simulated from "
+             "its task list with its scheduler's policy and calibrated costs; error = "
+             "predicted / measured makespan - 1. 'unseen' trials were not used to fit the "
+             "costs (the calibration's own trials are in-sample). Goal: median |error| <= "
+             f"{PREDICTION_GOAL:.0%} per scheduler.", "note")
+    if pred.empty:
+        doc.para("No completed trial to predict.", "note")
+        return pred
+    summ = error_summary(pred)
+    doc.table(summ)
+    misses = summ[pd.to_numeric(summ["median |error| unseen"], errors="coerce")
+                  > PREDICTION_GOAL]
+    if len(misses):
+        doc.para("Where the model misses (median |error| over unseen trials above the goal): "
+                 + "; ".join(f"{r['scheduler']} ({r['median |error| unseen']:.0%})"
+                             for _, r in misses.iterrows())
+                 + ". The largest misses per scheduler, with the workload, are in "
+                 "predictions.csv.")
+        finite = pred[np.isfinite(pd.to_numeric(pred["error"], errors="coerce"))]
+        worst = finite.loc[finite["error"].abs().groupby(finite["scheduler"]).idxmax()]
+        doc.table(R.sort_trials(worst[["scheduler", "experiment", "workload", "n_workers",
+                                       "policy", "predicted_makespan_s",
+                                       "measured_makespan_s", "error"]], ["scheduler"]))
+    _figure(doc, _scatter(pred), out_dir, "predictions",
+            "Predicted against measured makespan, every trial")
+    return pred
+
+
+def _scatter(pred: pd.DataFrame) -> Any:
+    fig = F.new_figure(6.5, 6.0)
+    ax = fig.subplots()
+    for sched, g in pred.groupby("scheduler", sort=False):
+        ax.scatter(g["measured_makespan_s"], g["predicted_makespan_s"], s=12,
+                   color=F.scheduler_color(str(sched)), label=str(sched),
+                   marker="o" if len(g) else ".")
+    lo = float(np.nanmin(pred[["measured_makespan_s", "predicted_makespan_s"]].to_numpy()))
+    hi = float(np.nanmax(pred[["measured_makespan_s", "predicted_makespan_s"]].to_numpy()))
+    lo = max(lo, 1e-6)
+    xs = np.array([lo, hi])
+    ax.plot(xs, xs, color="black", lw=1)
+    ax.fill_between(xs, xs * (1 - PREDICTION_GOAL), xs * (1 + PREDICTION_GOAL), color="grey",
+                    alpha=0.2, label=f"±{PREDICTION_GOAL:.0%}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("Measured makespan (s)")
+    ax.set_ylabel("Predicted makespan (s)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="x-small", ncol=2)
+    return fig
+
+
+def accuracy_section(doc: Any, results: R.Results) -> None:
+    """Sleep overshoot per scheduler and the native witness agreement."""
+    doc.heading("Accuracy of the measurement", 3)
+    sl = accuracy.sleep_table(results.summary)
+    doc.para("Sleep overshoot: in-task duration - planned, per sleep task (summary.csv: "
+             "sleep_error_median_s, sleep_error_p95_s per trial). Workers run with the "
+             "minimum timer slack (set by the task wrapper in each worker thread; the value in "
+             "force is in each trial file's metadata, timer_slack_ns).", "note")
+    doc.table(sl)
+    wt = accuracy.witness_table(results)
+    doc.para("In-task stamps against each system's own records (native witness): median and "
+             "max over trials of the per-trial |native - ours| differences.", "note")
+    if wt.empty:
+        doc.para("No trial has a native witness table.", "note")
+    else:
+        doc.table(wt)
+
+
+def measure_section(doc: Any, results: R.Results, out_dir: Path,
+                    calibration: Path | None = None) -> None:
+    """The whole section (heading, METG, predictions, accuracy)."""
+    doc.heading("Overhead, simulator and accuracy", anchor="measure")
+    if results.summary.empty:
+        return
+    pred = prediction_section(doc, results, out_dir, calibration)
+    metg_section(doc, results, out_dir, pred)
+    accuracy_section(doc, results)
+
+
+def median_abs(x: pd.Series) -> float:
+    """Median of |x| over finite values (NaN if none)."""
+    v = pd.to_numeric(x, errors="coerce").abs()
+    v = v[np.isfinite(v)]
+    return float(v.median()) if len(v) else math.nan
+
+
+__all__ = ["PREDICTION_GOAL", "accuracy_section", "measure_section", "median_abs",
+           "metg_section", "prediction_section"]
+
+
+def draw_measure_figures(results: R.Results, fig_dir: Path, calibration: Path | None = None,
+                         formats: tuple[str, ...] | list[str] = F.FORMATS) -> list[Path]:
+    """The section's figures alone (the ``figures`` command draws what the report draws):
+    the prediction scatter and, when the granularity study ran, the METG figure."""
+    from ..simulate import calibration as cal_mod
+    from ..simulate.predict import predictions
+
+    files: list[Path] = []
+    if results.summary.empty:
+        return files
+    try:
+        pred = predictions(results, cal_mod.load(calibration))
+    except Exception:  # the report says why; the figures command just goes without
+        pred = None
+    if pred is not None and not pred.empty:
+        files += F.save_figure(_scatter(pred), fig_dir / F.slug("predictions"), formats)
+    pts = metg.points(results.summary)
+    if not pts.empty:
+        table = metg.metg_table(pts)
+        files += F.save_figure(metg.metg_figure(pts, table), fig_dir / F.slug("metg"), formats)
+    return files

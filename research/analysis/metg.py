@@ -1,0 +1,131 @@
+"""METG(50%), Task Bench's yardstick for per-task overhead (Slaughter et al., SC'20).
+
+Per trial of the granularity sweep: efficiency = planned task time / (workers x wall) and
+granularity = workers x wall / tasks, with wall from the first submit to the last receive.
+METG(50%) is the smallest granularity at which a system still reaches 50% efficiency,
+interpolated linearly between the two sweep points around 50%.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: The study the METG is read from, and the efficiency threshold.
+STUDY = "granularity"
+THRESHOLD = 0.5
+METG_COLUMNS: tuple[str, ...] = ("scheduler", "body", "n_workers", "metg_s", "note", "points",
+                                 "min_granularity_s", "max_efficiency")
+
+#: Published numbers to read ours beside, with what differs from this setup.
+ANCHORS: tuple[tuple[str, str, str], ...] = (
+    ("Task Bench: Dask METG(50%)", "about 14 ms",
+     "Slaughter et al., SC'20: no dependencies, one 32-core node (Cori), 2019 Dask; ours: no "
+     "dependencies, this machine's workers, today's Dask"),
+    ("Dask documentation", "about 1 ms of overhead per task",
+     "a rule of thumb for the distributed scheduler, no machine stated"),
+    ("Parsl paper (Babuji et al., HPDC'19)", "IPyParallel 330 tasks/s, Parsl HTEX 1,181 tasks/s",
+     "no-op throughput on a cluster; ours: no-op throughput in the overhead study "
+     "(1 / per-task wall) on this machine"),
+)
+
+
+def points(summary: pd.DataFrame, experiment: str = STUDY) -> pd.DataFrame:
+    """One row per completed trial of the sweep: scheduler, body, n_workers, task_s, n_tasks,
+    wall_s, efficiency, granularity_s."""
+    cols = ["scheduler", "body", "n_workers", "trial_id", "task_s", "n_tasks", "wall_s",
+            "efficiency", "granularity_s"]
+    if summary.empty:
+        return pd.DataFrame(columns=cols)
+    s = summary[(summary["experiment"] == experiment)
+                & (summary["trial_status"].astype(str) != "failed")].copy()
+    if s.empty:
+        return pd.DataFrame(columns=cols)
+    n = pd.to_numeric(s["n_tasks"]).astype(float)
+    w = pd.to_numeric(s["n_workers"]).astype(float)
+    wall = pd.to_numeric(s["wall_s"], errors="coerce").astype(float)
+    task = pd.to_numeric(s["task_s_mean"], errors="coerce").astype(float)
+    out = pd.DataFrame({
+        "scheduler": s["scheduler"].astype(str), "body": s.get("body", "sleep"),
+        "n_workers": w.astype(int), "trial_id": s["trial_id"], "task_s": task, "n_tasks": n,
+        "wall_s": wall, "efficiency": task * n / (w * wall), "granularity_s": w * wall / n})
+    return out[np.isfinite(out["efficiency"])].reset_index(drop=True)
+
+
+def metg_of(gran: Sequence[float], eff: Sequence[float]) -> tuple[float, str]:
+    """(METG in seconds, '') or (NaN, why): the smallest granularity with efficiency >= 50%,
+    interpolated linearly with the next smaller point, which is below 50%."""
+    g, e = np.asarray(gran, float), np.asarray(eff, float)
+    order = np.argsort(g)
+    g, e = g[order], e[order]
+    if len(g) == 0:
+        return math.nan, "no points"
+    above = np.flatnonzero(e >= THRESHOLD)
+    if len(above) == 0:
+        return math.nan, f"never reaches 50% (best {e.max():.0%} at {g[np.argmax(e)]:.3g} s)"
+    i = int(above[0])
+    if i == 0:
+        return math.nan, (f"at or above 50% down to the smallest granularity measured "
+                          f"({g[0]:.3g} s): METG below that")
+    g1, e1, g2, e2 = g[i - 1], e[i - 1], g[i], e[i]  # e1 < 0.5 <= e2
+    return float(g1 + (THRESHOLD - e1) * (g2 - g1) / (e2 - e1)), ""
+
+
+def metg_table(pts: pd.DataFrame) -> pd.DataFrame:
+    """METG per (scheduler, body, n_workers), with why where 50% is never crossed."""
+    rows: list[dict[str, Any]] = []
+    if pts.empty:
+        return pd.DataFrame(columns=list(METG_COLUMNS))
+    for (sched, body, n), g in pts.groupby(["scheduler", "body", "n_workers"], sort=False):
+        # Repeats: the median efficiency per task length.
+        per = g.groupby("task_s").agg(granularity_s=("granularity_s", "median"),
+                                      efficiency=("efficiency", "median")).reset_index()
+        m, why = metg_of(per["granularity_s"], per["efficiency"])
+        rows.append({"scheduler": sched, "body": body, "n_workers": int(n), "metg_s": m,
+                     "note": why, "points": len(per),
+                     "min_granularity_s": float(per["granularity_s"].min()),
+                     "max_efficiency": float(per["efficiency"].max())})
+    from .results import sort_trials
+
+    return sort_trials(pd.DataFrame(rows, columns=list(METG_COLUMNS)), ["body", "scheduler"])
+
+
+def metg_figure(pts: pd.DataFrame, table: pd.DataFrame) -> Any:
+    """Efficiency against granularity, one panel per body, the 50% line and each METG."""
+    from .figures import new_figure, scheduler_color
+    from .results import sort_trials
+
+    bodies = sorted(pts["body"].astype(str).unique())
+    fig = new_figure(6.0 * max(1, len(bodies)), 4.6)
+    axes = fig.subplots(1, max(1, len(bodies)), squeeze=False)[0]
+    for ax, body in zip(axes, bodies, strict=False):
+        b = sort_trials(pts[pts["body"] == body], ["scheduler", "granularity_s"])
+        for sched, g in b.groupby("scheduler", sort=False):
+            per = g.groupby("task_s").agg(gr=("granularity_s", "median"),
+                                          ef=("efficiency", "median")).sort_values("gr")
+            color = scheduler_color(str(sched))
+            ax.plot(per["gr"], per["ef"], marker=".", color=color, label=str(sched), lw=1)
+            row = table[(table["scheduler"] == sched) & (table["body"] == body)]
+            if len(row) and np.isfinite(row["metg_s"].iloc[0]):
+                ax.plot([row["metg_s"].iloc[0]], [THRESHOLD], marker="o", ms=7, mfc="none",
+                        color=color)
+        ax.axhline(THRESHOLD, color="black", ls="--", lw=1)
+        n = ", ".join(str(x) for x in sorted(b["n_workers"].unique()))
+        ax.set_title(f"{body} bodies, {n} workers", fontsize="medium")
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.1)
+        ax.set_xlabel("Granularity: workers × wall / tasks (s)")
+        ax.set_ylabel("Efficiency: planned / (workers × wall)")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize="x-small", ncol=2)
+    fig.suptitle("METG(50%): circles mark where each system falls to 50% efficiency",
+                 fontsize="medium")
+    return fig
+
+
+__all__ = ["ANCHORS", "METG_COLUMNS", "STUDY", "THRESHOLD", "metg_figure", "metg_of",
+           "metg_table", "points"]

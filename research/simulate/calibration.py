@@ -1,0 +1,278 @@
+"""Fitting each scheduler's costs, and the versioned calibration file they live in.
+
+The costs are fitted per scheduler from the studies named in :data:`CALIBRATION_STUDIES` (the
+no-op overhead study and the granularity sweep), never from the trial being predicted: body
+costs (sleep overshoot, CPU stretch, no-op length) and the start and return latencies are
+medians of what those trials measured; ``dispatch_s``, ``worker_s`` and ``result_s`` are chosen
+by a coordinate search that minimises the median |log(predicted / measured)| of their makespans
+and wall times.
+
+The file (JSON)::
+
+    {"format": "research.calibration", "version": 1, "label": "...", "source": "RESULTS",
+     "created": "ISO time", "studies": ["overhead", "granularity"],
+     "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
+                                       "return_s": ..., "result_s": ..., "sleep_overshoot_s": ...,
+                                       "cpu_scale": ..., "noop_s": ...},
+                             "n_trials": 21, "fit_error": 0.03, "trials": ["trial_id", ...]}},
+     "default": {"costs": {...}}}
+
+``default`` (the median of the fitted schedulers' costs) serves a scheduler the file does not
+know. :data:`SHIPPED` is the package's own file, fitted on a quick run (its label says so).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .core import Costs, simulate
+from .policies import base_name, policy_for
+
+FORMAT = "research.calibration"
+VERSION = 1
+CALIBRATION_STUDIES: tuple[str, ...] = ("overhead", "granularity")
+SHIPPED = Path(__file__).with_name("default_calibration.json")
+#: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms
+#: (about 1.6x apart).
+GRID: tuple[float, ...] = (0.0, *(float(x) for x in np.logspace(-6, math.log10(0.03), 23)))
+
+
+@dataclass
+class TrialData:
+    """What the simulator needs of one measured trial."""
+
+    trial_id: str
+    experiment: str
+    scheduler: str
+    workload: str
+    n_workers: int
+    options: dict[str, Any]
+    bodies: list[str]
+    planned: list[float]
+    makespan_s: float
+    wall_s: float
+    counts: list[int] = field(default_factory=list)
+    body_s: list[float] = field(default_factory=list)  # measured end - start (NaN if untimed)
+    first_start_s: float = math.nan  # first start - first submit
+    last_return_s: float = math.nan  # last receive - last end
+
+
+@dataclass
+class Calibration:
+    """Costs per scheduler, with where they came from."""
+
+    schedulers: dict[str, dict[str, Any]]
+    default: Costs
+    label: str
+    source: str = ""
+    created: str = ""
+    studies: tuple[str, ...] = CALIBRATION_STUDIES
+    path: Path | None = None
+
+    def costs(self, scheduler: str) -> tuple[Costs, bool]:
+        """(costs of ``scheduler``, whether they were fitted for it rather than the default)."""
+        entry = self.schedulers.get(base_name(scheduler))
+        if entry is None:
+            return self.default, False
+        return Costs.from_dict(entry["costs"]), True
+
+    def trials(self, scheduler: str) -> set[str]:
+        """The trial ids the costs of ``scheduler`` were fitted on."""
+        entry = self.schedulers.get(base_name(scheduler)) or {}
+        return set(entry.get("trials", []))
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's content."""
+        return {"format": FORMAT, "version": VERSION, "label": self.label,
+                "source": self.source, "created": self.created, "studies": list(self.studies),
+                "schedulers": self.schedulers, "default": {"costs": self.default.to_dict()}}
+
+    def write(self, path: Path) -> Path:
+        """Write the file (pretty-printed, stable key order)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n")
+        return path
+
+
+def load(path: Path | str | None = None) -> Calibration:
+    """Read a calibration file; None reads the package's shipped defaults. Raises ValueError
+    naming the file and the problem when it is not a calibration file of a known version."""
+    p = Path(path) if path is not None else SHIPPED
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{p}: cannot read a calibration file: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"{p}: not a calibration file (format must be {FORMAT!r})")
+    if doc.get("version") != VERSION:
+        raise ValueError(f"{p}: calibration version {doc.get('version')!r}; this package "
+                         f"reads version {VERSION}")
+    label = str(doc.get("label", ""))
+    if path is None:
+        label = f"shipped defaults ({label})" if label else "shipped defaults"
+    return Calibration(dict(doc.get("schedulers", {})),
+                       Costs.from_dict(doc.get("default", {}).get("costs", {})), label,
+                       str(doc.get("source", "")), str(doc.get("created", "")),
+                       tuple(doc.get("studies", CALIBRATION_STUDIES)), p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading trials
+
+
+def trial_data(results: Any, row: pd.Series) -> TrialData | None:
+    """The simulator's view of one summary row of a :class:`~research.analysis.results.Results`
+    (None when the trial has no timed task)."""
+    from .. import schema
+    from ..analysis.metrics import task_times, tasks_per_worker
+
+    df = results.records(row["source"])
+    if df.empty:
+        return None
+    t = task_times(df)
+    if not t["timed"].any():
+        return None
+    meta = schema.read_metadata(results.path_of(row["source"])).get("trial", {})
+    bodies = (df.sort_values("task_id")["body"].astype(str).tolist() if "body" in df.columns
+              else ["sleep"] * len(df))
+    planned = t["planned_s"].astype(float).tolist()
+    measured = (t["end_s"] - t["start_s"]).astype(float).tolist()
+    n = int(row["n_workers"])
+    return TrialData(
+        str(row["trial_id"]), str(row["experiment"]), str(row["scheduler"]),
+        str(row["workload"]), n, dict(meta.get("options") or {}), bodies, planned,
+        float(row["makespan_s"]), float(row["wall_s"]),
+        [int(c) for c in tasks_per_worker(t, n)], measured,
+        float(t["start_s"].min() - t["submit_s"].min()),
+        float(t["receive_s"].max() - t["end_s"].max()))
+
+
+def collect(results: Any, experiments: Iterable[str] | None = None) -> list[TrialData]:
+    """Every completed trial of ``results`` (of ``experiments`` if given) as :class:`TrialData`."""
+    s = results.summary
+    if s.empty:
+        return []
+    s = s[s["trial_status"].astype(str) != "failed"]
+    if experiments is not None:
+        s = s[s["experiment"].isin(list(experiments))]
+    out = []
+    for _, row in s.iterrows():
+        if not np.isfinite(pd.to_numeric(row["makespan_s"], errors="coerce")):
+            continue
+        d = trial_data(results, row)
+        if d is not None:
+            out.append(d)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting
+
+
+def _median(values: Sequence[float], default: float) -> float:
+    v = [x for x in values if math.isfinite(x)]
+    return float(statistics.median(v)) if v else default
+
+
+def body_costs(trials: Sequence[TrialData]) -> dict[str, float]:
+    """Sleep overshoot, CPU stretch and no-op length: medians over the trials' tasks."""
+    over, scale, noop = [], [], []
+    for d in trials:
+        for b, p, m in zip(d.bodies, d.planned, d.body_s, strict=True):
+            if not math.isfinite(m):
+                continue
+            if b == "sleep" and math.isfinite(p):
+                over.append(m - p)
+            elif b == "cpu" and math.isfinite(p) and p >= 1e-3:
+                scale.append(m / p)
+            elif b == "noop":
+                noop.append(m)
+    return {"sleep_overshoot_s": max(0.0, _median(over, 0.0)), "cpu_scale": _median(scale, 1.0),
+            "noop_s": max(0.0, _median(noop, 0.0))}
+
+
+def log_error(pred: float, measured: float) -> float:
+    """|log(pred / measured)|; inf when either is not positive."""
+    if not (pred > 0 and measured > 0):
+        return math.inf
+    return abs(math.log(pred / measured))
+
+
+def fit_error(trials: Sequence[TrialData], costs: Costs) -> float:
+    """Median |log ratio| of predicted to measured makespan and wall over ``trials``."""
+    errs = []
+    for d in trials:
+        sim = simulate(policy_for(d.scheduler, d.options), d.bodies, d.planned, d.n_workers,
+                       costs)
+        errs.append(log_error(sim.makespan_s, d.makespan_s))
+        errs.append(log_error(sim.wall_s, d.wall_s))
+    return float(statistics.median(errs)) if errs else math.inf
+
+
+def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, float]:
+    """Costs fitted to ``trials`` (one scheduler's), and their fit error."""
+    base = {**body_costs(trials),
+            "start_s": max(0.0, _median([d.first_start_s for d in trials], 0.0)),
+            "return_s": max(0.0, _median([d.last_return_s for d in trials], 0.0))}
+    # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
+    sample = [_shortened(d, 400) for d in trials]
+    best = {"dispatch_s": 0.0, "worker_s": 0.0, "result_s": 0.0}
+    best_err = fit_error(sample, Costs(**base, **best))
+    for _ in range(passes):
+        improved = False
+        for key in ("dispatch_s", "worker_s", "result_s"):
+            for v in GRID:
+                trial = {**best, key: v}
+                err = fit_error(sample, Costs(**base, **trial))
+                if err < best_err - 1e-12:
+                    best, best_err, improved = trial, err, True
+        if not improved:
+            break
+    return Costs(**base, **best), best_err
+
+
+def _shortened(d: TrialData, most: int) -> TrialData:
+    """A no-op trial of many tasks, cut to ``most`` tasks with its times scaled alike."""
+    n = len(d.bodies)
+    if n <= most or any(b != "noop" for b in d.bodies):
+        return d
+    f = most / n
+    return TrialData(d.trial_id, d.experiment, d.scheduler, d.workload, d.n_workers, d.options,
+                     d.bodies[:most], d.planned[:most], d.makespan_s * f,
+                     d.wall_s * f - (1 - f) * (d.first_start_s + d.last_return_s)
+                     if math.isfinite(d.first_start_s) else d.wall_s * f,
+                     d.counts, d.body_s[:most], d.first_start_s, d.last_return_s)
+
+
+def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
+        label: str = "") -> Calibration:
+    """Fit every scheduler found in ``studies`` of ``results`` (a loaded results directory)."""
+    data = collect(results, studies)
+    by: dict[str, list[TrialData]] = {}
+    for d in data:
+        by.setdefault(base_name(d.scheduler), []).append(d)
+    scheds: dict[str, dict[str, Any]] = {}
+    for name, trials in sorted(by.items()):
+        costs, err = fit_scheduler(trials)
+        scheds[name] = {"costs": costs.to_dict(), "n_trials": len(trials),
+                        "fit_error": err, "trials": sorted(d.trial_id for d in trials)}
+    default = Costs.from_dict({k: _median([e["costs"][k] for e in scheds.values()], 0.0)
+                               for k in Costs().to_dict()}) if scheds else Costs()
+    return Calibration(scheds, default, label or f"fitted on {results.results_dir}",
+                       str(results.results_dir),
+                       _dt.datetime.now().isoformat(timespec="seconds"), tuple(studies))
+
+
+__all__ = ["CALIBRATION_STUDIES", "FORMAT", "SHIPPED", "VERSION", "Calibration", "TrialData",
+           "body_costs", "collect", "fit", "fit_error", "fit_scheduler", "load", "log_error",
+           "trial_data"]

@@ -1,0 +1,183 @@
+"""The event bookkeeping every policy shares; a policy overrides :meth:`Policy.pick`.
+
+The model of one trial: the client hands the task list over in *units* (one task, a chunk or a
+contiguous block), one after the other, each unit costing ``dispatch_s`` per task it carries
+(serialisation and the scheduler's bookkeeping: a rate limit on the whole cluster). A unit goes
+to the worker the policy picks: a fixed one (blocks, round robin) or whichever is free first
+(greedy), where a worker may hold ``prefetch`` units at once (a bounded queue: ipp-lb's hwm,
+Celery's prefetch). A worker runs a unit's tasks in order, paying ``worker_s`` before each
+(deserialising, bookkeeping, its share of the result's way back). Each body lasts its planned
+time, adjusted per body kind: ``sleep`` bodies overshoot by ``sleep_overshoot_s`` (timer slack),
+``cpu`` bodies are stretched by ``cpu_scale`` (contention), ``noop`` bodies last ``noop_s``.
+Results reach the client ``return_s`` after their end, and the client takes them in one at a
+time, ``result_s`` each (deserialising, bookkeeping). Times start at the first submit (0).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Costs:
+    """The calibrated costs of one scheduler (seconds; ``cpu_scale`` is a factor)."""
+
+    dispatch_s: float = 0.0
+    worker_s: float = 0.0
+    start_s: float = 0.0
+    return_s: float = 0.0
+    result_s: float = 0.0
+    sleep_overshoot_s: float = 0.0
+    cpu_scale: float = 1.0
+    noop_s: float = 0.0
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Costs:
+        """The costs in ``raw`` (unknown keys ignored, missing ones default)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: float(v) for k, v in raw.items() if k in names})
+
+    def to_dict(self) -> dict[str, float]:
+        """The costs as a plain dict (for the calibration file)."""
+        return asdict(self)
+
+    def body_s(self, body: str, planned_s: float) -> float:
+        """How long a body of ``planned_s`` lasts under these costs."""
+        if body == "noop":
+            return self.noop_s
+        if not math.isfinite(planned_s):
+            return 0.0
+        if body == "cpu":
+            return planned_s * self.cpu_scale
+        if body == "sleep":
+            return planned_s + self.sleep_overshoot_s
+        return planned_s
+
+
+@dataclass
+class SimResult:
+    """A simulated trial: per-task worker, start and end, and what they add up to."""
+
+    worker: list[int]
+    start: list[float]
+    end: list[float]
+    receive: list[float]
+    n_workers: int
+
+    @property
+    def makespan_s(self) -> float:
+        """Last end - first start, as measured (in-task stamps)."""
+        return max(self.end) - min(self.start) if self.start else math.nan
+
+    @property
+    def wall_s(self) -> float:
+        """Last receive - first submit (0)."""
+        return max(self.receive) if self.receive else math.nan
+
+    @property
+    def counts(self) -> list[int]:
+        """Tasks per worker, sorted (as in the summary's tasks_per_worker)."""
+        c = [0] * self.n_workers
+        for w in self.worker:
+            c[w] += 1
+        return sorted(c)
+
+
+@dataclass
+class State:
+    """What :meth:`Policy.pick` may look at when it places a unit."""
+
+    n_workers: int
+    free_at: list[float]  # when each worker finishes what it was given
+    slots: list[list[float]] = field(default_factory=list)  # end times of its last units
+    n_units: list[int] = field(default_factory=list)
+
+
+class Policy:
+    """Greedy over single tasks: each task goes to whichever worker can take it first.
+
+    Subclasses override :meth:`units` (how the list is cut) and/or :meth:`pick` (where a unit
+    goes); :meth:`run` does the bookkeeping.
+    """
+
+    name = "greedy"
+    description = "greedy: each task to the first free worker"
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+
+    @property
+    def prefetch(self) -> int:
+        """Units a worker may hold at once (1: it asks for the next when it is free)."""
+        return 1
+
+    def units(self, n_tasks: int, n_workers: int) -> list[list[int]]:
+        """How the task list is handed over: one unit per task."""
+        return [[i] for i in range(n_tasks)]
+
+    def pick(self, unit_index: int, ready_s: float, state: State) -> int:
+        """The worker that gets unit ``unit_index`` (handed over at ``ready_s``): the one that
+        can accept it first (a free slot of its bounded queue), lowest index on ties."""
+        best, best_t = 0, math.inf
+        for w in range(state.n_workers):
+            s = state.slots[w]
+            accept = s[-self.prefetch] if len(s) >= self.prefetch else 0.0
+            t = max(accept, ready_s)
+            if t < best_t - 1e-15:
+                best, best_t = w, t
+        return best
+
+    def run(self, durations: Sequence[float], n_workers: int, costs: Costs) -> SimResult:
+        """Simulate the task list (body durations already costed) on ``n_workers``."""
+        n = len(durations)
+        state = State(n_workers, [0.0] * n_workers, [[] for _ in range(n_workers)],
+                      [0] * n_workers)
+        worker, start, end = [0] * n, [0.0] * n, [0.0] * n
+        sent = 0.0
+        for u, unit in enumerate(self.units(n, n_workers)):
+            sent += costs.dispatch_s * len(unit)
+            ready = sent + costs.start_s
+            w = self.pick(u, ready, state)
+            t = max(state.free_at[w], ready)
+            for i in unit:
+                t += costs.worker_s
+                worker[i], start[i] = w, t
+                t += durations[i]
+                end[i] = t
+            state.free_at[w] = t
+            state.slots[w].append(t)
+            state.n_units[w] += 1
+        receive = _receive(end, costs.return_s, costs.result_s)
+        return SimResult(worker, start, end, receive, n_workers)
+
+
+def _receive(end: Sequence[float], return_s: float, result_s: float) -> list[float]:
+    """When the client has each result: in arrival order, one at a time."""
+    out = [0.0] * len(end)
+    busy = 0.0
+    for i in sorted(range(len(end)), key=end.__getitem__):
+        busy = max(busy, end[i] + return_s) + result_s
+        out[i] = busy
+    return out
+
+
+def simulate(policy: Policy, bodies: Sequence[str], planned: Sequence[float], n_workers: int,
+             costs: Costs) -> SimResult:
+    """Predict one trial: ``bodies`` and ``planned`` per task in submission order."""
+    durations = [costs.body_s(b, p) for b, p in zip(bodies, planned, strict=True)]
+    return policy.run(durations, max(1, n_workers), costs)
+
+
+def greedy_free_times(durations: Sequence[float], n_workers: int) -> list[float]:
+    """List scheduling's final worker free times (used by tests as an independent check)."""
+    free = [0.0] * n_workers
+    for d in durations:
+        heapq.heapreplace(free, free[0] + d)
+    return sorted(free)
+
+
+__all__ = ["Costs", "Policy", "SimResult", "State", "greedy_free_times", "simulate"]

@@ -1,0 +1,150 @@
+"""The simulator: hand-computed schedules per policy, the calibration file, the fitter, and
+METG's interpolation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from research.analysis.metg import metg_of
+from research.simulate import Costs, policy_for, simulate
+from research.simulate import calibration as cal
+from research.simulate.core import greedy_free_times
+from research.simulate.policies import DEFAULT_POLICY, POLICIES
+
+
+def _run(sched: str, durations: list[float], n: int, costs: Costs | None = None,
+         **options: object):
+    return simulate(policy_for(sched, options), ["x"] * len(durations), durations, n,
+                    costs or Costs())
+
+
+def test_greedy_puts_short_tasks_beside_a_long_one() -> None:
+    r = _run("ipp-lb", [3, 1, 1, 1], 2)
+    assert r.worker == [0, 1, 1, 1]
+    assert r.makespan_s == 3 and r.counts == [1, 3]
+
+
+def test_blocks_are_contiguous_and_fixed() -> None:
+    r = _run("ipp-direct", [3, 1, 1, 1, 1], 2)  # blocks [0, 1, 2] and [3, 4]
+    assert r.worker == [0, 0, 0, 1, 1]
+    assert r.makespan_s == 5 and r.counts == [2, 3]
+
+
+def test_pool_map_chunks_go_greedily() -> None:
+    # chunks of 2: [3+1] -> w0 (0-4), [1+1] -> w1 (0-2), [1+1] -> w1 (2-4)
+    r = _run("mp-map", [3, 1, 1, 1, 1, 1], 2, chunksize=2)
+    assert r.worker == [0, 0, 1, 1, 1, 1] and r.makespan_s == 4
+    # default chunksize: ceil(6 / (4 x 2)) = 1, plain greedy: both free at 3, tie to worker 0
+    assert _run("mp-map", [3, 1, 1, 1, 1, 1], 2).worker == [0, 1, 1, 1, 0, 1]
+
+
+def test_round_robin_deals_chunks_in_turn() -> None:
+    r = _run("ray-pool", [3, 1, 1, 1], 2, method="imap")
+    assert r.worker == [0, 1, 0, 1] and r.makespan_s == 4
+
+
+def test_dispatch_cost_limits_the_rate_and_worker_cost_adds_gaps() -> None:
+    r = _run("dask", [0, 0, 0, 0], 2, Costs(dispatch_s=1.0, return_s=0.5))
+    assert r.start == [1, 2, 3, 4] and r.makespan_s == 3 and r.wall_s == 4.5
+    # The client takes results one at a time: three at once come in 1 s apart.
+    r = _run("dask", [0, 0, 0], 3, Costs(result_s=1.0))
+    assert r.receive == [1, 2, 3] and r.wall_s == 3
+    r = _run("dask", [1, 1], 1, Costs(worker_s=0.5))
+    assert r.start == [0.5, 2.0] and r.makespan_s == 2.5
+
+
+def test_prefetch_queues_behind_a_long_task() -> None:
+    # prefetch 2: worker 0 takes tasks 0 and 1 at once, so task 1 waits behind the long one.
+    r = _run("celery", [5, 1, 1, 1], 2, prefetch_multiplier=2)
+    assert r.worker == [0, 0, 1, 1] and r.makespan_s == 6
+    assert _run("celery", [5, 1, 1, 1], 2, prefetch_multiplier=1).makespan_s == 5
+
+
+def test_ipp_lb_chunksize_and_hwm() -> None:
+    assert _run("ipp-lb", [1] * 8, 2, chunksize=4).counts == [4, 4]
+    assert _run("ipp-lb", [5, 1, 1, 1], 2, hwm=2).makespan_s == 6
+
+
+def test_greedy_matches_list_scheduling() -> None:
+    durations = [0.3, 1.2, 0.1, 0.8, 0.5, 0.9, 0.2, 0.4, 0.7]
+    r = _run("futures", durations, 3)
+    assert math.isclose(r.makespan_s, max(greedy_free_times(durations, 3)))
+
+
+def test_unknown_scheduler_gets_the_default_policy() -> None:
+    assert type(policy_for("no-such-system")) is DEFAULT_POLICY
+    assert "celery" in POLICIES and "ray-pool" in POLICIES
+
+
+def test_body_costs() -> None:
+    c = Costs(sleep_overshoot_s=1e-4, cpu_scale=1.5, noop_s=2e-6)
+    assert c.body_s("sleep", 0.01) == pytest.approx(0.0101)
+    assert c.body_s("cpu", 0.01) == pytest.approx(0.015)
+    assert c.body_s("noop", 0.0) == 2e-6
+
+
+def _synthetic(costs: Costs, sched: str = "dask") -> list[cal.TrialData]:
+    out = []
+    for i, (d, n) in enumerate([(0.0, 300), (1e-3, 200), (1e-2, 80), (0.1, 8)]):
+        bodies = ["noop" if d == 0 else "sleep"] * n
+        planned = [d] * n
+        r = simulate(policy_for(sched), bodies, planned, 2, costs)
+        out.append(cal.TrialData(f"t{i}", "granularity", sched, f"w{i}", 2, {}, bodies, planned,
+                                 r.makespan_s, r.wall_s, r.counts,
+                                 [e - s for s, e in zip(r.start, r.end, strict=True)],
+                                 min(r.start), max(r.receive) - max(r.end)))
+    return out
+
+
+def test_fit_recovers_known_costs() -> None:
+    """Fitted on synthetic trials of known costs, the costs predict them and a trial they never
+    saw. (Dispatch and worker costs trade off on uniform lists, so the check is on the
+    predictions, not on each parameter.)"""
+    truth = Costs(dispatch_s=4e-4, worker_s=1e-4, return_s=2e-3, sleep_overshoot_s=6e-5,
+                  noop_s=1e-6)
+    fitted, err = cal.fit_scheduler(_synthetic(truth))
+    assert err < 0.05
+    assert fitted.sleep_overshoot_s == pytest.approx(6e-5, rel=1e-6)
+    planned = [3e-3] * 50 + [0.02] * 5
+    bodies = ["sleep"] * len(planned)
+    want = simulate(policy_for("dask"), bodies, planned, 2, truth)
+    got = simulate(policy_for("dask"), bodies, planned, 2, fitted)
+    assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.1)
+
+
+def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
+    c = cal.Calibration({"dask": {"costs": Costs(dispatch_s=1e-3).to_dict(), "n_trials": 1,
+                                  "fit_error": 0.0, "trials": ["t0"]}},
+                        Costs(dispatch_s=2e-3), "test")
+    path = c.write(tmp_path / "cal.json")
+    back = cal.load(path)
+    assert back.costs("dask") == (Costs(dispatch_s=1e-3), True)
+    assert back.costs("dask[x=1]")[0].dispatch_s == 1e-3
+    assert back.costs("unknown") == (Costs(dispatch_s=2e-3), False)
+    assert back.trials("dask") == {"t0"}
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "version": 99}))
+    with pytest.raises(ValueError, match="version 99"):
+        cal.load(path)
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="not a calibration file"):
+        cal.load(path)
+
+
+def test_shipped_calibration_is_labelled() -> None:
+    shipped = cal.load()
+    assert shipped.label.startswith("shipped defaults")
+    assert shipped.schedulers
+
+
+def test_metg_interpolates_between_the_points_around_half() -> None:
+    m, why = metg_of([1e-3, 1e-2, 1e-1], [0.2, 0.6, 0.9])
+    assert why == "" and m == pytest.approx(1e-3 + 0.3 * 9e-3 / 0.4)
+    m, why = metg_of([1e-3, 1e-2], [0.1, 0.3])
+    assert math.isnan(m) and "never reaches 50%" in why
+    m, why = metg_of([1e-3, 1e-2], [0.7, 0.9])
+    assert math.isnan(m) and "below that" in why
