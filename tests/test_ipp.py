@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -213,7 +214,10 @@ crash_ids = [1]
     for trial in (direct["trial"], lb["trial"]):
         assert trial["trial_status"] == schema.TRIAL_OK
         assert trial["cluster"]["existing_cluster"] is False
-        assert trial["cluster"]["startup_s"] > 0 and trial["cluster"]["shutdown_s"] > 0
+        assert trial["cluster"]["startup_s"] > 0
+        cid = trial["cluster"]["cluster_id"]
+        cluster_file = next((tmp_path / "out").rglob(f".clusters/{cid}.json"))
+        assert json.loads(cluster_file.read_text())["shutdown_s"] > 0
     assert direct["trial"]["run_info"]["receive_stamps"] == "per engine block"
     assert direct["trial"]["cluster"]["task_scheme"] == "leastload"
     assert lb["trial"]["cluster"]["task_scheme"] == "lru"  # reached the local controller
