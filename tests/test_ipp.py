@@ -27,6 +27,7 @@ from research import schema
 from research.cli import main
 from research.errors import ParamError
 from research.schedulers import get_scheduler
+from research.schedulers import ipp as ipp_adapter
 from research.schedulers.cluster import is_running, reap
 from research.schedulers.ipp import (
     IppDirect,
@@ -341,3 +342,24 @@ def test_timeout_on_an_existing_cluster_frees_its_engines(ipcluster: dict[str, A
         out = sched.run([Task(i, "sleep", 0.1, 0.1) for i in range(4)], timeout_s=10)
         assert out.error is None and time.monotonic() - t0 < 3
         assert {o.worker for o in out.outcomes} == {"engine-0", "engine-1"}
+
+
+class _OpenController(IppLoadBalanced):
+    """A local cluster whose controller is told to listen on every interface."""
+
+    def controller_args(self) -> list[str]:
+        return ["--ip=0.0.0.0"]
+
+
+@pytest.mark.slow
+def test_a_local_cluster_reachable_from_outside_is_refused(no_leaks: None) -> None:
+    sched = _OpenController(1)
+    try:
+        with pytest.raises(RuntimeError, match="reachable beyond this host.*0.0.0.0"):
+            sched.start()
+    finally:
+        sched.shutdown()
+    # The check itself passes on the cluster we start by default (loopback only).
+    with IppLoadBalanced(1) as ok:
+        assert ok.conn is not None
+        ipp_adapter.check_loopback(ok.conn, [p.pid for p in ok.procs.collect()])
