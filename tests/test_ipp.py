@@ -344,22 +344,30 @@ def test_timeout_on_an_existing_cluster_frees_its_engines(ipcluster: dict[str, A
         assert {o.worker for o in out.outcomes} == {"engine-0", "engine-1"}
 
 
-class _OpenController(IppLoadBalanced):
-    """A local cluster whose controller is told to listen on every interface."""
-
-    def controller_args(self) -> list[str]:
-        return ["--ip=0.0.0.0"]
-
-
 @pytest.mark.slow
-def test_a_local_cluster_reachable_from_outside_is_refused(no_leaks: None) -> None:
-    sched = _OpenController(1)
+def test_a_controller_reachable_from_outside_is_refused(tmp_path: Path, no_leaks: None) -> None:
+    # A controller started by hand on every interface: what the adapter's check must catch.
+    profile = tmp_path / "profile_open"
+    ctl = subprocess.Popen([sys.executable, "-m", "ipyparallel.controller", "--ip=0.0.0.0",
+                            f"--profile-dir={profile}", "--cluster-id=open"],
+                           env={**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conn = profile / "security" / "ipcontroller-open-client.json"
     try:
+        deadline = time.monotonic() + 60
+        while not conn.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pids = [ctl.pid, *(p.pid for p in psutil.Process(ctl.pid).children(recursive=True))]
         with pytest.raises(RuntimeError, match="reachable beyond this host.*0.0.0.0"):
-            sched.start()
+            ipp_adapter.check_loopback(conn, pids)
     finally:
-        sched.shutdown()
-    # The check itself passes on the cluster we start by default (loopback only).
+        ctl.terminate()
+        try:
+            ctl.wait(15)
+        except subprocess.TimeoutExpired:
+            ctl.kill()
+            ctl.wait(5)
+    # The check passes on the cluster the adapter starts (loopback only).
     with IppLoadBalanced(1) as ok:
         assert ok.conn is not None
         ipp_adapter.check_loopback(ok.conn, [p.pid for p in ok.procs.collect()])
