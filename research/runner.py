@@ -203,9 +203,9 @@ class Sweep:
                             start_error = f"cluster failed to start: {type(exc).__name__}: {exc}"
                             self.log(f"{cls.name} w{spec.n_workers}: {start_error}")
                     done = self._run_trial(spec, sched, start_error)
-                    info = cluster.info(sched)
-                    self._write(done, info)
+                    # Listed first: a stop signal held during the write is raised right after it.
                     cluster.add(spec, self.out)
+                    self._write(done, cluster.info(sched))
                     bar.update(1)
             finally:
                 if sched is not None:
