@@ -61,6 +61,16 @@ def set_pdeathsig(sig: int = signal.SIGKILL) -> bool:
     return ok
 
 
+def init_worker() -> None:
+    """Initializer of pool worker processes: die with the parent (:func:`set_pdeathsig`), and
+    ignore SIGINT. A terminal's Ctrl-C reaches the whole process group; a worker that died of
+    it while holding the pool's queue lock (an idle ``multiprocessing.Pool`` worker waits for
+    work holding it) makes ``Pool.terminate()`` hang forever. The harness stops the workers
+    itself, in order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_pdeathsig()
+
+
 def processes_with_token(token: str, exclude: set[int] | None = None) -> list[psutil.Process]:
     """Every process (of this user) whose environment carries ``token``."""
     exclude = exclude or set()
@@ -251,6 +261,6 @@ def pid_alive(pid: int) -> bool:
 
 __all__ = [
     "LOCK_NAME", "RUNS_NAME", "STOP_SIGNALS", "TOKEN_ENV", "DirectoryBusy", "Interrupted",
-    "RunLock", "critical", "kill_token_processes", "known_tokens", "pid_alive",
+    "RunLock", "critical", "init_worker", "kill_token_processes", "known_tokens", "pid_alive",
     "processes_with_token", "record_run", "run_token", "set_pdeathsig", "stop_signals",
 ]
