@@ -34,6 +34,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
             cls = get_scheduler(name)
             opts = ", ".join(cls.options_spec) or "-"
             print(f"  {name:<11} {cls.description}  [options: {opts}]")
+            if not cls.can_stop_hung_task:
+                print(f"  {'':<11} limit: cannot stop a hung task at the timeout (it runs in "
+                      "this process; the trial is recorded as timed out)")
         except ImportError as exc:
             print(f"  {name:<11} (unavailable: {exc})")
     print("workload shapes:")
@@ -45,7 +48,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import config
-    from .runner import cleanup_tmp, run_sweep
+    from .guard import DirectoryBusy, Interrupted
+    from .runner import run_sweep
 
     try:
         experiments = [config.load(p, quick=args.quick) for p in args.configs]
@@ -54,21 +58,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     n = sum(len(e.trials) for e in experiments)
     print(f"{len(experiments)} config(s), {n} trial(s) -> {args.out}", file=sys.stderr)
-    cleanup_tmp(args.out)
     try:
-        result = run_sweep(experiments, args.out, force=args.force, progress=not args.no_progress)
-    except ParamError as exc:
+        result = run_sweep(experiments, args.out, force=args.force, progress=not args.no_progress,
+                           wait=args.wait, rerun_stale=args.rerun_stale)
+    except (ParamError, ConfigError, DirectoryBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: clusters shut down, finished trials saved; rerun to resume",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (research.guard.Interrupted)
+        signum = exc.signum if isinstance(exc, Interrupted) else 2
+        name = exc.name if isinstance(exc, Interrupted) else "SIGINT"
+        print(f"\ninterrupted by {name}: clusters shut down, finished trials saved; rerun to "
+              "resume", file=sys.stderr)
+        return 128 + signum
     print(f"wrote {len(result.written)} trial file(s), skipped {len(result.skipped)}, "
           f"{len(result.failed)} failed", file=sys.stderr)
     for trial_id, reason in result.failed:
         print(f"  failed: {trial_id}: {reason}", file=sys.stderr)
     return 1 if result.failed and args.strict else 0
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    """Stop the processes that runs into ``args.out`` left behind (found by their run token)."""
+    from .guard import DirectoryBusy, RunLock, kill_token_processes, known_tokens
+
+    out: Path = args.out
+    lock = RunLock(out, "")
+    try:
+        lock.acquire(wait=False)  # a live run holds it: its processes are not leftovers
+    except DirectoryBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {out}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        stopped = [line for token in known_tokens(out) for line in kill_token_processes(token)]
+    finally:
+        lock.release()
+    for line in stopped:
+        print(f"stopped {line}")
+    if not stopped:
+        print(f"{out}: nothing to stop")
+    return 0
 
 
 def _cmd_talk_primes(args: argparse.Namespace) -> int:
@@ -325,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true",
                      help="reduced run: each config's [quick] overrides, one repeat")
     run.add_argument("--strict", action="store_true", help="exit 1 if any trial failed")
+    run.add_argument("--wait", action="store_true",
+                     help="wait for another run on the same --out to finish instead of refusing")
+    run.add_argument("--rerun-stale", action="store_true",
+                     help="rerun done trials measured by other code or library versions")
     run.set_defaults(func=_cmd_run)
     tp = sub.add_parser("talk-primes", help="the talk's timeit prime benchmark, by its method")
     tp.add_argument("--out", type=Path, default=Path("results") / "primes")
@@ -334,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="three numbers instead of fifteen, at most two repeats")
     tp.add_argument("--force", action="store_true", help="redo even if the table exists")
     tp.set_defaults(func=_cmd_talk_primes)
+    cln = sub.add_parser("clean", help="stop processes that killed runs into DIR left behind")
+    cln.add_argument("out", type=Path, nargs="?", default=Path("results"), metavar="DIR")
+    cln.set_defaults(func=_cmd_clean)
     lst = sub.add_parser("list", help="list schedulers and workload shapes")
     lst.set_defaults(func=_cmd_list)
     _add_analysis_commands(sub)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,10 +33,47 @@ from .schedulers import REGISTRY, get_scheduler
 
 DEFAULT_TRIAL_TIMEOUT_S = 300.0
 EXPERIMENT_KEYS = ("name", "description", "repeats", "n_workers", "schedulers", "trial_timeout_s",
-                   "single_repeat")
+                   "single_repeat", "allow_oversubscribe")
 SWEEP_OVERRIDES = ("schedulers", "n_workers", "repeats")
 TOP_TABLES = ("experiment", "workloads", "scheduler_options", "quick")
 QUICK_TABLES = ("experiment", "workloads", "scheduler_options")
+#: Experiment and workload names: they become directory and file names.
+NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+NAME_RULE = "1-100 characters: letters, digits, -, _, . (not first)"
+#: Longest file name most file systems take.
+MAX_FILE_NAME = 255
+#: Trials one config may expand to (a typo such as repeats = 1000000 is refused at once).
+MAX_TRIALS = 100_000
+#: Rough memory per task of a trial: the task list, the outcomes and the records (bytes).
+BYTES_PER_TASK = 4096
+#: Rough memory per worker: a process (interpreter and the task code), or a thread's stack.
+BYTES_PER_PROCESS_WORKER = 30 * 2**20
+BYTES_PER_THREAD_WORKER = 2**20
+#: Share of the available memory one trial may plan to use.
+MEMORY_SHARE = 0.5
+
+
+def check_name(where: str, key: str, name: Any) -> str:
+    """A name that becomes a directory or file name; raises :class:`ConfigError`."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ConfigError(where, key, f"{name!r} is not a valid name ({NAME_RULE})")
+    return name
+
+
+def available_memory() -> int:
+    """Bytes of memory available now."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _n_tasks(params: Mapping[str, Any]) -> int:
+    """How many tasks a workload's trial has, from its validated parameters (no task list)."""
+    for key in ("n_tasks", "durations_s", "numbers"):
+        if key in params and params[key] is not None:
+            v = params[key]
+            return len(v) if isinstance(v, list) else int(v)
+    return 0
 
 
 @dataclass(frozen=True)
@@ -149,9 +188,13 @@ def load(path: str | Path, quick: bool = False) -> Experiment:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(str(path), "-", f"cannot read the file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "-", f"not UTF-8 text (byte {exc.start}: "
+                                          f"{exc.object[exc.start:exc.start + 1]!r}); TOML "
+                                          "files must be UTF-8") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -209,19 +252,21 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
     for key in ("name", "n_workers", "schedulers"):
         if key not in exp:
             raise ConfigError(_where(path, "experiment"), key, "missing (required)")
-    name = exp["name"]
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
-        raise ConfigError(_where(path, "experiment"), "name",
-                          f"expected a non-empty name without spaces or slashes, got {name!r}")
+    name = check_name(_where(path, "experiment"), "name", exp["name"])
+    oversubscribe = exp.get("allow_oversubscribe", False)
+    if not isinstance(oversubscribe, bool):
+        raise ConfigError(_where(path, "experiment"), "allow_oversubscribe",
+                          f"expected true or false, got {oversubscribe!r}")
     repeats = _positive_int(path, "experiment", "repeats", exp.get("repeats", 1))
     n_workers = _int_list(path, "experiment", "n_workers", exp["n_workers"])
     scheds = _schedulers(path, "experiment", exp["schedulers"])
     single = (_schedulers(path, "experiment", exp["single_repeat"])
               if exp.get("single_repeat") else [])
     timeout = exp.get("trial_timeout_s", DEFAULT_TRIAL_TIMEOUT_S)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+    if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout) or timeout <= 0):
         raise ConfigError(_where(path, "experiment"), "trial_timeout_s",
-                          f"expected seconds > 0, got {timeout!r}")
+                          f"expected a finite number of seconds > 0, got {timeout!r}")
 
     options = _scheduler_options(doc.get("scheduler_options", {}), path)
 
@@ -230,8 +275,10 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
         raise ConfigError(str(path), "workloads", "at least one [workloads.NAME] table is needed")
     trials: list[TrialSpec] = []
     seen: set[str] = set()
+    planned = 0
     for wname, table in wl.items():
         tname = f"workloads.{wname}"
+        check_name(_where(path, tname), "workloads", wname)
         if not isinstance(table, dict):
             raise ConfigError(str(path), tname, "expected a table")
         raw = dict(table)
@@ -245,12 +292,19 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
                      if "n_workers" in raw else n_workers)
         w_repeats = (_positive_int(path, tname, "repeats", raw.pop("repeats"))
                      if "repeats" in raw else repeats)
+        variants = _variants(w_scheds, options)
+        planned += len(w_workers) * len(variants) * w_repeats
+        if planned > MAX_TRIALS:
+            raise ConfigError(_where(path, tname), "repeats",
+                              f"the sweep expands to more than {MAX_TRIALS:,} trials "
+                              f"(schedulers x n_workers x repeats); split it up")
         for n in w_workers:
             try:
                 params = workloads.validate(shape, raw, n)
             except ParamError as exc:
                 raise ConfigError(_where(path, tname), exc.key, exc.problem) from None
-            for sname, variant in _variants(w_scheds, options):
+            _check_fits(path, tname, params, n, w_scheds, oversubscribe)
+            for sname, variant in variants:
                 cls = get_scheduler(sname)
                 if params.get("crash_ids") and cls.in_process:
                     raise ConfigError(_where(path, tname), "crash_ids",
@@ -262,10 +316,43 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
                 for r in range(1 if sname in single else w_repeats):
                     spec = TrialSpec(name, sname, opts, wname, shape, params, eff, r,
                                      float(timeout), str(path), text, label)
+                    if len(spec.trial_id + schema.NATIVE_SUFFIX) > MAX_FILE_NAME:
+                        raise ConfigError(_where(path, f"scheduler_options.{sname}"), "-",
+                                          f"trial file names get too long ({spec.trial_id!r}); "
+                                          "use shorter workload names or option values")
                     if spec.key not in seen:  # serial at several n_workers runs once
                         seen.add(spec.key)
                         trials.append(spec)
     return Experiment(path, text, name, str(exp.get("description", "")), trials)
+
+
+def _check_fits(path: Path, table: str, params: Mapping[str, Any], n_workers: int,
+                schedulers: list[str], oversubscribe: bool) -> None:
+    """Refuse a trial that cannot fit this machine: its tasks' and records' memory, its
+    workers' memory, and CPU-bodied workers beyond the cores (unless allowed)."""
+    where = _where(path, table)
+    avail = available_memory()
+    n_tasks = _n_tasks(params)
+    need = n_tasks * BYTES_PER_TASK
+    if need > MEMORY_SHARE * avail:
+        raise ConfigError(where, "n_tasks",
+                          f"{n_tasks:,} tasks need about {need / 2**30:.1f} GiB for the task list "
+                          f"and records; {avail / 2**30:.1f} GiB are available")
+    cores = usable_cores()
+    for sname in schedulers:
+        cls = get_scheduler(sname)
+        eff = min(n_workers, cls.max_workers or n_workers)
+        per = BYTES_PER_THREAD_WORKER if cls.in_process else BYTES_PER_PROCESS_WORKER
+        if eff * per > MEMORY_SHARE * avail:
+            raise ConfigError(where, "n_workers",
+                              f"{eff:,} workers of {sname} need about {eff * per / 2**30:.1f} GiB; "
+                              f"{avail / 2**30:.1f} GiB are available")
+        if (params.get("body") == "cpu" and not cls.shares_gil and eff > cores
+                and not oversubscribe):
+            raise ConfigError(where, "n_workers",
+                              f"{eff} workers of {sname} run CPU-bodied tasks on {cores} cores: "
+                              "oversubscribed timings; set [experiment] allow_oversubscribe = "
+                              "true to run it anyway")
 
 
 def _variants(

@@ -1,34 +1,41 @@
 """The sweep: run every trial of one or more experiments and write one parquet file per trial.
 
 A cluster is started once per (scheduler, n_workers, options) and reused for all its trials;
-it is restarted only if a failure left it broken. Trial files are written after their cluster
-has shut down, because each file records the cluster's shutdown seconds; on error or Ctrl-C the
-cluster is still shut down and the trials that finished are still written, so a rerun resumes.
+it is restarted only if a failure left it broken. Each trial file is written the moment its
+trial ends (its native witness first, the trial file last, so a trial file always has its
+witness), so a kill loses at most the trial in flight. What is known only when a cluster has
+shut down (its shutdown seconds) goes into a per-cluster file,
+``<out>/<experiment>/.clusters/<cluster_id>.json`` (:func:`write_cluster_file`); the trial
+files name their cluster by ``cluster.cluster_id``.
+
+A run holds a lock on its results directory, marks every process it starts with a token
+(:mod:`research.guard`) and keeps a watchdog (:mod:`research.watchdog`) that stops them if the
+run process is killed; SIGTERM and SIGHUP stop it like Ctrl-C.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from . import metadata, schema
+from . import guard, metadata, schema
 from .config import Experiment, TrialSpec
 from .schedulers import RunOutput, Scheduler, get_scheduler
 from .tasks import Task, calibrate_spin, timer_slack_ns
 from .workloads import build_tasks
 
 SUPERSEDED_DIR = ".superseded"
+#: Per-cluster files (shutdown seconds and the trials each cluster ran), per experiment dir.
+CLUSTERS_DIR = ".clusters"
 
 
 @dataclass
@@ -38,6 +45,8 @@ class SweepResult:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (trial_id, reason)
+    #: Existing trials measured by other code or other library versions (see --rerun-stale).
+    stale: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -91,20 +100,6 @@ def supersede(path: Path) -> Path:
     return dest
 
 
-@contextmanager
-def _no_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C while a cluster shuts down and files are written; it is delivered after."""
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    except (AttributeError, ValueError):  # not the main thread, or no signals here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def _groups(trials: Sequence[TrialSpec]) -> list[list[TrialSpec]]:
     """Trials that can share one cluster: same scheduler, worker count and cluster options."""
     groups: dict[tuple[str, int, str], list[TrialSpec]] = {}
@@ -116,12 +111,27 @@ def _groups(trials: Sequence[TrialSpec]) -> list[list[TrialSpec]]:
     return list(groups.values())
 
 
+def stale_reason(old_system: dict[str, Any], now: dict[str, Any],
+                 libraries: Sequence[str]) -> str | None:
+    """Why a trial measured on ``old_system`` was measured by other code than ``now`` (a
+    different commit or dirty flag, or another version of one of ``libraries``); None if not."""
+    for key in ("git_commit", "git_dirty"):
+        if old_system.get(key) != now.get(key):
+            return f"{key} {old_system.get(key)!r} -> {now.get(key)!r}"
+    old_libs, new_libs = old_system.get("libraries", {}), now.get("libraries", {})
+    for lib in libraries:
+        if old_libs.get(lib) != new_libs.get(lib):
+            return f"{lib} {old_libs.get(lib)} -> {new_libs.get(lib)}"
+    return None
+
+
 class Sweep:
     """Runs trials; see :func:`run_sweep`."""
 
     def __init__(self, out: Path, force: bool, progress: bool,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], rerun_stale: bool = False) -> None:
         self.out, self.force, self.progress, self.log = out, force, progress, log
+        self.rerun_stale = rerun_stale
         self.system = metadata.collect_all()
         self.cpu_rate: float | None = None
         self.result = SweepResult()
@@ -132,16 +142,35 @@ class Sweep:
             self.log(f"calibrated cpu body: {self.cpu_rate:,.0f} loop iterations per second")
         return self.cpu_rate
 
+    def _is_stale(self, spec: TrialSpec, path: Path) -> str | None:
+        try:
+            old = schema.read_metadata(path)["system"]
+        except Exception:
+            return None
+        libs = (*metadata.CORE_LIBRARIES, *get_scheduler(spec.scheduler).distributions)
+        return stale_reason(old, self.system, libs)
+
     def run(self, trials: Sequence[TrialSpec]) -> SweepResult:
-        todo = []
+        todo, reasons = [], []
         for t in trials:
             path = t.path(self.out)
             if not self.force and trial_is_done(path):
+                reason = self._is_stale(t, path)
+                if reason:
+                    reasons.append(f"{path.name}: {reason}")
+                    self.result.stale.append(path)
+                    if self.rerun_stale:
+                        todo.append(t)
+                        continue
                 self.result.skipped.append(path)
             else:
                 todo.append(t)
         if self.result.skipped:
             self.log(f"skipping {len(self.result.skipped)} trial(s) already done (--force redoes)")
+        if self.result.stale:
+            verb = "rerunning them" if self.rerun_stale else "--rerun-stale reruns them"
+            self.log(f"{len(self.result.stale)} existing trial(s) were measured by other code or "
+                     f"other library versions (e.g. {reasons[0]}); {verb}")
         for group in _groups(todo):
             get_scheduler(group[0].scheduler).preflight(group[0].n_workers, group[0].options)
         from tqdm import tqdm
@@ -157,7 +186,7 @@ class Sweep:
         cls = get_scheduler(group[0].scheduler)
         with tempfile.TemporaryDirectory(prefix=f"research-{cls.name}-") as workdir:
             sched: Scheduler | None = None
-            done: list[_Done] = []
+            cluster = _Cluster()
             start_error: str | None = None
             try:
                 for spec in group:
@@ -165,21 +194,22 @@ class Sweep:
                                         f"r{spec.repeat}")
                     if start_error is None and (sched is None or sched.broken):
                         if sched is not None:
-                            self._close(sched, done)
-                            sched, done = None, []
+                            self._close(sched, cluster)
+                            sched, cluster = None, _Cluster()
                         try:
                             sched = cls(spec.n_workers, spec.options, Path(workdir))
                             sched.start()
                         except Exception as exc:
                             start_error = f"cluster failed to start: {type(exc).__name__}: {exc}"
                             self.log(f"{cls.name} w{spec.n_workers}: {start_error}")
-                    done.append(self._run_trial(spec, sched, start_error))
+                    done = self._run_trial(spec, sched, start_error)
+                    # Listed first: a stop signal held during the write is raised right after it.
+                    cluster.add(spec, self.out)
+                    self._write(done, cluster.info(sched))
                     bar.update(1)
             finally:
                 if sched is not None:
-                    self._close(sched, done)
-                else:
-                    self._write_all(done, {})
+                    self._close(sched, cluster)
 
     def _run_trial(self, spec: TrialSpec, sched: Scheduler | None,
                    start_error: str | None) -> _Done:
@@ -235,49 +265,150 @@ class Sweep:
         sched._research_slack = found  # type: ignore[attr-defined]
         return found
 
-    def _close(self, sched: Scheduler, done: list[_Done]) -> None:
-        with _no_interrupt():
+    def _close(self, sched: Scheduler, cluster: _Cluster) -> None:
+        with guard.critical():
             try:
                 sched.shutdown()
             finally:
-                info = {**sched.info(), "cluster_id": uuid.uuid4().hex[:12]}
-                self._write_all(done, info)
-
-    def _write_all(self, done: list[_Done], cluster: dict[str, Any]) -> None:
-        with _no_interrupt():
-            for d in done:
-                self._write(d, cluster)
+                cluster.close(sched)
 
     def _write(self, d: _Done, cluster: dict[str, Any]) -> None:
-        path = d.spec.path(self.out)
-        if path.exists():
-            supersede(path)
-        trial = {**d.trial_meta, "cluster": cluster}
-        if d.native is not None and len(d.native):
-            from .witness import compare
+        with guard.critical():
+            path = d.spec.path(self.out)
+            native_path = path.with_name(path.stem + schema.NATIVE_SUFFIX)
+            if path.exists():
+                supersede(path)
+            elif native_path.exists():  # a witness whose trial file was never written
+                supersede_orphan(native_path)
+            trial = {**d.trial_meta, "cluster": cluster}
+            if d.native is not None and len(d.native):
+                from .witness import compare
 
-            trial["witness"] = compare(d.rows, d.native)
-            schema.write_native(d.native, path.with_name(path.stem + schema.NATIVE_SUFFIX),
-                                trial, self.system)
-        schema.write_trial(d.rows, path, trial, self.system, d.spec.config_text)
+                trial["witness"] = compare(d.rows, d.native)
+                schema.write_native(d.native, native_path, trial, self.system)
+            # The trial file last: it is what marks the trial done.
+            schema.write_trial(d.rows, path, trial, self.system, d.spec.config_text)
         self.result.written.append(path)
 
 
+class _Cluster:
+    """One cluster's identity and the trials it ran; :meth:`close` writes its cluster file."""
+
+    def __init__(self) -> None:
+        self.cluster_id = uuid.uuid4().hex[:12]
+        self.trials: dict[Path, list[str]] = {}  # experiment dir -> trial ids
+
+    def info(self, sched: Scheduler | None) -> dict[str, Any]:
+        """The ``cluster`` entry of a trial file's metadata (``shutdown_s`` is not known yet:
+        it is in the cluster file)."""
+        if sched is None:
+            return {}
+        return {**sched.info(), "cluster_id": self.cluster_id}
+
+    def add(self, spec: TrialSpec, out: Path) -> None:
+        self.trials.setdefault(out / spec.experiment, []).append(spec.trial_id)
+
+    def close(self, sched: Scheduler) -> None:
+        info = {**sched.info(), "cluster_id": self.cluster_id, "ended_at": time.time()}
+        for exp_dir, trial_ids in self.trials.items():
+            write_cluster_file(exp_dir, {**info, "trial_ids": trial_ids})
+
+
+def write_cluster_file(exp_dir: Path, info: dict[str, Any]) -> Path:
+    """Write ``<exp_dir>/.clusters/<cluster_id>.json`` atomically: the cluster's facts
+    (``Scheduler.info()``: startup_s, shutdown_s, rss_mib...), ``cluster_id``, ``ended_at`` and
+    the ``trial_ids`` it ran in this experiment."""
+    path = exp_dir / CLUSTERS_DIR / f"{info['cluster_id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    tmp.write_text(json.dumps(info, default=str, sort_keys=True, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_cluster_file(trial_path: Path, cluster_id: str) -> dict[str, Any] | None:
+    """The cluster file of a trial file's cluster (None if the run was killed before the
+    cluster shut down)."""
+    path = trial_path.parent / CLUSTERS_DIR / f"{cluster_id}.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def supersede_orphan(path: Path) -> Path:
+    """Move a file without its trial file (a witness a killed run left) aside."""
+    dest = path.parent / SUPERSEDED_DIR / f"{path.name}.orphan.{time.time_ns()}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, dest)
+    return dest
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse a results directory that is a file or cannot be written, before anything runs."""
+    from .errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(str(out), "--out", "is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(str(out), "--out", f"cannot create it: {exc.strerror}") from None
+    try:  # a real write: os.access says yes to root on a read-only file system
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise ConfigError(str(out), "--out", f"is not writable: {exc.strerror}") from None
+
+
 def run_sweep(experiments: Sequence[Experiment], out: Path, *, force: bool = False,
-              progress: bool = True, log: Callable[[str], None] | None = None) -> SweepResult:
-    """Run all trials of ``experiments`` into ``out``; skip trials already done."""
+              progress: bool = True, log: Callable[[str], None] | None = None,
+              wait: bool = False, rerun_stale: bool = False) -> SweepResult:
+    """Run all trials of ``experiments`` into ``out``; skip trials already done.
+
+    Holds ``out``'s lock (:class:`research.guard.DirectoryBusy` if another run has it, unless
+    ``wait``), marks the processes it starts with the run token, keeps a watchdog for them,
+    and turns SIGTERM and SIGHUP into :class:`research.guard.Interrupted` like Ctrl-C.
+    """
     if log is None:
         from tqdm import tqdm
 
         log = tqdm.write
+    out = Path(out)
+    check_out_dir(out)
     trials = [t for e in experiments for t in e.trials]
-    return Sweep(Path(out), force, progress, log).run(trials)
+    had_token = guard.TOKEN_ENV in os.environ
+    token = guard.run_token()
+    lock = guard.RunLock(out, token)
+    try:
+        lock.acquire(wait)
+        guard.record_run(out, token)
+        cleanup_tmp(out)
+        from . import watchdog
+
+        dog = watchdog.start(token)
+        try:
+            with guard.stop_signals():
+                return Sweep(out, force, progress, log, rerun_stale).run(trials)
+        finally:
+            watchdog.stop(dog)
+    finally:
+        lock.release()
+        if not had_token:
+            os.environ.pop(guard.TOKEN_ENV, None)
 
 
 def cleanup_tmp(out: Path) -> None:
-    """Remove temp files an earlier, killed run may have left (never real results)."""
+    """Remove temp files that a run which is gone left (never real results, never the temp
+    files of a run still writing)."""
     for tmp in Path(out).rglob(".*.tmp"):
+        parts = tmp.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        if pid is not None and pid != os.getpid() and guard.pid_alive(pid):
+            continue
         tmp.unlink(missing_ok=True)
 
 
-__all__ = ["SweepResult", "build_rows", "cleanup_tmp", "run_sweep"]
+__all__ = [
+    "CLUSTERS_DIR", "SweepResult", "build_rows", "check_out_dir", "cleanup_tmp",
+    "read_cluster_file", "run_sweep", "stale_reason", "write_cluster_file",
+]

@@ -17,6 +17,7 @@ import pytest
 
 from research import config, schema
 from research.cli import main
+from research.runner import read_cluster_file
 
 STDLIB = ["serial", "threads", "mp-map", "mp-dynamic", "futures"]
 
@@ -90,7 +91,10 @@ def test_unseen_config_records_are_right(tmp_path: Path) -> None:
     assert meta["trial"]["options"]["chunksize"] == 2
     assert meta["trial"]["trial_status"] == "ok"
     assert meta["trial"]["cluster"]["startup_s"] >= 0
-    assert meta["trial"]["cluster"]["shutdown_s"] >= 0
+    # Shutdown seconds are known only after the trial file was written: the cluster file.
+    assert meta["trial"]["cluster"]["shutdown_s"] is None
+    cluster = read_cluster_file(f, meta["trial"]["cluster"]["cluster_id"])
+    assert cluster is not None and cluster["shutdown_s"] >= 0
     assert meta["system"]["cpu_count"] == os.cpu_count()
     assert "python_version" in meta["system"] and "pandas" in meta["system"]["libraries"]
     assert "[workloads.trace]" in meta["config"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from research import schema
 from research.cli import main
 from research.errors import ParamError
 from research.schedulers import get_scheduler
+from research.schedulers import ipp as ipp_adapter
 from research.schedulers.cluster import is_running, reap
 from research.schedulers.ipp import (
     IppDirect,
@@ -213,7 +215,10 @@ crash_ids = [1]
     for trial in (direct["trial"], lb["trial"]):
         assert trial["trial_status"] == schema.TRIAL_OK
         assert trial["cluster"]["existing_cluster"] is False
-        assert trial["cluster"]["startup_s"] > 0 and trial["cluster"]["shutdown_s"] > 0
+        assert trial["cluster"]["startup_s"] > 0
+        cid = trial["cluster"]["cluster_id"]
+        cluster_file = next((tmp_path / "out").rglob(f".clusters/{cid}.json"))
+        assert json.loads(cluster_file.read_text())["shutdown_s"] > 0
     assert direct["trial"]["run_info"]["receive_stamps"] == "per engine block"
     assert direct["trial"]["cluster"]["task_scheme"] == "leastload"
     assert lb["trial"]["cluster"]["task_scheme"] == "lru"  # reached the local controller
@@ -337,3 +342,32 @@ def test_timeout_on_an_existing_cluster_frees_its_engines(ipcluster: dict[str, A
         out = sched.run([Task(i, "sleep", 0.1, 0.1) for i in range(4)], timeout_s=10)
         assert out.error is None and time.monotonic() - t0 < 3
         assert {o.worker for o in out.outcomes} == {"engine-0", "engine-1"}
+
+
+@pytest.mark.slow
+def test_a_controller_reachable_from_outside_is_refused(tmp_path: Path, no_leaks: None) -> None:
+    # A controller started by hand on every interface: what the adapter's check must catch.
+    profile = tmp_path / "profile_open"
+    ctl = subprocess.Popen([sys.executable, "-m", "ipyparallel.controller", "--ip=0.0.0.0",
+                            f"--profile-dir={profile}", "--cluster-id=open"],
+                           env={**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conn = profile / "security" / "ipcontroller-open-client.json"
+    try:
+        deadline = time.monotonic() + 60
+        while not conn.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pids = [ctl.pid, *(p.pid for p in psutil.Process(ctl.pid).children(recursive=True))]
+        with pytest.raises(RuntimeError, match="reachable beyond this host.*0.0.0.0"):
+            ipp_adapter.check_loopback(conn, pids)
+    finally:
+        ctl.terminate()
+        try:
+            ctl.wait(15)
+        except subprocess.TimeoutExpired:
+            ctl.kill()
+            ctl.wait(5)
+    # The check passes on the cluster the adapter starts (loopback only).
+    with IppLoadBalanced(1) as ok:
+        assert ok.conn is not None
+        ipp_adapter.check_loopback(ok.conn, [p.pid for p in ok.procs.collect()])

@@ -21,7 +21,7 @@ from research import schema
 from research.cli import main as cli_main
 from research.config import TrialSpec
 from research.errors import ParamError
-from research.runner import build_rows
+from research.runner import build_rows, read_cluster_file
 from research.schedulers import RunOutput, get_scheduler
 from research.schedulers import ray as ray_adapter
 from research.schedulers.cluster import is_running, reap
@@ -398,7 +398,9 @@ def test_sweep_through_the_cli(tmp_path: Path, no_leaks: None) -> None:
         by_status[trial["trial_status"]] = (path, trial)
         cluster = trial["cluster"]
         assert cluster["scheduler"] == "ray" and cluster["startup_s"] > 0
-        assert cluster["rss_mib"] > 50 and cluster["shutdown_s"] is not None
+        assert cluster["rss_mib"] > 50
+        cluster_file = read_cluster_file(path, cluster["cluster_id"])
+        assert cluster_file is not None and cluster_file["shutdown_s"] is not None
         assert cluster["node_ip"] == "127.0.0.1" and cluster["existing_cluster"] is False
         # The runner's work dir is short enough to hold Ray's session itself.
         assert "research-ray-" in cluster["temp_dir"]

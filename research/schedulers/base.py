@@ -69,6 +69,10 @@ class Scheduler(ABC):
     process_names: ClassVar[tuple[str, ...]] = ()
     #: Starting a cluster takes seconds: the tests mark this adapter's contract tests slow.
     slow_start: ClassVar[bool] = False
+    #: Whether a task still running at the trial's timeout is stopped (its worker killed or the
+    #: cluster restarted). False for serial and threads: a hung task runs on in the client
+    #: process; the trial is still recorded as timed out.
+    can_stop_hung_task: ClassVar[bool] = True
 
     def __init__(
         self, n_workers: int, options: Mapping[str, Any] | None = None, workdir: Path | None = None

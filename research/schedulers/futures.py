@@ -6,6 +6,7 @@ import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
+from ..guard import init_worker
 from ..tasks import Task, execute, noop
 from .base import RunOutput, Scheduler
 from .pool import START_METHOD_OPTION, submit_and_collect
@@ -20,7 +21,9 @@ class Futures(Scheduler):
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.options["start_method"])
-        self.pool = ProcessPoolExecutor(self.n_workers, mp_context=ctx)
+        # Workers die with their parent even after a SIGKILL of the run, and leave Ctrl-C to
+        # the harness (research.guard.init_worker).
+        self.pool = ProcessPoolExecutor(self.n_workers, mp_context=ctx, initializer=init_worker)
 
     def _shutdown(self) -> None:
         # Killing first makes shutdown bounded even when a task hangs.

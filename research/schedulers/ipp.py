@@ -101,6 +101,41 @@ def _connect(options: Mapping[str, Any], ipython_dir: str) -> tuple[ipp.Client, 
     return client, conn
 
 
+def listening_addresses(pids: Sequence[int]) -> list[str]:
+    """``ip:port`` of every TCP socket the processes ``pids`` listen on."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            for c in psutil.Process(pid).net_connections(kind="inet"):
+                if c.status == psutil.CONN_LISTEN and c.laddr:
+                    out.append(f"{c.laddr.ip}:{c.laddr.port}")
+    return out
+
+
+def check_loopback(conn: Path, pids: Sequence[int]) -> None:
+    """Refuse a local cluster reachable from outside this host: its connection files must
+    name 127.0.0.1 and its processes listen on loopback only. ipyparallel has no such check
+    of its own (Dask and Ray refuse or default to loopback); anyone who can reach the ports
+    and read the key can run code as this user."""
+    bad = []
+    for path in sorted(conn.parent.glob("ipcontroller-*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(path.read_text())
+            # "interface" is what clients and engines connect to ("location" is only the host
+            # name, for ssh tunnels).
+            value = str(info.get("interface", ""))
+            if value and "127.0.0.1" not in value:
+                bad.append(f"{path.name}: interface = {value}")
+    for addr in listening_addresses(pids):
+        if not addr.startswith("127."):
+            bad.append(f"a cluster process listens on {addr}")
+    if bad:
+        raise RuntimeError("the local ipyparallel cluster is reachable beyond this host ("
+                           + "; ".join(bad) + "); it must bind to 127.0.0.1 only")
+
+
 def _check_engines(conn: Path, n_engines: int, n_workers: int) -> None:
     check_worker_count(n_workers, n_engines, f"the existing ipyparallel cluster ({conn})",
                        "engine(s)")
@@ -215,6 +250,7 @@ class _Ipp(ClusterScheduler):
         self.client = self.cluster.connect_client_sync(ipython_dir=self._ipython_dir)
         self.client.wait_for_engines(self.n_workers, timeout=ENGINE_TIMEOUT_S)
         self._remember_procs()  # the engines' nanny processes exist now
+        check_loopback(self.conn, [p.pid for p in self.procs.collect()])
 
     def controller_args(self) -> list[str]:
         """Command-line settings for the controller of a local cluster (none by default)."""

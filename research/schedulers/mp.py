@@ -7,6 +7,7 @@ import multiprocessing.pool
 import time
 from collections.abc import Sequence
 
+from ..guard import init_worker
 from ..params import Param
 from ..tasks import Outcome, Task, execute, noop
 from .base import RunOutput, Scheduler, stamp_all, timeout_error
@@ -22,7 +23,9 @@ class _PoolScheduler(Scheduler):
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.options["start_method"])
-        self.pool: multiprocessing.pool.Pool = ctx.Pool(self.n_workers)
+        # Workers die with their parent even after a SIGKILL of the run, and leave Ctrl-C to
+        # the harness (research.guard.init_worker).
+        self.pool: multiprocessing.pool.Pool = ctx.Pool(self.n_workers, init_worker)
 
     def _shutdown(self) -> None:
         # terminate() is bounded even with a hung or dead worker; close()+join() is not.

@@ -16,6 +16,7 @@ class Serial(Scheduler):
     description = "one task after another in the client process (baseline)"
     max_workers = 1
     in_process = True
+    can_stop_hung_task = False
 
     def _start(self) -> None:
         pass

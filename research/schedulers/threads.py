@@ -1,28 +1,92 @@
-"""Threads: ``concurrent.futures.ThreadPoolExecutor``, one submit per task."""
+"""Threads: a thread pool, one submit per task.
+
+A thread cannot be stopped: a task that hangs past the trial's timeout keeps running until the
+process exits. The pool's threads are daemon threads, so such a task never keeps the process
+from exiting (``ThreadPoolExecutor`` joins its threads at interpreter exit, so a hung task
+would hang the run at its very end).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from typing import Any
 
 from ..tasks import Task, execute_in_thread, noop
 from .base import RunOutput, Scheduler
 from .pool import submit_and_collect
 
 
+class DaemonThreadPool(Executor):
+    """A fixed pool of daemon threads named ``<prefix>_<i>`` (as ``ThreadPoolExecutor``
+    names them), fed from one queue."""
+
+    def __init__(self, n_threads: int, thread_name_prefix: str = "worker") -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"{thread_name_prefix}_{i}",
+                                          daemon=True) for i in range(n_threads)]
+        for t in self._threads:
+            t.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fut, fn, args, kwargs = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the future, as the stdlib does
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Queue ``fn(*args, **kwargs)``; its future."""
+        if self._closed:
+            raise RuntimeError("cannot submit after shutdown")
+        fut: Future[Any] = Future()
+        self._queue.put((fut, fn, args, kwargs))
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking work; cancel what is queued (``cancel_futures``); join the threads
+        (``wait``). A thread stuck in a task is left behind: it dies with the process."""
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for t in self._threads:
+                t.join()
+
+
 class Threads(Scheduler):
     """A thread pool: shares the GIL, so CPU bodies do not run in parallel."""
 
     name = "threads"
-    description = "ThreadPoolExecutor, one submit per task"
+    description = "thread pool, one submit per task"
     shares_gil = True
     in_process = True
+    can_stop_hung_task = False
 
     def _start(self) -> None:
-        self.pool = ThreadPoolExecutor(self.n_workers, thread_name_prefix="worker")
+        self.pool = DaemonThreadPool(self.n_workers, thread_name_prefix="worker")
 
     def _shutdown(self) -> None:
-        # Threads cannot be killed; a hung task delays exit but never outlives the process.
+        # Threads cannot be killed: a broken pool (a task hung past the timeout) is not joined.
         self.pool.shutdown(wait=not self.broken, cancel_futures=True)
 
     def bare_noop(self, n_tasks: int) -> None:

@@ -1,0 +1,356 @@
+"""Run safety on real processes: trials on disk the moment they end, signals like Ctrl-C,
+critical sections, leftovers, one run per directory, names, bounds, stale trials, and the
+honest limits of in-process schedulers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from runs import REPO, descendants, left_alive, start_run, trial_files, wait_for, write_cfg
+
+from research import config, guard, metadata, schema
+from research.cli import main
+from research.errors import ConfigError
+from research.runner import CLUSTERS_DIR, SUPERSEDED_DIR, cleanup_tmp, read_cluster_file
+
+#: Three trials of about 1.5 s each on a process pool (one cluster for all three).
+SLOW_FUTURES = """
+    [experiment]
+    name = "slow"
+    n_workers = 2
+    repeats = 3
+    schedulers = ["futures"]
+    [workloads.u]
+    shape = "uniform"
+    n_tasks = 6
+    duration_s = 0.5
+    """
+
+
+def test_trial_file_at_once_and_cluster_file_at_shutdown(tmp_path: Path, no_leaks: None) -> None:
+    cfg = write_cfg(tmp_path / "c.toml", SLOW_FUTURES.replace("repeats = 3", "repeats = 2"))
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    files = trial_files(out)
+    assert len(files) == 2
+    metas = [schema.read_metadata(f)["trial"] for f in files]
+    ids = {m["cluster"]["cluster_id"] for m in metas}
+    assert len(ids) == 1 and all(m["cluster"]["shutdown_s"] is None for m in metas)
+    cluster = read_cluster_file(files[0], ids.pop())
+    assert cluster is not None and cluster["shutdown_s"] >= 0
+    assert sorted(cluster["trial_ids"]) == sorted(m["trial_id"] for m in metas)
+    assert (out / "slow" / CLUSTERS_DIR).is_dir()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_stop_signals_act_like_ctrl_c(tmp_path: Path, sig: signal.Signals) -> None:
+    cfg = write_cfg(tmp_path / "c.toml", SLOW_FUTURES)
+    out = tmp_path / "out"
+    proc, token = start_run(cfg, out)
+    try:
+        wait_for(lambda: len(trial_files(out)) >= 1, 60, proc)
+        kids = descendants(proc.pid)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err
+    assert f"interrupted by {sig.name}" in err
+    assert "Traceback" not in err
+    assert 1 <= len(trial_files(out)) < 3
+    assert left_alive(token, kids, 10) == []
+
+
+def test_critical_section_holds_a_signal_from_another_thread(tmp_path: Path) -> None:
+    # The kernel may hand a process signal to any thread; here one is sent while the main
+    # thread is inside a critical section, from a helper thread that does not block it.
+    script = textwrap.dedent("""
+        import os, signal, sys, threading, time
+        from research import guard
+        with guard.stop_signals():
+            try:
+                with guard.critical():
+                    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+                    time.sleep(0.6)
+                    print("section finished", flush=True)
+            except guard.Interrupted as exc:
+                print("raised after:", exc.name, flush=True)
+    """)
+    res = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                         text=True, timeout=30)
+    assert res.stdout.splitlines() == ["section finished", "raised after: SIGINT"], res.stderr
+
+
+def test_orphan_witness_does_not_block_a_rerun(tmp_path: Path, no_leaks: None) -> None:
+    cfg = write_cfg(tmp_path / "c.toml", """
+        [experiment]
+        name = "orph"
+        n_workers = 1
+        schedulers = ["serial"]
+        [workloads.e]
+        shape = "explicit"
+        durations_s = [0.0, 0.01]
+        """)
+    out = tmp_path / "out"
+    spec = config.load(cfg).trials[0]
+    native = spec.path(out).with_name(spec.path(out).stem + schema.NATIVE_SUFFIX)
+    native.parent.mkdir(parents=True)
+    native.write_bytes(b"left by a killed run")
+    # serial has no native witness: the leftover must still be moved aside, not block.
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert spec.path(out).exists() and not native.exists()
+    assert list((out / "orph" / SUPERSEDED_DIR).glob("*.orphan.*"))
+
+
+def test_orphan_witness_with_a_native_writer(tmp_path: Path) -> None:
+    from research.runner import Sweep, _Done
+
+    spec = config.load(write_cfg(tmp_path / "c.toml", """
+        [experiment]
+        name = "orph"
+        n_workers = 1
+        schedulers = ["serial"]
+        [workloads.e]
+        shape = "explicit"
+        durations_s = [0.0]
+        """)).trials[0]
+    out = tmp_path / "out"
+    path = spec.path(out)
+    native_path = path.with_name(path.stem + schema.NATIVE_SUFFIX)
+    import pandas as pd
+
+    native = pd.DataFrame({"task_id": [0], "worker": ["w"], "start_ns": [1], "end_ns": [2],
+                           "source": ["x"]})
+    rows = pd.DataFrame([{c: None for c in schema.COLUMNS}])
+    sweep = Sweep(out, False, False, lambda s: None)
+    schema.write_native(native, native_path, {}, {})  # what a killed run leaves
+    sweep._write(_Done(spec, rows, {"trial_status": "ok"}, native), {})
+    assert path.exists() and native_path.exists()
+
+
+def test_second_run_on_a_directory_is_refused_then_waits(tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path / "c.toml", SLOW_FUTURES)
+    out = tmp_path / "out"
+    first, token = start_run(cfg, out)
+    try:
+        wait_for(lambda: (out / guard.LOCK_NAME).exists()
+                 and guard.RunLock(out, "").holder().get("pid") == first.pid, 30, first)
+        second = subprocess.run(
+            [sys.executable, "-m", "research", "run", str(cfg), "--out", str(out),
+             "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        assert f"in use by another run (pid {first.pid}" in second.stderr
+        waited = subprocess.run(
+            [sys.executable, "-m", "research", "run", str(cfg), "--out", str(out),
+             "--no-progress", "--wait"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert first.wait(60) == 0
+        assert waited.returncode == 0, waited.stderr
+        assert "skipped 3" in waited.stderr  # it waited, then found the trial done
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert left_alive(token, [], 10) == []
+
+
+def test_cleanup_removes_only_temp_files_of_gone_processes(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+        live = tmp_path / f".t.parquet.{sleeper.pid}.{time.time_ns()}.tmp"
+        dead = tmp_path / f".t.parquet.{int(gone.stdout)}.{time.time_ns()}.tmp"
+        live.write_text("x")
+        dead.write_text("x")
+        cleanup_tmp(tmp_path)
+        assert live.exists() and not dead.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+BASE = """
+    [experiment]
+    name = {name}
+    n_workers = 1
+    schedulers = ["serial"]
+    [workloads.{wname}]
+    shape = "explicit"
+    durations_s = [0.0]
+    """
+
+
+@pytest.mark.parametrize("name", ['"../up"', '"a/b"', '".hidden"', '""', '"a\\u0000b"',
+                                  f'"{"x" * 101}"', '"sp ace"'])
+def test_bad_experiment_names_are_refused(tmp_path: Path, name: str) -> None:
+    cfg = write_cfg(tmp_path / "c.toml", BASE.format(name=name, wname="ok"))
+    with pytest.raises(ConfigError) as err:
+        config.load(cfg)
+    assert str(cfg) in str(err.value) and "'name'" in str(err.value)
+
+
+@pytest.mark.parametrize("wname", ['".."', '".dot"', '"a/b"', f'"{"w" * 101}"'])
+def test_bad_workload_names_are_refused(tmp_path: Path, wname: str) -> None:
+    cfg = write_cfg(tmp_path / "c.toml", BASE.format(name='"ok"', wname=wname))
+    with pytest.raises(ConfigError) as err:
+        config.load(cfg)
+    assert str(cfg) in str(err.value) and "workloads" in str(err.value)
+
+
+def test_good_names_still_load(tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path / "c.toml", BASE.format(name='"a.b-c_1"', wname='"w.1"'))
+    assert len(config.load(cfg).trials) == 1
+
+
+@pytest.mark.parametrize(("edit", "key"), [
+    ('trial_timeout_s = inf', "trial_timeout_s"),
+    ('trial_timeout_s = nan', "trial_timeout_s"),
+    ('repeats = 1000000', "repeats"),
+    ('n_workers = 100000', "n_workers"),
+])
+def test_bounds_are_checked_before_running(tmp_path: Path, edit: str, key: str) -> None:
+    text = BASE.format(name='"b"', wname="w").replace('schedulers = ["serial"]',
+                                                      'schedulers = ["futures"]')
+    if edit.startswith("n_workers"):
+        text = text.replace("n_workers = 1", edit)
+    else:
+        text = text.replace("n_workers = 1", f"n_workers = 1\n    {edit}")
+    cfg = write_cfg(tmp_path / "c.toml", text)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        config.load(cfg)
+    assert time.monotonic() - t0 < 5
+    assert f"'{key}'" in str(err.value) and str(cfg) in str(err.value)
+
+
+def test_too_many_tasks_are_refused(tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path / "c.toml", """
+        [experiment]
+        name = "big"
+        n_workers = 1
+        schedulers = ["serial"]
+        [workloads.u]
+        shape = "uniform"
+        n_tasks = 200000000
+        duration_s = 0.0
+        """)
+    with pytest.raises(ConfigError, match="'n_tasks'.*GiB"):
+        config.load(cfg)
+
+
+def test_cpu_oversubscription_needs_consent(tmp_path: Path) -> None:
+    cores = config.usable_cores()
+    text = f"""
+        [experiment]
+        name = "over"
+        n_workers = {cores + 1}
+        schedulers = ["futures", "threads"]
+        [workloads.u]
+        shape = "uniform"
+        n_tasks = 2
+        duration_s = 0.01
+        body = "cpu"
+        """
+    with pytest.raises(ConfigError, match="allow_oversubscribe"):
+        config.load(write_cfg(tmp_path / "c.toml", text))
+    text = text.replace('name = "over"', 'name = "over"\n        allow_oversubscribe = true')
+    assert config.load(write_cfg(tmp_path / "c.toml", text)).trials
+
+
+def test_config_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_bytes(b'[experiment]\nname = "caf\xe9"\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "not UTF-8" in err and str(cfg) in err
+
+
+def test_out_that_is_a_file_or_unwritable(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_cfg(tmp_path / "c.toml", BASE.format(name='"o"', wname="w"))
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for out in (afile, afile / "below"):
+        assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 2
+        assert "'--out'" in capsys.readouterr().err
+    assert afile.read_text() == ""
+
+
+def test_resume_says_what_changed_and_reruns_stale(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_cfg(tmp_path / "c.toml", BASE.format(name='"st"', wname="w"))
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    first = trial_files(out)
+    assert len(first) == 1
+    real = metadata.collect_git
+    monkeypatch.setattr(metadata, "collect_git",
+                        lambda cwd=None: {**real(cwd), "git_commit": "0" * 40})
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    err = cap.out + cap.err  # the sweep's log lines go through tqdm.write (stdout)
+    assert "1 existing trial(s) were measured by other code" in err and "git_commit" in err
+    assert "skipped 1" in err
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress", "--rerun-stale"]) == 0
+    err = capsys.readouterr().err
+    assert "wrote 1 trial file(s)" in err
+    meta = schema.read_metadata(trial_files(out)[0])
+    assert meta["system"]["git_commit"] == "0" * 40
+    assert list((out / "st" / SUPERSEDED_DIR).glob("*.parquet"))
+
+
+def test_hung_thread_does_not_keep_the_run_from_exiting(tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path / "c.toml", """
+        [experiment]
+        name = "hang"
+        n_workers = 1
+        schedulers = ["threads"]
+        trial_timeout_s = 1
+        [workloads.e]
+        shape = "explicit"
+        durations_s = [60.0]
+        """)
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "research", "run", str(cfg), "--out",
+                          str(tmp_path / "o"), "--no-progress"], cwd=REPO, capture_output=True,
+                         text=True, timeout=50)
+    assert time.monotonic() - t0 < 30, res.stderr
+    assert "timeout after 1 s" in res.stderr
+
+
+def test_list_states_the_limits(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    limited = [lines[i - 1].split()[0] for i, ln in enumerate(lines)
+               if "cannot stop a hung task" in ln]
+    assert limited == ["serial", "threads"]
+
+
+def test_clean_stops_what_a_results_directory_knows(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    token = "cleantest" + str(os.getpid())
+    guard_env = {**os.environ, guard.TOKEN_ENV: token}
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            env=guard_env, start_new_session=True)
+    out.mkdir()
+    (out / guard.RUNS_NAME).write_text(json.dumps({"pid": 1, "token": token}) + "\n")
+    try:
+        assert main(["clean", str(out)]) == 0
+        assert left.wait(10) is not None
+        assert f"stopped {left.pid}" in capsys.readouterr().out
+        assert main(["clean", str(out)]) == 0
+        assert "nothing to stop" in capsys.readouterr().out
+    finally:
+        if left.poll() is None:
+            left.kill()
