@@ -13,6 +13,8 @@ PYTEST_ARGS ?=
 
 # QUICK=1 runs every study at reduced size (same shapes, fewer tasks and repeats).
 RUN_FLAGS := $(if $(QUICK),--quick,)
+# A quick report draws fewer per-trial timelines (each costs about half a second).
+REPORT_FLAGS := $(if $(QUICK),--max-timelines 12,)
 
 README_FIGURES := paired_seed_worst_case_worst_w12_ipp-direct_vs_ipp-lb \
 	paired_seed_random_gamma_w12_ipp-direct_vs_ipp-lb makespan_seed_worst_case_worst \
@@ -57,13 +59,14 @@ experiments: setup
 	$(PY) -m research talk-primes --out $(RESULTS)/primes $(RUN_FLAGS) \
 		|| echo "talk-primes benchmark failed; its claims will say not run"
 	$(PY) -m research calibrate $(RESULTS) || echo "calibration failed; the report uses the shipped defaults"
-	$(MAKE) --no-print-directory report RESULTS=$(RESULTS) REPORT=$(REPORT)
+	$(MAKE) --no-print-directory report RESULTS=$(RESULTS) REPORT=$(REPORT) QUICK=$(QUICK)
 
 # The simulator's calibration: RESULTS/calibration.json when `make experiments` wrote one.
 CALIBRATION ?= $(wildcard $(RESULTS)/calibration.json)
 
 report: setup
-	$(PY) -m research report $(RESULTS) --out $(REPORT) $(if $(CALIBRATION),--calibration $(CALIBRATION),)
+	$(PY) -m research report $(RESULTS) --out $(REPORT) $(REPORT_FLAGS) \
+		$(if $(CALIBRATION),--calibration $(CALIBRATION),)
 
 figures: setup
 	$(PY) -m research figures $(RESULTS) --out $(REPORT)/figures

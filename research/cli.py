@@ -132,7 +132,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     try:
         report = make_report(args.results, args.out, max_timelines=args.max_timelines,
-                             calibration=args.calibration)
+                             calibration=args.calibration, formats=args.format)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -285,6 +285,8 @@ def _add_analysis_commands(sub: Any) -> None:
     rep.add_argument("--calibration", type=Path, default=None,
                      help="the simulator's calibration file (python -m research calibrate "
                      "writes one); default: the package's shipped defaults")
+    rep.add_argument("--format", nargs="+", default=["png"], choices=["png", "svg"],
+                     help="figure files (default png; svg adds vector copies)")
     rep.set_defaults(func=_cmd_report)
 
     ca = sub.add_parser("calibrate", help="fit the simulator's costs from the overhead and "
@@ -314,7 +316,8 @@ def _add_analysis_commands(sub: Any) -> None:
     fig.add_argument("--pair", nargs=2, action="append", metavar=("SCHED_A", "SCHED_B"),
                      help="scheduler pair for the paired timelines (repeatable; "
                           "default: ipp-direct ipp-lb, else mp-map mp-dynamic, ...)")
-    fig.add_argument("--format", nargs="+", default=["png", "svg"], choices=["png", "svg"])
+    fig.add_argument("--format", nargs="+", default=["png"], choices=["png", "svg"],
+                     help="figure files (default png, as the report; svg adds vector copies)")
     fig.add_argument("--calibration", type=Path, default=None,
                      help="the simulator's calibration file (default: shipped defaults)")
     fig.set_defaults(func=_cmd_figures)

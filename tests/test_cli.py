@@ -212,19 +212,19 @@ def test_every_command_is_listed() -> None:
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert set(sub.choices) == {"run", "list", "talk-primes", "report", "figures", "claims",
-                                "trace", "bench", "calibrate", "predict"}
+                                "trace", "bench", "calibrate", "predict", "clean"}
 
 
 def test_predict_prints_a_config_without_running_it(capsys: pytest.CaptureFixture[str]) -> None:
     from research.cli import main
 
-    assert main(["predict", "experiments/granularity.toml", "--quick"]) == 0
+    assert main(["predict", "experiments/granularity.toml"]) == 0
     out, err = capsys.readouterr()
     assert "shipped defaults" in err
     lines = [ln for ln in out.splitlines()[1:] if ln.strip()]
     from research import config
 
-    assert len(lines) == len(config.load("experiments/granularity.toml", quick=True).trials)
+    assert len(lines) == len(config.load("experiments/granularity.toml").trials)
     assert "ipp-direct" in out and "blocks" in out and "ray-pool" in out
     assert main(["predict", "no-such.toml"]) == 2
 

@@ -35,7 +35,9 @@ from .. import schema
 from . import metrics as M
 from . import results as R
 
-FORMATS: tuple[str, ...] = ("png", "svg")
+#: What the report and `python -m research figures` save (the HTML shows PNG); `--format png
+#: svg` adds vector copies (each format costs a save per figure).
+FORMATS: tuple[str, ...] = ("png",)
 RASTERIZE_ABOVE = 5000
 #: Worker rows above this get numeric ticks instead of one label each.
 MAX_ROW_LABELS = 40
@@ -572,6 +574,17 @@ WORKLOAD_FIGURES: tuple[WorkloadFigure, ...] = (
 )
 
 
+#: A sweep of equal-task (``uniform``) workloads of at least this many lengths, such as the METG
+#: study, is shown by its sweep figure alone.
+MIN_SWEEP_POINTS = 3
+
+
+def _is_tasklen_sweep(g: pd.DataFrame) -> bool:
+    """Whether one (experiment, shape, workers) group is a sweep of task lengths: several
+    workloads whose tasks differ in mean length."""
+    return bool(g["workload"].nunique() > 1 and g["task_s_mean"].round(12).nunique() > 1)
+
+
 def _drawable(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[pd.to_numeric(summary["makespan_s"], errors="coerce").notna()]
 
@@ -648,18 +661,28 @@ def draw_all(
         return fs
     out_dir = Path(out_dir)
     groups = R.group_summary(summary)
+    sweeps = [(key, g) for key, g in groups.groupby(["experiment", "shape", "n_workers"],
+                                                    sort=False) if _is_tasklen_sweep(g)]
+    # A point of a task-length sweep (one of twenty granularity workloads, say) is shown by its
+    # sweep figure; three figures per point would make most of the report and its time.
+    points = {(exp, wl) for (exp, shape, _), g in sweeps
+              if shape == "uniform" and g["workload"].nunique() >= MIN_SWEEP_POINTS
+              for wl in g["workload"].unique()}
     for (exp, wl), g in groups.groupby(["experiment", "workload"], sort=False):
+        if (exp, wl) in points:
+            continue
         for spec in WORKLOAD_FIGURES:
             if spec.applies(g):
                 _attempt(fs, f"{spec.kind} {exp}/{wl}",
                          partial(_workload_figure, spec, results, groups, str(exp), str(wl),
                                  out_dir, formats))
-    for (exp, shape, n), g in groups.groupby(["experiment", "shape", "n_workers"], sort=False):
-        if g["workload"].nunique() > 1 and g["task_s_mean"].round(12).nunique() > 1:
-            _attempt(fs, f"sweep_tasklen {exp}/{shape}/w{n}",
-                     partial(_tasklen_figure, groups, str(exp), str(shape), int(n), out_dir,
-                             formats))
-    chosen, left_out = select_timelines(summary, max_timelines)
+    for (exp, shape, n), _g in sweeps:
+        _attempt(fs, f"sweep_tasklen {exp}/{shape}/w{n}",
+                 partial(_tasklen_figure, groups, str(exp), str(shape), int(n), out_dir,
+                         formats))
+    in_sweep = [(e, w) in points for e, w in zip(summary["experiment"], summary["workload"],
+                                                  strict=True)]
+    chosen, left_out = select_timelines(summary[[not x for x in in_sweep]], max_timelines)
     for _, row in chosen.iterrows():
         _attempt(fs, f"timeline {row['trial_id']}",
                  partial(_one_timeline, results, row, out_dir, formats))
@@ -670,6 +693,8 @@ def draw_all(
     for tid in no_time["trial_id"]:
         fs.not_drawn.append(f"{tid}: no timeline, no task has start and end stamps")
     for a, b in select_pairs(summary, pairs):
+        if (a["experiment"], a["workload"]) in points:
+            continue
         _attempt(fs, f"paired {a['trial_id']} vs {b['trial_id']}",
                  partial(_one_pair, results, a, b, out_dir, formats))
     return fs

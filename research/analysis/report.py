@@ -437,6 +437,7 @@ def build_report(
     max_timelines: int = F.DEFAULT_MAX_TIMELINES,
     pairs: Sequence[tuple[str, str]] = F.PREFERRED_PAIRS,
     calibration: Path | None = None,
+    formats: Sequence[str] = F.FORMATS,
 ) -> Report:
     """Analyse ``results_dir`` and write the report into ``out_dir``.
 
@@ -453,7 +454,8 @@ def build_report(
     R.summary_for_csv(results.summary).to_csv(summary_csv, index=False)
     if claims is not None:
         claims.to_csv(out_dir / "claims.csv", index=False)
-    fs = F.draw_all(results, out_dir / "figures", max_timelines=max_timelines, pairs=pairs)
+    fs = F.draw_all(results, out_dir / "figures", max_timelines=max_timelines, pairs=pairs,
+                    formats=formats)
     groups = R.group_summary(results.summary)
 
     doc = _Doc()
@@ -498,7 +500,8 @@ def evaluate_claims(summary: pd.DataFrame, results_dir: Path
 
 def make_report(results_dir: Path | str, out_dir: Path | str | None = None, *,
                 max_timelines: int = F.DEFAULT_MAX_TIMELINES,
-                calibration: Path | None = None) -> Report:
+                calibration: Path | None = None,
+                formats: Sequence[str] = F.FORMATS) -> Report:
     """Load ``results_dir``, check the claims and write the whole report into ``out_dir``
     (default ``results_dir/report``). Raises FileNotFoundError if ``results_dir`` is absent."""
     results_dir = Path(results_dir)
@@ -508,7 +511,7 @@ def make_report(results_dir: Path | str, out_dir: Path | str | None = None, *,
     results = R.load_results(results_dir)
     claims, claims_error = evaluate_claims(results.summary, results_dir)
     return build_report(results_dir, out, claims, claims_error=claims_error, results=results,
-                        max_timelines=max_timelines, calibration=calibration)
+                        max_timelines=max_timelines, calibration=calibration, formats=formats)
 
 
 __all__ = ["CLAIM_COLUMNS", "VERDICT_CLASSES", "Block", "Report", "build_report",
