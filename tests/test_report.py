@@ -194,3 +194,35 @@ def test_a_broken_claims_table_is_reported_not_fatal(tmp_path: Path,
     md = rep.markdown.read_text()
     assert "> The claims could not be evaluated: ValueError: claim id(s) used twice" in md
     assert not (tmp_path / "out" / "claims.csv").exists()
+
+
+def test_a_corrupt_benchmark_table_is_listed_and_the_report_still_built(tmp_path: Path) -> None:
+    root = build_results_dir(tmp_path / "res")
+    bad = root / "primes" / f"talk_primes{schema.BENCH_SUFFIX}"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"PAR1 not a parquet file PAR1")
+    res = R.load_results(root)
+    assert any(b.path == bad and "benchmark" in b.reason for b in res.broken)
+    table = C.evaluate(res.summary, root).set_index("claim_id")
+    assert table.loc["C8", "verdict"] == C.NOT_RUN and "cannot read" in table.loc["C8", "note"]
+    out = tmp_path / "report"
+    build_report(root, out, table.reset_index(), results=res)
+    assert (out / "index.html").exists() and bad.name in (out / "index.html").read_text()
+
+
+def test_results_of_two_setups_are_marked(tmp_path: Path) -> None:
+    import analysis_data
+
+    root = build_results_dir(tmp_path / "res")
+    other = records([task(0, "w-0", 0, 1, planned=1)], scheduler="ipp-lb", workload="other",
+                    n_workers=1)
+    system = {**analysis_data.SYSTEM, "git_commit": "0123456789abcdef"}
+    path = root / "exp" / f"{other['trial_id'].iloc[0]}.parquet"
+    schema.write_trial(other, path, analysis_data.trial_meta(other), system, "[experiment]\n")
+    res = R.load_results(root)
+    assert len(res.environments) == 2
+    build_report(root, tmp_path / "out", None, results=res)
+    assert "These results mix 2 setups" in (tmp_path / "out" / "index.html").read_text()
+    single = tmp_path / "single"
+    build_report(root, single, None, results=R.load_results(build_results_dir(tmp_path / "b")))
+    assert "These results mix" not in (single / "index.html").read_text()

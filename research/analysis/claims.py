@@ -212,8 +212,13 @@ def find_bench(results_dir: Path) -> tuple[pd.DataFrame | None, str]:
     if not found:
         return None, f"no {name} benchmark in {results_dir} (python -m research talk-primes)"
     full = [p for p in found if "_quick" not in p.name]
-    path = (full or found)[0]
-    return pq.read_table(path).to_pandas(), path.name
+    why = []
+    for path in full + [p for p in found if p not in full]:
+        try:
+            return pq.read_table(path).to_pandas(), path.name
+        except Exception as exc:  # a corrupt table is reported (results.load_results lists it)
+            why.append(f"cannot read {path.name}: {type(exc).__name__}: {exc}")
+    return None, "; ".join(why)
 
 
 # -- formatting -----------------------------------------------------------------------------

@@ -420,6 +420,17 @@ def _timelines(doc: _Doc, fs: F.FigureSet, max_timelines: int) -> None:
     doc.figures(single)
 
 
+def _mixed_setups(doc: _Doc, results: R.Results) -> None:
+    """Say at the top when the results come from more than one setup (another commit, dirty
+    tree, library versions, host): a resumed sweep can mix them (``run --rerun-stale``)."""
+    n = len(results.environments)
+    if n > 1:
+        doc.para(f"These results mix {n} setups (commit, library versions or machine differ); "
+                 "numbers from different setups sit side by side below. See the Environment "
+                 "section; `python -m research run ... --rerun-stale` remeasures the trials "
+                 "made with other code or versions.", "box")
+
+
 def _environment(doc: _Doc, results: R.Results) -> None:
     doc.heading("Environment", anchor="environment")
     doc.para("Where each result came from, from the metadata stored in each file (one row per "
@@ -460,6 +471,7 @@ def build_report(
 
     doc = _Doc()
     _claims(doc, claims, claims_error)
+    _mixed_setups(doc, results)
     _prime_table(doc, Path(results_dir))
     doc.heading("Overview")
     _overview(doc, results, results_dir)

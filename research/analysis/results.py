@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from .. import schema
 from .metrics import (
@@ -310,6 +311,14 @@ def load_results(results_dir: Path | str) -> Results:
                 res.samples[row["source"]] = samples
         except Exception as exc:  # keep going: one odd file must not sink the report
             res.broken.append(BrokenFile(path, f"cannot analyse: {_reason(exc)}"))
+    benches = results_dir.rglob(f"*{schema.BENCH_SUFFIX}") if results_dir.is_dir() else []
+    for path in sorted(benches):
+        if ".superseded" in path.parts:
+            continue
+        try:  # not task records, but read by the claims and the report: a bad one is listed
+            pq.read_schema(path)
+        except Exception as exc:
+            res.broken.append(BrokenFile(path, f"cannot read benchmark table: {_reason(exc)}"))
     if rows:
         summary = _finish_summary(pd.DataFrame(rows))
         env_cols = [c for c in summary.columns if c.startswith("_env_")]
