@@ -410,3 +410,21 @@ def test_existing_cluster_is_used_and_left_running(
         out = again.run(_sleeps([0.05, 0.05]), 60)
         assert out.error is None and len(out.outcomes) == 2
     assert all(p.poll() is None for p in procs)
+
+
+@pytest.mark.slow
+def test_security_runs_the_cluster_over_tls_on_loopback(tmp_path: Path, no_leaks: None) -> None:
+    with get_scheduler("dask")(2, {"security": True}, tmp_path) as sched:
+        assert sched.client.scheduler.address.startswith("tls://127.0.0.1:")
+        for addr in sched.client.nthreads():
+            assert addr.startswith("tls://127.0.0.1:"), addr
+        sched.warm(60)
+        out = sched.run(_sleeps([0.05] * 6), 60)
+        assert out.error is None and len(out.outcomes) == 6
+        assert all(o.status == schema.STATUS_OK for o in out.outcomes)
+        assert sched.info()["security"] is True
+
+
+def test_security_is_refused_for_an_existing_scheduler() -> None:
+    with pytest.raises(ParamError, match="security"):
+        get_scheduler("dask").preflight(2, {"address": "tcp://127.0.0.1:1", "security": True})

@@ -33,9 +33,11 @@ def wrapper_cost_us(n: int = 200_000) -> dict[str, float]:
 
 
 #: Options that make a scheduler slower than its users would see it (off by default): the
-#: benchmark measures each beside the default. Ray's witness turns on RAY_PROFILING.
+#: benchmark measures each beside the default. Ray's witness turns on RAY_PROFILING; Dask's
+#: security is TLS on every message.
 COSTLY_OPTIONS: dict[str, tuple[dict[str, Any], ...]] = {
     "ray": ({"witness": True},),
+    "dask": ({"security": True},),
 }
 
 

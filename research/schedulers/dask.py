@@ -176,6 +176,9 @@ class Dask(ClusterScheduler):
             "float>0", None,
             help="default: the library's (1.1); inf (or e.g. 1e9) sends every task at once"),
         "address": Param("str", None, help="tcp://HOST:PORT of a running scheduler to use"),
+        "security": Param("bool", False,
+                          help="TLS between client, scheduler and workers with a temporary "
+                               "certificate (local clusters; off: Dask's default, no auth)"),
     }
     existing_keys = ("address",)
     distributions = ("dask", "distributed")
@@ -216,6 +219,10 @@ class Dask(ClusterScheduler):
         """With ``address``: the running cluster must have ``n_workers`` threads in all and,
         if given, the asked work-stealing and saturation settings."""
         address = options.get("address")
+        if address and options.get("security"):
+            raise ParamError("security", "applies to the local cluster this package starts; an "
+                                         "existing scheduler's security is its own (drop the "
+                                         "option, or use a tls:// address set up for it)")
         if not address:
             return
         client = _connect(address)
@@ -252,15 +259,23 @@ class Dask(ClusterScheduler):
         local_dir = self.dir.make(self.workdir, f"dask-{self._token}", prefix="research-dask-")
         # The scheduler (in this process) reads these when it is built; each nanny keeps a copy
         # for the worker processes it spawns and re-spawns. Restored on leaving the block.
+        # security = true: TLS with a certificate made for this cluster (needs `cryptography`),
+        # so that only holders of it (this process and its workers) can talk to the scheduler.
+        tls: dict[str, Any] = {}
+        if self.options["security"]:
+            from distributed.security import Security
+
+            tls = {"protocol": "tls", "security": Security.temporary()}
         with dask.config.set(config):
             self.cluster = distributed.LocalCluster(
                 n_workers=self.n_workers, threads_per_worker=1, processes=True,
                 host="127.0.0.1", local_directory=str(local_dir),
                 # No dashboard. The scheduler serves a few plain HTTP routes (health, metrics)
                 # regardless; with no address it would take port 8787, so a free one it is.
-                dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+                dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False}, **tls,
             )
-        self.client = distributed.Client(self.cluster, set_as_default=False)
+        self.client = distributed.Client(self.cluster, set_as_default=False,
+                                         security=tls.get("security"))
         self.client.wait_for_workers(self.n_workers, timeout=CONNECT_TIMEOUT_S)
         self.settings = _scheduler_settings(self.client)
         expected = {"work_stealing": self.options["work_stealing"],
@@ -388,6 +403,7 @@ class Dask(ClusterScheduler):
         out = super().info()
         out.update({
             "address": self.options["address"],
+            "security": bool(self.options["security"]),
             "distributed_version": distributed.__version__,
             "worker_processes": self.worker_processes,
             "worker_threads": self.worker_threads,
