@@ -192,7 +192,8 @@ def test_dask_local_threads_and_synchronous(tmp_path: Path) -> None:
 def test_ray_pool_deals_chunks_round_robin(tmp_path: Path) -> None:
     durations = _strided(2, 3)  # long at 0, 2, 4
     tasks = _sleeps(durations)
-    with get_scheduler("ray-pool")(2, {"chunksize": 1}, workdir=tmp_path) as sched:
+    with get_scheduler("ray-pool")(2, {"chunksize": 1, "witness": True},
+                                  workdir=tmp_path) as sched:
         sched.warm()
         for method in ("map", "imap", "imap_unordered"):
             sched.options = {**sched.options, "method": method}
