@@ -76,3 +76,29 @@ def test_sigkill_between_and_during_trials(tmp_path: Path, scheduler: str) -> No
     assert not list(exp.glob("*.native.parquet")) or all(
         p.with_name(p.name.replace(schema.NATIVE_SUFFIX, ".parquet")).exists()
         for p in exp.glob("*" + schema.NATIVE_SUFFIX))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["ipp-lb", "ray"])
+def test_sigkill_during_a_shutdown(tmp_path: Path, scheduler: str) -> None:
+    # One trial: once its file is there, the run is shutting its cluster down (seconds for
+    # these two), and the kill lands in the middle of it.
+    cfg = write_cfg(tmp_path / "c.toml", f"""
+        [experiment]
+        name = "kill"
+        n_workers = 2
+        schedulers = ["{scheduler}"]
+        trial_timeout_s = 60
+        [workloads.u]
+        shape = "uniform"
+        n_tasks = {N_TASKS}
+        duration_s = 0.1
+        """)
+    out = tmp_path / "out"
+    proc, token = start_run(cfg, out)
+    wait_for(lambda: len(trial_files(out)) >= 1, 120, proc)
+    assert proc.poll() is None, "the run ended before the kill: not during its shutdown"
+    assert _kill(proc, token) == []
+    (path,) = trial_files(out)
+    assert len(schema.read_trial(path)) == N_TASKS
+    assert schema.read_metadata(path)["trial"]["trial_status"] == schema.TRIAL_OK
