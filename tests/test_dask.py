@@ -76,7 +76,8 @@ def test_worker_saturation_may_be_infinite(value: object) -> None:
 
 def test_options_are_checked() -> None:
     opts = Dask.validate_options({})
-    assert opts == {"work_stealing": None, "worker_saturation": None, "address": None}
+    assert opts == {"work_stealing": None, "worker_saturation": None, "address": None,
+                    "security": False}
     assert Dask.validate_options({"worker_saturation": 1e9})["worker_saturation"] == 1e9
     for bad, key in [({"worker_saturation": 0}, "worker_saturation"),
                      ({"worker_saturation": -math.inf}, "worker_saturation"),
@@ -105,7 +106,8 @@ def test_toml_inf_reaches_the_trial(tmp_path: Path) -> None:
         work_stealing = false
     """))
     (trial,) = config.load(path).trials
-    assert trial.options == {"work_stealing": False, "worker_saturation": "inf", "address": None}
+    assert trial.options == {"work_stealing": False, "worker_saturation": "inf", "address": None,
+                             "security": False}
     json.dumps(trial.metadata(), allow_nan=False)  # stored as strict JSON
 
 
