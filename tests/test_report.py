@@ -196,6 +196,7 @@ def test_a_broken_claims_table_is_reported_not_fatal(tmp_path: Path,
     assert not (tmp_path / "out" / "claims.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_corrupt_benchmark_table_is_listed_and_the_report_still_built(tmp_path: Path) -> None:
     root = build_results_dir(tmp_path / "res")
     bad = root / "primes" / f"talk_primes{schema.BENCH_SUFFIX}"
@@ -210,6 +211,7 @@ def test_a_corrupt_benchmark_table_is_listed_and_the_report_still_built(tmp_path
     assert (out / "index.html").exists() and bad.name in (out / "index.html").read_text()
 
 
+@pytest.mark.slow
 def test_results_of_two_setups_are_marked(tmp_path: Path) -> None:
     import analysis_data
 

@@ -35,6 +35,7 @@ SLOW_FUTURES = """
     """
 
 
+@pytest.mark.slow
 def test_trial_file_at_once_and_cluster_file_at_shutdown(tmp_path: Path, no_leaks: None) -> None:
     cfg = write_cfg(tmp_path / "c.toml", SLOW_FUTURES.replace("repeats = 3", "repeats = 2"))
     out = tmp_path / "out"
@@ -50,6 +51,7 @@ def test_trial_file_at_once_and_cluster_file_at_shutdown(tmp_path: Path, no_leak
     assert (out / "slow" / CLUSTERS_DIR).is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_stop_signals_act_like_ctrl_c(tmp_path: Path, sig: signal.Signals) -> None:
     cfg = write_cfg(tmp_path / "c.toml", SLOW_FUTURES)
@@ -137,6 +139,7 @@ def test_orphan_witness_with_a_native_writer(tmp_path: Path) -> None:
     assert path.exists() and native_path.exists()
 
 
+@pytest.mark.slow
 def test_second_run_on_a_directory_is_refused_then_waits(tmp_path: Path) -> None:
     cfg = write_cfg(tmp_path / "c.toml", SLOW_FUTURES)
     out = tmp_path / "out"
