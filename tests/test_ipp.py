@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -351,7 +352,8 @@ def test_a_controller_reachable_from_outside_is_refused(tmp_path: Path, no_leaks
     ctl = subprocess.Popen([sys.executable, "-m", "ipyparallel.controller", "--ip=0.0.0.0",
                             f"--profile-dir={profile}", "--cluster-id=open"],
                            env={**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)  # its schedulers too are stopped below
     conn = profile / "security" / "ipcontroller-open-client.json"
     try:
         deadline = time.monotonic() + 60
@@ -361,11 +363,15 @@ def test_a_controller_reachable_from_outside_is_refused(tmp_path: Path, no_leaks
         with pytest.raises(RuntimeError, match="reachable beyond this host.*0.0.0.0"):
             ipp_adapter.check_loopback(conn, pids)
     finally:
-        ctl.terminate()
+        # The whole group: the controller's scheduler processes outlive a terminated parent.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(ctl.pid, signal.SIGTERM)
         try:
             ctl.wait(15)
-        except subprocess.TimeoutExpired:
-            ctl.kill()
+        finally:
+            time.sleep(1)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(ctl.pid, signal.SIGKILL)
             ctl.wait(5)
     # The check passes on the cluster the adapter starts (loopback only).
     with IppLoadBalanced(1) as ok:
