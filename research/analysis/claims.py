@@ -269,12 +269,20 @@ def near_greedy(ctx: Context, claim: Claim) -> Outcome:
         return not_run(why)
     row = ok.iloc[0]
     greedy, bound = float(row["greedy_s"]), float(row["lower_bound_s"])
+    return _at_most(claim, ok, greedy, "greedy",
+                    f"{_s(greedy)} (greedy; lower bound {_s(bound)})")
+
+
+def _at_most(claim: Claim, ok: pd.DataFrame, reference: float, what: str,
+             expected: str) -> Outcome:
+    """Reproduced when the median makespan of ``ok`` is at most ``reference`` plus
+    ``tolerance.of(reference)``; ``what`` names the reference in the tolerance text."""
     ours = _median(ok["makespan_s"])
     tol = _tol(claim)
-    limit = greedy + tol.of(greedy)
-    return Outcome(verdict(ours <= limit), f"{_s(greedy)} (greedy; lower bound {_s(bound)})",
-                   f"{_s(ours)} (median of {len(ok)})",
-                   f"<= {limit:.2f} s (greedy + {tol.describe()})", _size_note(claim, row))
+    limit = reference + tol.of(reference)
+    return Outcome(verdict(ours <= limit), expected, f"{_s(ours)} (median of {len(ok)})",
+                   f"<= {limit:.2f} s ({what} + {tol.describe()})",
+                   _size_note(claim, ok.iloc[0]))
 
 
 def speedup_ratio(ctx: Context, claim: Claim) -> Outcome:
@@ -597,12 +605,8 @@ def near_model(ctx: Context, claim: Claim) -> Outcome:
         return not_run(why)
     row = ok.iloc[0]
     model, greedy = _median(ok["model_s"]), float(row["greedy_s"])
-    ours = _median(ok["makespan_s"])
-    tol = _tol(claim)
-    limit = model + tol.of(model)
-    return Outcome(verdict(ours <= limit), f"{_s(model)} ({row['model']}; greedy {_s(greedy)})",
-                   f"{_s(ours)} (median of {len(ok)})",
-                   f"<= {limit:.2f} s (model + {tol.describe()})", _size_note(claim, row))
+    return _at_most(claim, ok, model, "model",
+                    f"{_s(model)} ({row['model']}; greedy {_s(greedy)})")
 
 
 def efficiency_order(ctx: Context, claim: Claim) -> Outcome:
