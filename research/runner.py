@@ -101,12 +101,14 @@ def supersede(path: Path) -> Path:
 
 
 def _groups(trials: Sequence[TrialSpec]) -> list[list[TrialSpec]]:
-    """Trials that can share one cluster: same scheduler, worker count and cluster options."""
+    """Trials that can share one cluster: same scheduler (or cluster family), worker count
+    and cluster options. A group's first trial's scheduler starts the cluster."""
     groups: dict[tuple[str, int, str], list[TrialSpec]] = {}
     for t in trials:
-        per_trial = get_scheduler(t.scheduler).run_options
-        cluster_opts = {k: v for k, v in t.options.items() if k not in per_trial}
-        key = (t.scheduler, t.n_workers, json.dumps(cluster_opts, sort_keys=True, default=str))
+        cls = get_scheduler(t.scheduler)
+        cluster_opts = cls.cluster_options(t.options)
+        key = (cls.cluster_family or t.scheduler, t.n_workers,
+               json.dumps(cluster_opts, sort_keys=True, default=str))
         groups.setdefault(key, []).append(t)
     return list(groups.values())
 
@@ -172,7 +174,8 @@ class Sweep:
             self.log(f"{len(self.result.stale)} existing trial(s) were measured by other code or "
                      f"other library versions (e.g. {reasons[0]}); {verb}")
         for group in _groups(todo):
-            get_scheduler(group[0].scheduler).preflight(group[0].n_workers, group[0].options)
+            for spec in {t.scheduler: t for t in group}.values():
+                get_scheduler(spec.scheduler).preflight(spec.n_workers, spec.options)
         from tqdm import tqdm
 
         with tqdm(total=len(todo), unit="trial", disable=not self.progress, dynamic_ncols=True,
@@ -183,8 +186,8 @@ class Sweep:
         return self.result
 
     def _run_group(self, group: list[TrialSpec], bar: Any) -> None:
-        cls = get_scheduler(group[0].scheduler)
-        with tempfile.TemporaryDirectory(prefix=f"research-{cls.name}-") as workdir:
+        with tempfile.TemporaryDirectory(
+                prefix=f"research-{get_scheduler(group[0].scheduler).name}-") as workdir:
             sched: Scheduler | None = None
             cluster = _Cluster()
             start_error: str | None = None
@@ -196,16 +199,20 @@ class Sweep:
                         if sched is not None:
                             self._close(sched, cluster)
                             sched, cluster = None, _Cluster()
+                        cls = get_scheduler(spec.scheduler)
                         try:
                             sched = cls(spec.n_workers, spec.options, Path(workdir))
                             sched.start()
                         except Exception as exc:
                             start_error = f"cluster failed to start: {type(exc).__name__}: {exc}"
                             self.log(f"{cls.name} w{spec.n_workers}: {start_error}")
-                    done = self._run_trial(spec, sched, start_error)
+                    # A cluster family's other adapter drives the same cluster (ipp-lb on the
+                    # controller and engines ipp-direct started).
+                    view = None if sched is None else sched.view_as(get_scheduler(spec.scheduler))
+                    done = self._run_trial(spec, view, start_error)
                     # Listed first: a stop signal held during the write is raised right after it.
                     cluster.add(spec, self.out)
-                    self._write(done, cluster.info(sched))
+                    self._write(done, cluster.info(view))
                     bar.update(1)
             finally:
                 if sched is not None:

@@ -185,6 +185,48 @@ trial_timeout_s = 60
     return path
 
 
+def test_both_views_share_one_cluster_unless_the_controller_differs(tmp_path: Path) -> None:
+    from research import config
+    from research.runner import _groups
+
+    cfg = write_config(tmp_path / "g.toml", "g", 2, """
+[scheduler_options.ipp-lb]
+chunksize = [1, 4]
+""" + WORST_TOML)
+    groups = _groups(config.load(cfg).trials)
+    assert [sorted({t.label for t in g}) for g in groups] == [
+        ["ipp-direct", "ipp-lb[chunksize=1]", "ipp-lb[chunksize=4]"]]
+    # A controller setting needs a controller of its own.
+    cfg.write_text(cfg.read_text().replace("chunksize = [1, 4]", 'scheme = "lru"'))
+    groups = _groups(config.load(cfg).trials)
+    assert sorted(sorted(t.scheduler for t in g) for g in groups) == [["ipp-direct"],
+                                                                      ["ipp-lb"]]
+    direct = get_scheduler("ipp-direct")(2)
+    with pytest.raises(TypeError, match="cannot drive"):
+        direct.view_as(get_scheduler("dask"))
+
+
+@pytest.mark.slow
+def test_sweep_runs_both_views_on_one_cluster(tmp_path: Path, no_leaks: None,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = write_config(tmp_path / "one.toml", "one", 2, WORST_TOML)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    found = read_sweep(tmp_path / "out", "one")
+    direct, lb = found[("ipp-direct", "worst")], found[("ipp-lb", "worst")]
+    # Each view schedules as itself on the shared engines.
+    check_worst_case(direct["rows"], lb["rows"])
+    assert direct["trial"]["run_info"]["receive_stamps"] == "per engine block"
+    assert lb["trial"]["run_info"]["receive_stamps"] != "per engine block"
+    ids = {t["trial"]["cluster"]["cluster_id"] for t in (direct, lb)}
+    assert len(ids) == 1
+    cluster = json.loads(next((tmp_path / "out").rglob(f".clusters/{ids.pop()}.json"))
+                         .read_text())
+    assert sorted(cluster["trial_ids"]) == sorted(t["trial"]["trial_id"] for t in (direct, lb))
+    assert cluster["shutdown_s"] > 0
+    assert set(direct["rows"].pid) == set(lb["rows"].pid)  # the same two engines
+
+
 # -- local clusters, through the command line (first: before the shared cluster exists) ---
 @pytest.mark.slow
 def test_cli_sweep_on_local_clusters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

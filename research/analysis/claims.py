@@ -346,7 +346,7 @@ def _bench_rows(ctx: Context, method: str) -> tuple[pd.DataFrame | None, str]:
 
 def _bench_note(n: int, note: str) -> str:
     talk_n = TALK_PRIMES.talk_tasks
-    return f"quick run: {n} of the {talk_n} numbers. " + note if n != talk_n else note
+    return f"{n} of the talk's {talk_n} numbers. " + note if n != talk_n else note
 
 
 def threads_no_speedup(ctx: Context, claim: Claim) -> Outcome:

@@ -73,6 +73,11 @@ class Scheduler(ABC):
     #: cluster restarted). False for serial and threads: a hung task runs on in the client
     #: process; the trial is still recorded as timed out.
     can_stop_hung_task: ClassVar[bool] = True
+    #: Adapters of one family drive the same kind of cluster through different APIs
+    #: (ipp-direct and ipp-lb: one controller and its engines, two views). Trials of a family
+    #: with the same worker count and :meth:`cluster_options` share one running cluster
+    #: (:meth:`view_as`), which saves a start and a shutdown per family. None: no sharing.
+    cluster_family: ClassVar[str | None] = None
 
     def __init__(
         self, n_workers: int, options: Mapping[str, Any] | None = None, workdir: Path | None = None
@@ -150,6 +155,28 @@ class Scheduler(ABC):
         """Run ``tasks`` and return their outcomes; give up after ``timeout_s`` seconds."""
 
     # -- optional hooks --------------------------------------------------------------------
+    @classmethod
+    def cluster_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options that shape the cluster itself: trials whose (family, worker count,
+        cluster options) agree run on one cluster. The default: every option but the
+        per-trial :attr:`run_options`. A family's adapters leave out options at their defaults
+        that the others do not have, so that their keys agree."""
+        return {k: v for k, v in options.items() if k not in cls.run_options}
+
+    def view_as(self, cls: type[Scheduler]) -> Scheduler:
+        """This running cluster, driven by adapter ``cls`` of the same :attr:`cluster_family`.
+
+        The view shares this adapter's state (one object dictionary: one client, one set of
+        processes, one ``broken`` flag), so shutting either down stops the cluster once.
+        """
+        if cls is type(self):
+            return self
+        if self.cluster_family is None or cls.cluster_family != self.cluster_family:
+            raise TypeError(f"{cls.name} cannot drive a {self.name} cluster")
+        view = cls.__new__(cls)
+        view.__dict__ = self.__dict__
+        return view
+
     @classmethod
     def preflight(cls, n_workers: int, options: Mapping[str, Any]) -> None:
         """Check, before any trial runs, that the sweep can use this scheduler as configured.

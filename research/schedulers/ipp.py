@@ -168,6 +168,15 @@ class _Ipp(ClusterScheduler):
     controller_keys: tuple[str, ...] = ()
     #: What a task's receive stamp marks (its message's arrival), for the run info.
     receive_stamps: str = ""
+    #: Both views drive the same controller and engines: a sweep starts one cluster for both.
+    cluster_family = "ipyparallel"
+
+    @classmethod
+    def cluster_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Controller settings at their defaults (None) are left out: ipp-direct has none,
+        so a default ipp-lb and ipp-direct share one cluster."""
+        out = super().cluster_options(options)
+        return {k: v for k, v in out.items() if not (k in cls.controller_keys and v is None)}
 
     def __init__(self, n_workers: int, options: Mapping[str, Any] | None = None,
                  workdir: Path | None = None) -> None:

@@ -28,9 +28,14 @@ class _PoolScheduler(Scheduler):
         self.pool: multiprocessing.pool.Pool = ctx.Pool(self.n_workers, init_worker)
 
     def _shutdown(self) -> None:
+        # A pool that failed to start (e.g. a script without a __main__ guard under
+        # forkserver) has nothing to stop: its own error is what the user must see.
+        pool = getattr(self, "pool", None)
+        if pool is None:
+            return
         # terminate() is bounded even with a hung or dead worker; close()+join() is not.
-        self.pool.terminate()
-        self.pool.join()
+        pool.terminate()
+        pool.join()
 
 
 class MpMap(_PoolScheduler):
