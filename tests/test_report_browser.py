@@ -23,8 +23,6 @@ from research.analysis.report import CLAIM_COLUMNS, TRACE_LINK, VERDICT_CLASSES,
 from analysis_data import list_schedule, records, static_blocks, write
 from browser import INSTALL_HINT, Browser, chromium, find_chromium
 
-pytestmark = pytest.mark.slow  # builds a whole report and starts a browser
-
 #: Scrolls every image into view (the report's images load lazily, as a reader scrolls), waits
 #: until each has loaded or failed, and says what each got.
 LOAD_ALL_IMAGES = """(async () => {
@@ -99,6 +97,7 @@ def _problems_since(b: Browser, first_event: int) -> list[str]:
         b.events = kept
 
 
+@pytest.mark.slow  # builds a whole report and starts a browser
 def test_the_report_in_chromium(report_dir: Path, tmp_path: Path, no_leaks: None) -> None:
     index = report_dir / "index.html"
     html = index.read_text()
@@ -163,6 +162,7 @@ def _n_tasks(report_dir: Path, process_name: str) -> int:
     return int(row["n_tasks"].iloc[0])
 
 
+@pytest.mark.slow
 def test_a_missing_image_is_caught(report_dir: Path, tmp_path: Path, no_leaks: None) -> None:
     """The checks above can fail: a report with one figure gone shows a broken image and a
     failed load in the console."""
@@ -176,3 +176,13 @@ def test_a_missing_image_is_caught(report_dir: Path, tmp_path: Path, no_leaks: N
     bad = [i["src"] for i in images if i["width"] <= 0]
     assert bad == [f"figures/{gone.name}"], images
     assert any("ERR_FILE_NOT_FOUND" in p and gone.name in p for p in problems), problems
+
+
+def test_no_chromium_is_a_failure_that_names_the_install_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHROMIUM", str(tmp_path / "no-such-browser"))
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        _browser_or_fail(tmp_path)
+    with pytest.raises(FileNotFoundError, match="apt-get install -y chromium"), \
+            chromium(tmp_path / "profile"):
+        pass
