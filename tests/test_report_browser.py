@@ -145,6 +145,12 @@ def test_the_report_in_chromium(report_dir: Path, tmp_path: Path, no_leaks: None
         assert all(e["dur"] > 0 for e in tasks)
     others = [f for f in figures if f not in timelines]
     assert others and all(not f["traces"] for f in others)  # summary figures have none
+    # report.md links the same trace files.
+    md_traces = re.findall(r"\[Perfetto trace\]\(([^)]+)\)",
+                           (report_dir / "report.md").read_text())
+    assert sorted(md_traces) == sorted(
+        Path(unquote(urlparse(f["traces"][0]).path)).relative_to(report_dir).as_posix()
+        for f in timelines)
 
     # The screenshot: the whole page, not a blank one.
     with Image.open(shot) as im:
