@@ -79,13 +79,7 @@ def run(
 
     experiments = [_experiment(c, quick, base_dir) for c in _configs(config)]
     return run_sweep(experiments, Path(out), force=force, progress=progress,
-                     rerun_stale=rerun_stale, log=_log)
-
-
-def _log(line: str) -> None:
-    import sys
-
-    print(line, file=sys.stderr)
+                     rerun_stale=rerun_stale)
 
 
 def _configs(config: Any) -> list[Any]:

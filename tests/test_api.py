@@ -148,6 +148,9 @@ def test_to_toml_round_trips_a_config() -> None:
     cfg = _config()
     cfg["scheduler_options"] = {"mp-map": {"chunksize": [1, 4]}}
     cfg["workloads"]["odd key"] = {"shape": "explicit", "durations_s": (0.5, 1e-5, 2)}
+    # Values as a user's own function might take them: mixed rows, rows of keyword tables.
+    cfg["workloads"]["calls"] = {"args": [[1, "a \"quoted\"\n"], [2, "b"]],
+                                 "kwargs": [{"x": 1.5, "y": [True, False]}, {"x": -2e300}]}
     back = tomllib.loads(to_toml(cfg))
     cfg["workloads"]["odd key"]["durations_s"] = [0.5, 1e-5, 2]
     assert back == cfg
