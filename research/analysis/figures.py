@@ -12,6 +12,7 @@ pyplot, so importing this module changes no global matplotlib state.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import zlib
@@ -28,7 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import Colormap, ListedColormap, Normalize
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, FigureBase
 from matplotlib.ticker import MaxNLocator
 
 from .. import schema
@@ -224,7 +225,7 @@ def _timeline_height(n_rows: int) -> float:
     return min(max(2.2, 0.28 * n_rows + 1.4), 12.0)
 
 
-def _colorbar(fig: Figure, axes: Any, norm: Normalize, cmap: Colormap) -> None:
+def _colorbar(fig: FigureBase, axes: Any, norm: Normalize, cmap: Colormap) -> None:
     cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, pad=0.01, fraction=0.03)
     cb.set_label("Task order within worker")
     cb.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -243,15 +244,31 @@ def _n_rows(times: pd.DataFrame, nw: int | None) -> int:
 
 def timeline_figure(df: pd.DataFrame, *, title: str | None = None) -> Figure:
     """The talk-style timeline of one trial's task records (one bar per timed task)."""
-    times, metrics, nw = _prepared(df)
+    times, _, nw = _prepared(df)
     fig = new_figure(11.5, _timeline_height(_n_rows(times, nw)))
-    ax = fig.add_subplot()
+    draw_trial(fig.add_subplot(), df, title=title)
+    return fig
+
+
+def timeline_size(df: pd.DataFrame) -> tuple[float, float]:
+    """(width, height) in inches that :func:`timeline_figure` gives this trial."""
+    times, _, nw = _prepared(df)
+    return 11.5, _timeline_height(_n_rows(times, nw))
+
+
+def draw_trial(ax: Axes, df: pd.DataFrame, *, title: str | None = None,
+               colorbar: bool = True) -> PolyCollection:
+    """Draw one trial's timeline on ``ax`` (any axes, e.g. a notebook's) with its colour bar,
+    as :func:`timeline_figure` does; returns the task-bar collection."""
+    times, metrics, nw = _prepared(df)
     order = times["order"].to_numpy()
     norm = Normalize(0, max(1, int(order.max()) if len(order) else 1))
-    draw_timeline(ax, times, metrics, norm=norm, title=title or timeline_title(df, metrics),
-                  n_workers=nw)
-    _colorbar(fig, ax, norm, ORDER_CMAP)
-    return fig
+    coll = draw_timeline(ax, times, metrics, norm=norm,
+                         title=title or timeline_title(df, metrics), n_workers=nw)
+    fig = ax.get_figure()
+    if colorbar and fig is not None:
+        _colorbar(fig, ax, norm, ORDER_CMAP)
+    return coll
 
 
 def paired_timeline_figure(df_a: pd.DataFrame, df_b: pd.DataFrame) -> Figure:
@@ -507,6 +524,8 @@ class DrawnFigure:
     workload: str = ""
     trials: list[str] = field(default_factory=list)
     section: str = SECTION_WORKLOAD
+    #: The Perfetto / Chrome trace file of a timeline's trials (None for other figures).
+    trace: Path | None = None
 
 
 @dataclass
@@ -720,6 +739,18 @@ def _tasklen_figure(groups: pd.DataFrame, exp: str, shape: str, n: int, out_dir:
                              [], exp, shape, section=SECTION_TASKLEN))
 
 
+def write_trace(trials: Sequence[pd.DataFrame], stem: Path) -> Path:
+    """The Perfetto / Chrome trace of a timeline's trials beside its image, ``stem.trace.json``
+    (:mod:`.trace`; trials overlaid from 0, as the figure draws them)."""
+    from .trace import TRACE_SUFFIX, trace_document
+
+    path = stem.with_name(stem.name + TRACE_SUFFIX)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Compact and without NaN (not JSON): Perfetto and chrome://tracing read it as is.
+    path.write_text(json.dumps(trace_document(trials), separators=(",", ":"), allow_nan=False))
+    return path
+
+
 def _one_timeline(results: R.Results, row: pd.Series, out_dir: Path,
                   formats: Sequence[str]) -> DrawnFigure:
     df = results.records(row["source"])
@@ -727,29 +758,34 @@ def _one_timeline(results: R.Results, row: pd.Series, out_dir: Path,
     variant = f" ({row['params_variant']})" if row["params_variant"] else ""
     title = (f"{row['scheduler']} · {row['workload']} · {_workers(row['n_workers'])}{variant}"
              f" · repeat {row['repeat']}")
-    return _save(fig, out_dir / slug("timeline", row["experiment"], row["trial_id"]), formats,
+    stem = out_dir / slug("timeline", row["experiment"], row["trial_id"])
+    return _save(fig, stem, formats,
                  DrawnFigure("timeline", title, [], row["experiment"], row["workload"],
-                             [row["trial_id"]], section=SECTION_TIMELINE))
+                             [row["trial_id"]], section=SECTION_TIMELINE,
+                             trace=write_trace([df], stem)))
 
 
 def _one_pair(results: R.Results, a: pd.Series, b: pd.Series, out_dir: Path,
               formats: Sequence[str]) -> DrawnFigure:
-    fig = paired_timeline_figure(results.records(a["source"]), results.records(b["source"]))
+    dfs = [results.records(a["source"]), results.records(b["source"])]
+    fig = paired_timeline_figure(*dfs)
     title = (f"{a['scheduler']} vs {b['scheduler']} · {a['workload']} · "
              f"{_workers(a['n_workers'])}")
     stem = out_dir / slug("paired", a["experiment"], a["workload"], f"w{a['n_workers']}",
                           a["scheduler"], "vs", b["scheduler"])
     return _save(fig, stem, formats, DrawnFigure("paired", title, [], a["experiment"],
                                                  a["workload"], [a["trial_id"], b["trial_id"]],
-                                                 section=SECTION_PAIRED))
+                                                 section=SECTION_PAIRED,
+                                                 trace=write_trace(dfs, stem)))
 
 
 __all__ = [
     "FORMATS", "ORDER_CMAP", "PREFERRED_PAIRS", "SECTION_PAIRED", "SECTION_TASKLEN",
     "SECTION_TIMELINE", "SECTION_WORKLOAD", "WORKLOAD_FIGURES", "DrawnFigure", "FigureSet",
-    "WorkloadFigure", "cubehelix_cmap", "draw_all", "draw_timeline", "drawn_collection",
-    "latency_figure", "makespan_figure", "new_figure", "paired_timeline_figure", "save_figure",
-    "scheduler_color", "select_pairs", "select_timelines", "slug", "sweep_tasklen_figure",
-    "sweep_workers_figure", "tasks_per_worker_figure", "timeline_figure", "timeline_rects",
-    "timeline_title",
+    "WorkloadFigure", "cubehelix_cmap", "draw_all", "draw_timeline", "draw_trial",
+    "drawn_collection", "latency_figure", "makespan_figure", "new_figure",
+    "paired_timeline_figure", "save_figure", "scheduler_color", "select_pairs",
+    "select_timelines", "slug", "sweep_tasklen_figure", "sweep_workers_figure",
+    "tasks_per_worker_figure", "timeline_figure", "timeline_rects", "timeline_size",
+    "timeline_title", "write_trace",
 ]

@@ -55,6 +55,8 @@ TRIAL_TABLE_COLUMNS: tuple[str, ...] = (
 VERDICT_CLASSES: dict[str, str] = {C.REPRODUCED: "pass", C.NOT_REPRODUCED: "fail",
                                    C.NOT_RUN: "warn"}
 TEMPLATE = "report.html.j2"
+#: The text of a timeline's link to its trace file (Perfetto / Chrome trace-event JSON).
+TRACE_LINK = "Perfetto trace"
 #: The links at the top of the HTML report: (anchor, text).
 NAV: tuple[tuple[str, str], ...] = (
     ("claims", "Claims"), ("problems", "Failures"), ("results", "Results"),
@@ -268,7 +270,9 @@ def _md_block(b: Block, out_dir: Path) -> list[str]:
         png = _png(fig)
         assert png is not None
         trials = f" (trials: {', '.join(fig.trials)})" if fig.trials else ""
-        out.append(f"![{fig.title}]({_rel(png, out_dir)})\n\n*{fig.title}{trials}*\n")
+        trace = (f" [Perfetto trace]({_rel(fig.trace, out_dir)})" if fig.trace is not None
+                 else "")
+        out.append(f"![{fig.title}]({_rel(png, out_dir)})\n\n*{fig.title}{trials}*{trace}\n")
     return out
 
 
@@ -294,7 +298,8 @@ def _html_context(b: Block, out_dir: Path) -> dict[str, Any]:
             trials = f" — trials: {', '.join(fig.trials)}" if fig.trials else ""
             ctx["figures"].append({
                 "png": _rel(png, out_dir), "title": fig.title, "caption": fig.title + trials,
-                "links": [(_rel(p, out_dir), p.suffix[1:].upper()) for p in fig.files]})
+                "links": [(_rel(p, out_dir), p.suffix[1:].upper()) for p in fig.files]
+                + ([(_rel(fig.trace, out_dir), TRACE_LINK)] if fig.trace is not None else [])})
     return ctx
 
 
@@ -402,7 +407,8 @@ def _timelines(doc: _Doc, fs: F.FigureSet, max_timelines: int) -> None:
     doc.para("One row per worker, one bar per task from its in-task start to its end, time from "
              "the trial's first start; bar colour = the task's order within its worker (as in "
              "the talk); dashed line = lower bound, dotted = greedy list schedule; a red edge "
-             "marks a task whose status is error.", "note")
+             "marks a task whose status is error. Each timeline links to its Perfetto trace "
+             "(open it at ui.perfetto.dev or chrome://tracing).", "note")
     paired = fs.in_section(F.SECTION_PAIRED)
     if paired:
         doc.heading("Paired timelines (same time axis)", 3)
@@ -412,7 +418,7 @@ def _timelines(doc: _Doc, fs: F.FigureSet, max_timelines: int) -> None:
     doc.para(f"Drawn: the first repeat of each (experiment, workload, workers, scheduler), at "
              f"most {max_timelines}; under the cap workloads take turns, largest worker count "
              "first (--max-timelines raises the cap). "
-             "`python analysis/trace.py FILE` exports any trial for Perfetto.", "note")
+             "`python analysis/trace.py FILE` exports the trace of any other trial.", "note")
     doc.items([f"{f.title}: {', '.join(f.trials)}" for f in single])
     if fs.not_drawn:
         doc.para("Not drawn:")
@@ -526,6 +532,6 @@ def make_report(results_dir: Path | str, out_dir: Path | str | None = None, *,
                         max_timelines=max_timelines, calibration=calibration, formats=formats)
 
 
-__all__ = ["CLAIM_COLUMNS", "VERDICT_CLASSES", "Block", "Report", "build_report",
+__all__ = ["CLAIM_COLUMNS", "TRACE_LINK", "VERDICT_CLASSES", "Block", "Report", "build_report",
            "claims_table", "evaluate_claims", "fmt", "group_table", "make_report", "md_table",
            "problems_tables", "render_html", "render_markdown", "table_cells", "verdict_class"]

@@ -327,6 +327,145 @@ def load_results(results_dir: Path | str) -> Results:
     return res
 
 
+# ---------------------------------------------------------------------------------------------
+# Task records of a whole directory (the notebook API's ``research.load``), and their summary
+
+#: Columns :func:`load_records` adds to the record columns, one value per trial file, from the
+#: file's metadata (missing when a file has none): what :func:`summarize_records` needs to give
+#: the same per-trial rows as :func:`load_results`, and the setup the trial ran on.
+METADATA_COLUMNS: tuple[str, ...] = (
+    "source", "shape", "params", "scheduler_options", "trial_status", "trial_error",
+    "oversubscribed", "timer_slack_ns", "trial_key", "run_host", "git_commit", "python_version",
+    "cpu_model", "cpu_count",
+)
+
+
+def _metadata_values(rel: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`METADATA_COLUMNS` values of one file (None where its metadata says nothing)."""
+    trial = meta.get("trial") or {}
+    system = meta.get("system") or {}
+    options = trial.get("options")
+    count = system.get("cpu_count")
+    return {
+        "source": rel,
+        "shape": trial.get("shape"),
+        "params": json.dumps(trial["params"], sort_keys=True, default=str)
+        if "params" in trial else None,
+        "scheduler_options": json.dumps(options, sort_keys=True, default=str)
+        if isinstance(options, dict) else None,
+        "trial_status": trial.get("trial_status"),
+        "trial_error": trial.get("trial_error"),
+        "oversubscribed": bool(trial.get("oversubscribed", False)),
+        "timer_slack_ns": _slack_text(trial.get("timer_slack_ns")) or None,
+        "trial_key": trial.get("key"),
+        "run_host": system.get("host"),
+        "git_commit": system.get("git_commit"),
+        "python_version": system.get("python_version"),
+        "cpu_model": system.get("cpu_model"),
+        "cpu_count": int(count) if isinstance(count, int | float) else None,
+    }
+
+
+def load_records(results_dir: Path | str) -> tuple[pd.DataFrame, list[BrokenFile]]:
+    """Every task record under ``results_dir`` in one frame, and the files left out (why).
+
+    One row per task with the record columns as stored (integers as exact nullable ``Int64``,
+    extra columns kept), then :data:`METADATA_COLUMNS` (categorical: one value per file).
+    Files are found, read and checked as :func:`load_results` does them. Raises
+    ``FileNotFoundError`` when ``results_dir`` does not exist or holds no readable record file.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.exists():
+        raise FileNotFoundError(f"{results_dir}: no such results directory")
+    base = results_dir if results_dir.is_dir() else results_dir.parent
+    frames: list[pd.DataFrame] = []
+    values: list[dict[str, Any]] = []
+    broken: list[BrokenFile] = []
+    for path in find_record_files(results_dir):
+        try:
+            df = _read_records(path)
+        except Exception as exc:
+            broken.append(BrokenFile(path, _reason(exc)))
+            continue
+        meta, _ = _read_meta(path)
+        if meta.get("kind") == schema.KIND_NATIVE:
+            continue  # a witness table under an ordinary name: not task records
+        frames.append(df)
+        values.append(_metadata_values(path.relative_to(base).as_posix(), meta))
+    if not frames:
+        why = "; ".join(f"{b.path.name}: {b.reason}" for b in broken)
+        raise FileNotFoundError(
+            f"{results_dir}: no readable task-record parquet files (looked for *.parquet, "
+            "skipping *.native.parquet, hidden files and .superseded/)"
+            + (f"; unreadable: {why}" if why else ""))
+    out = pd.concat(frames, ignore_index=True)
+    # Per-file values spread to the rows by codes: one copy of each value, not one per task.
+    file_of_row = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
+    for col in METADATA_COLUMNS:
+        if col in out.columns:  # never overwrite a record column of the same name
+            continue
+        per_file = [v[col] for v in values]
+        if col == "oversubscribed":
+            out[col] = np.asarray(per_file, dtype=bool)[file_of_row]
+        elif col == "cpu_count":
+            out[col] = pd.array(per_file, dtype="Int64")[file_of_row]
+        else:
+            codes, uniques = pd.factorize(pd.Series(per_file, dtype=object))
+            out[col] = pd.Categorical.from_codes(codes[file_of_row], categories=uniques)
+    return out, broken
+
+
+def _value(part: pd.DataFrame, col: str) -> Any:
+    """The first value of a per-file column of ``part`` (None if absent or missing)."""
+    if col not in part.columns or not len(part):
+        return None
+    v = part[col].iloc[0]
+    return None if pd.isna(v) else v
+
+
+def _meta_from_columns(part: pd.DataFrame) -> dict[str, Any]:
+    """The file metadata that :func:`_trial_rows` reads, rebuilt from :data:`METADATA_COLUMNS`.
+    Identity columns are left out: the records' own columns give them."""
+    trial: dict[str, Any] = {}
+    for col in ("shape", "trial_status", "trial_error"):
+        if _value(part, col) is not None:
+            trial[col] = str(_value(part, col))
+    if _value(part, "params") is not None:
+        trial["params"] = json.loads(str(_value(part, "params")))
+    if _value(part, "scheduler_options") is not None:
+        trial["options"] = json.loads(str(_value(part, "scheduler_options")))
+    if _value(part, "oversubscribed") is not None:
+        trial["oversubscribed"] = bool(_value(part, "oversubscribed"))
+    slack = _value(part, "timer_slack_ns")
+    if slack is not None:  # stored as the summary's text, "a/b": the same text comes back
+        trial["timer_slack_ns"] = {"workers": str(slack).split("/")}
+    host = _value(part, "run_host")
+    return {"trial": trial, "system": {"host": str(host)} if host is not None else {}}
+
+
+def summarize_records(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial of task records, as :func:`load_results` summarises files.
+
+    ``records`` is :func:`load_records`'s frame or any subset of its rows; without its
+    ``source`` column trials are told apart by ``trial_id`` alone. Trials are computed by the
+    same code as the report's summary, so the rows are the same.
+    """
+    missing = [c for c in schema.COLUMNS if c not in records.columns]
+    if missing:
+        raise ValueError(f"not task records: missing column(s) {', '.join(missing)}")
+    if records.empty:
+        return pd.DataFrame(columns=[*ID_COLUMNS, *METRICS, *MODEL_COLUMNS, *CONTEXT_COLUMNS])
+    by = "source" if "source" in records.columns else "trial_id"
+    rows = []
+    for key, part in records.groupby(by, sort=False, observed=True, dropna=False):
+        rel = str(key) if by == "source" else ""
+        part = part.reset_index(drop=True)
+        meta = _meta_from_columns(part) if by == "source" else {"trial": {}, "system": {}}
+        for row, _samples, _env in _trial_rows(Path(rel), rel, part, meta, None):
+            rows.append(row)
+    return _finish_summary(pd.DataFrame(rows))
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ValueError | TypeError):
         return str(exc)
@@ -402,7 +541,8 @@ def summary_for_csv(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = [
-    "CONTEXT_COLUMNS", "GROUP_KEYS", "GROUP_METRICS", "ID_COLUMNS", "MODEL_COLUMNS", "BrokenFile",
-    "Results", "find_record_files", "group_summary", "load_results", "scheduler_rank",
-    "sort_trials", "summary_for_csv",
+    "CONTEXT_COLUMNS", "GROUP_KEYS", "GROUP_METRICS", "ID_COLUMNS", "METADATA_COLUMNS",
+    "MODEL_COLUMNS", "BrokenFile", "Results", "find_record_files", "group_summary",
+    "load_records", "load_results", "scheduler_rank", "sort_trials", "summarize_records",
+    "summary_for_csv",
 ]

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import schema
@@ -25,11 +26,6 @@ TRACE_SUFFIX = ".trace.json"
 
 def _meta(name: str, pid: int, tid: int, args: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "ph": "M", "pid": pid, "tid": tid, "args": args}
-
-
-def _num(x: Any) -> Any:
-    """JSON-safe number: NaN becomes null (NaN is not valid JSON)."""
-    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def trial_events(
@@ -51,26 +47,46 @@ def trial_events(
         events.append(_meta("thread_name", pid, tid, {"name": worker}))
         events.append(_meta("thread_sort_index", pid, tid, {"sort_index": tid}))
     t = times[times["row"] >= 0]
-    for rec in t.itertuples(index=False):
+    # Columns to Python lists once, not a pandas lookup per task: a 100,000-task trial takes
+    # a second, not several (the report writes the trace of every timeline it draws).
+    start = t["start_s"].to_numpy(dtype="float64")
+    end = t["end_s"].to_numpy(dtype="float64")
+    ts = np.round(offset_us + start * 1e6, 3).tolist()
+    dur = np.round((end - start) * 1e6, 3).tolist()
+    planned = _nums(t["planned_s"].to_numpy(dtype="float64"))
+    start_lat = _nums(start - t["submit_s"].to_numpy(dtype="float64"))
+    return_lat = _nums(t["receive_s"].to_numpy(dtype="float64") - end)
+    for i, (task_id, order, row, status, error, os_pid, host) in enumerate(zip(
+            t["task_id"].astype("int64").tolist(), t["order"].tolist(), t["row"].tolist(),
+            _objects(t["status"]), _objects(t["error"]), _objects(t["pid"]),
+            _objects(t["host"]), strict=True)):
         args: dict[str, Any] = {
-            "task_id": int(rec.task_id), "order": int(rec.order), "status": rec.status,
-            "planned_s": _num(float(rec.planned_s)),
-            "start_latency_s": _num(float(rec.start_s - rec.submit_s)),
-            "return_latency_s": _num(float(rec.receive_s - rec.end_s)),
+            "task_id": task_id, "order": order, "status": status, "planned_s": planned[i],
+            "start_latency_s": start_lat[i], "return_latency_s": return_lat[i],
         }
-        if pd.notna(rec.error) and rec.error:
-            args["error"] = str(rec.error)
-        if pd.notna(rec.pid):
-            args["os_pid"] = int(rec.pid)
-        if pd.notna(rec.host):
-            args["host"] = str(rec.host)
+        if error:
+            args["error"] = str(error)
+        if os_pid is not None:
+            args["os_pid"] = int(os_pid)
+        if host is not None:
+            args["host"] = str(host)
         events.append({
-            "name": f"task {int(rec.task_id)}", "cat": "task", "ph": "X",
-            "ts": round(offset_us + rec.start_s * 1e6, 3),
-            "dur": round((rec.end_s - rec.start_s) * 1e6, 3),
-            "pid": pid, "tid": int(rec.row) + 1, "args": args,
+            "name": f"task {task_id}", "cat": "task", "ph": "X", "ts": ts[i], "dur": dur[i],
+            "pid": pid, "tid": row + 1, "args": args,
         })
     return events
+
+
+def _nums(x: np.ndarray) -> list[float | None]:
+    """JSON-safe floats of an array: NaN and infinities become null (not valid JSON)."""
+    return [v if math.isfinite(v) else None for v in x.tolist()]
+
+
+def _objects(col: pd.Series) -> list[Any]:
+    """Values as a list with None (not NaN or <NA>) for missing ones."""
+    values = col.to_numpy(dtype=object)
+    return [None if m else v for v, m in zip(values.tolist(), pd.isna(values).tolist(),
+                                                strict=True)]
 
 
 def trace_document(trials: Iterable[pd.DataFrame], *, absolute: bool = False) -> dict[str, Any]:
