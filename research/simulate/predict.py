@@ -95,7 +95,7 @@ def predict_config(path: str, cal: Calibration, quick: bool = False) -> pd.DataF
     exp = config.load(path, quick=quick)
     rows = []
     for t in exp.trials:
-        items = SHAPES[t.shape].make(dict(t.params), t.n_workers)
+        items = SHAPES[t.shape].make(dict(t.params), t.n_workers, t.context())
         bodies = [b for b, _, _ in items]
         planned = [p for _, _, p in items]
         costs, fitted = cal.costs(t.label)
