@@ -77,8 +77,9 @@ def build_rows(spec: TrialSpec, tasks: Sequence[Task], out: RunOutput) -> pd.Dat
             "status": o.status if o else schema.STATUS_ERROR,
             "error": o.error if o else lost,
             "body": t.body, "result": None if o is None or o.result is None else repr(o.result),
-            "result_type": _type_name(o.result) if o else None,
-            "result_bytes": _pickled_size(o.result) if o else None,
+            "result_type": _type_name(o.result) if o and o.status == schema.STATUS_OK else None,
+            "result_bytes": (_pickled_size(o.result) if o and o.status == schema.STATUS_OK
+                             else None),
             "input_bytes": len(t.payload) if t.payload is not None else 0,
             "output_bytes": (len(o.payload) if o.payload is not None else 0) if o else None,
         })
