@@ -45,7 +45,7 @@ METRICS: tuple[str, ...] = (
     "tasks_per_worker_min", "tasks_per_worker_max", "workers_used", "mean_gap_s", "max_gap_s",
     "start_latency_median_s", "return_latency_median_s", "n_errors",
     "response_median_s", "response_p95_s", "queueing_median_s", "queueing_p95_s",
-    "input_bytes", "output_bytes",
+    "input_bytes", "output_bytes", "submit_span_s",
 )
 
 #: Per-trial samples kept for distribution figures are capped to bound memory on big sweeps.
@@ -289,6 +289,9 @@ def metrics_and_samples(
         "queueing_p95_s": _p95(start_lat),
         "input_bytes": _bytes_per_task(df, "input_bytes"),
         "output_bytes": _bytes_per_task(df, "output_bytes"),
+        # last submit - first: 0 for a batch; the arrivals' span when tasks arrive over time
+        "submit_span_s": float(np.nanmax(t["submit_s"]) - np.nanmin(t["submit_s"]))
+        if t["submit_s"].notna().any() else math.nan,
         "task_s_mean": float(np.nanmean(work)) if np.isfinite(work).any() else math.nan,
     }
     m["note"] = _note(len(t), len(timed), n_errors, nw, m["workers_used"])
