@@ -183,7 +183,9 @@ def workload_section(doc: Any, results: R.Results, out_dir: Path) -> None:
         doc.para("No-op tasks, each sending and receiving a payload of the size shown (random "
                  "bytes). per_task_ms = wall / tasks; extra_ms = that minus the same "
                  "scheduler's no-payload run; transfer_share = extra / per-task time; mb_per_s "
-                 "= bytes both ways / extra time. One repeat of few tasks: a survey.", "note")
+                 "= bytes both ways / extra time. One repeat of few tasks: a survey; a "
+                 "negative extra_ms (the no-payload run was the slower) is below its noise.",
+                 "note")
         doc.table(pay)
         dom = dominant_from(pay)
         doc.para(f"Where the payload is at least {DOMINANT_SHARE:.0%} of the per-task time "
