@@ -180,15 +180,24 @@ def _timed(fn: Any, arg: Any) -> float:
 #: Payload bytes per size, made once per process: random (not zeros), so that a transport
 #: that compresses (Dask does with lz4 installed) still moves every byte.
 _PAYLOADS: dict[int, bytes] = {}
+#: Payloads repeat one random block of this many bytes: a period longer than the windows of
+#: the fast compressors (lz4 and snappy: 64 KiB). Drawing 10 MB of random bytes in a worker
+#: takes about 0.1-0.2 s; tiling a block takes one copy. Either way a worker makes each size
+#: once (before the start stamp of its first task of that size, so inside the trial's wall).
+PAYLOAD_BLOCK = 2**20 + 7
 
 
 def payload_bytes(n: int) -> bytes:
     """``n`` pseudo-random bytes (the same ones every call in a process: made once, cached)."""
     data = _PAYLOADS.get(n)
     if data is None:
-        import random  # here: only workloads with payloads pay for the import
+        block = _PAYLOADS.get(-1)
+        if block is None:
+            import random  # here: only workloads with payloads pay for the import
 
-        data = _PAYLOADS[n] = random.Random(n).randbytes(n)
+            block = _PAYLOADS[-1] = random.Random(0).randbytes(PAYLOAD_BLOCK)
+        full, rest = divmod(n, PAYLOAD_BLOCK)
+        data = _PAYLOADS[n] = b"".join([block] * full + [block[:rest]])  # one copy
     return data
 
 
@@ -255,6 +264,9 @@ def _execute(task: Task, worker: str, pid: int) -> Outcome:
         # the function's time. A failure is reported by the body below, as the task's error.
         with contextlib.suppress(Exception):
             resolve_function(task.arg.function, task.arg.pythonpath)
+    # The reply's bytes are made before the start stamp: not the body's time (once per size and
+    # process; a copy, see payload_bytes).
+    out = payload_bytes(task.output_bytes) if task.output_bytes else None
     start = time.time_ns()
     try:
         result = _run_body(task.body, task.arg)
@@ -262,8 +274,6 @@ def _execute(task: Task, worker: str, pid: int) -> Outcome:
     except Exception as exc:  # the task's failure is data, not a crash of the harness
         result, status, error = None, "error", f"{type(exc).__name__}: {exc}"
     end = time.time_ns()
-    # After the end stamp: making the reply's bytes is not the body's time.
-    out = payload_bytes(task.output_bytes) if task.output_bytes else None
     return Outcome(task.task_id, start, end, pid, _HOST, worker, status, error, result, out)
 
 
