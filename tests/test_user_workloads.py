@@ -596,3 +596,30 @@ def test_arrivals_table_measures_the_offered_load(tmp_path: Path) -> None:
     doc = report._Doc()
     workload_report.workload_section(doc, res, tmp_path)
     assert (tmp_path / "arrivals.csv").exists() and (tmp_path / "figures" / "arrivals.png").exists()
+
+
+def test_changed_args_file_reruns(tmp_path: Path) -> None:
+    tmp, mod = project(tmp_path)
+    body = head() + f"""
+        [workloads.f]
+        shape = "calls"
+        function = "{mod}:score"
+        args_file = "args.csv"
+        """
+    (before,) = config.load(write(tmp, body)).trials
+    args = pd.read_csv(tmp / "args.csv")
+    args.loc[0, "n"] = 7
+    args.to_csv(tmp / "args.csv", index=False)
+    (after,) = config.load(write(tmp, body)).trials
+    assert after.key != before.key
+    # moving the project keeps the key: paths are as written, not absolute
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    tmp_path.rename(moved)
+    (again,) = config.load(moved / "c.toml").trials
+    assert again.key == after.key and again.pythonpath != after.pythonpath
+
+
+def test_celery_says_why_it_refuses_arrivals(tmp_path: Path) -> None:
+    err = load_error(tmp_path, head(schedulers='["celery"]') + UNIFORM
+                     + 'arrival = "poisson"\nrate_per_s = 50\n')
+    assert err.key == "arrival" and "one join after the last submission" in err.problem

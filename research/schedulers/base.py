@@ -78,6 +78,8 @@ class Scheduler(ABC):
     #: :func:`paced`. False for a static map that needs the whole list up front: such
     #: workloads are refused before anything runs (:meth:`workload_refusal`).
     supports_arrivals: ClassVar[bool] = False
+    #: Why not, when it does not (the refusal's text).
+    no_arrivals_because: ClassVar[str] = "needs the whole task list up front (a static map)"
     #: Whether a task's bytes payload (``input_bytes``/``output_bytes``) can travel (False
     #: where the transport is JSON, which has no bytes).
     supports_payloads: ClassVar[bool] = True
@@ -132,9 +134,9 @@ class Scheduler(ABC):
             from . import REGISTRY, get_scheduler
 
             able = [n for n in REGISTRY if get_scheduler(n).supports_arrivals]
-            return ("arrival", f"needs the whole task list up front (a static map), so it "
-                               f"cannot take tasks arriving over time (arrival = {arrival!r}); "
-                               f"schedulers that can: {', '.join(able)}")
+            return ("arrival", f"{cls.no_arrivals_because}, so it cannot take tasks arriving "
+                               f"over time (arrival = {arrival!r}); schedulers that can: "
+                               f"{', '.join(able)}")
         if (params.get("input_bytes") or params.get("output_bytes")) and not cls.supports_payloads:
             key = "input_bytes" if params.get("input_bytes") else "output_bytes"
             return (key, "its messages are JSON, which cannot carry a bytes payload")

@@ -332,6 +332,8 @@ class Celery(ClusterScheduler):
     # late receive stamps.
     supports_payloads = False
     supports_calls = False
+    no_arrivals_because = ("it collects results with one join after the last submission (late "
+                           "receive stamps for tasks arriving over time)")
     # Worker nodes and their pool processes carry WORKER_APP in their command line.
     process_names = ("redis-server", WORKER_APP)
 
