@@ -495,6 +495,7 @@ def test_done_when(tmp_path: Path, scheduler: str, no_leaks: None) -> None:
     check_records(tmp / "out", tmp, mod, scheduler)
 
 
+@pytest.mark.slow  # runs a sweep or builds claims: not in make test-fast
 def test_done_when_in_process(tmp_path: Path) -> None:
     """The same config on the in-process schedulers (fast: no cluster)."""
     tmp, mod = project(tmp_path)
@@ -506,6 +507,7 @@ def test_done_when_in_process(tmp_path: Path) -> None:
         check_records(out, tmp, mod, scheduler)
 
 
+@pytest.mark.slow  # runs a sweep or builds claims: not in make test-fast
 def test_summary_has_response_and_queueing(tmp_path: Path) -> None:
     from research.analysis.results import load_results
 
@@ -536,6 +538,7 @@ def _noop_trial(out: Path, scheduler: str, workload: str, n: int, wall_s: float,
     write(df, out)
 
 
+@pytest.mark.slow  # runs a sweep or builds claims: not in make test-fast
 def test_payload_table_and_claim(tmp_path: Path) -> None:
     from research.analysis import claims, results, workload_report
 
@@ -562,6 +565,7 @@ def test_payload_table_and_claim(tmp_path: Path) -> None:
     assert v["verdict"] == claims.NOT_REPRODUCED and "dask 33%" in v["our_value"]
 
 
+@pytest.mark.slow  # runs a sweep or builds claims: not in make test-fast
 def test_arrivals_table_measures_the_offered_load(tmp_path: Path) -> None:
     """A real (in-process) run at a nominal 50% load: the measured rate and utilisation come
     from the submit stamps and land near it, and the report section is written."""
