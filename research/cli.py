@@ -184,6 +184,9 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 
     # The report's overhead/simulator figures too (shipped calibration unless given).
     draw_measure_figures(results, out, args.calibration, args.format)
+    from .analysis.workload_report import draw_workload_figures
+
+    draw_workload_figures(results, out, args.format)  # payload and arrivals studies
     for note in fs.not_drawn:
         print(f"not drawn: {note}", file=sys.stderr)
     for err in fs.errors:

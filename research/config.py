@@ -33,7 +33,7 @@ from .schedulers import REGISTRY, get_scheduler
 
 DEFAULT_TRIAL_TIMEOUT_S = 300.0
 EXPERIMENT_KEYS = ("name", "description", "repeats", "n_workers", "schedulers", "trial_timeout_s",
-                   "single_repeat", "allow_oversubscribe")
+                   "single_repeat", "allow_oversubscribe", "pythonpath")
 SWEEP_OVERRIDES = ("schedulers", "n_workers", "repeats")
 TOP_TABLES = ("experiment", "workloads", "scheduler_options", "quick")
 QUICK_TABLES = ("experiment", "workloads", "scheduler_options")
@@ -69,7 +69,7 @@ def available_memory() -> int:
 
 def _n_tasks(params: Mapping[str, Any]) -> int:
     """How many tasks a workload's trial has, from its validated parameters (no task list)."""
-    for key in ("n_tasks", "durations_s", "numbers"):
+    for key in ("n_tasks", "durations_s", "numbers"):  # calls and trace: n_tasks (derived)
         if key in params and params[key] is not None:
             v = params[key]
             return len(v) if isinstance(v, list) else int(v)
@@ -93,6 +93,9 @@ class TrialSpec:
     config_text: str = field(repr=False)
     #: The ``scheduler`` column: the registry name, plus swept option values in brackets.
     label: str = ""
+    #: ``[experiment] pythonpath``, absolute (not part of the key: moving a checkout must not
+    #: rerun its trials; what the function is, and its arguments' file hash, are in params).
+    pythonpath: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -126,7 +129,12 @@ class TrialSpec:
             "workload": self.workload,
             "shape": self.shape, "params": self.params, "n_workers": self.n_workers,
             "repeat": self.repeat, "timeout_s": self.timeout_s, "config_path": self.config_path,
+            **({"pythonpath": list(self.pythonpath)} if self.pythonpath else {}),
         }
+
+    def context(self) -> workloads.Context:
+        """Where this trial's relative data files are, and the pythonpath of its tasks."""
+        return workloads.Context(Path(self.config_path).resolve().parent, self.pythonpath)
 
 
 @dataclass
@@ -269,6 +277,8 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
                           f"expected a finite number of seconds > 0, got {timeout!r}")
 
     options = _scheduler_options(doc.get("scheduler_options", {}), path)
+    pythonpath = _pythonpath(path, exp.get("pythonpath", []))
+    ctx = workloads.Context(path.resolve().parent, pythonpath)
 
     wl = doc.get("workloads")
     if not isinstance(wl, dict) or not wl:
@@ -300,10 +310,11 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
                               f"(schedulers x n_workers x repeats); split it up")
         for n in w_workers:
             try:
-                params = workloads.validate(shape, raw, n)
+                params = workloads.validate(shape, raw, n, ctx)
             except ParamError as exc:
                 raise ConfigError(_where(path, tname), exc.key, exc.problem) from None
             _check_fits(path, tname, params, n, w_scheds, oversubscribe)
+            _check_arrivals(path, tname, params, ctx, float(timeout))
             for sname, variant in variants:
                 cls = get_scheduler(sname)
                 if params.get("crash_ids") and cls.in_process:
@@ -313,9 +324,13 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
                                       "workload's schedulers")
                 eff = min(n, cls.max_workers or n)
                 label, opts = variant
+                refusal = cls.workload_refusal(params, opts)
+                if refusal is not None:
+                    raise ConfigError(_where(path, tname), refusal[0],
+                                      f"scheduler {label!r}: {refusal[1]}")
                 for r in range(1 if sname in single else w_repeats):
                     spec = TrialSpec(name, sname, opts, wname, shape, params, eff, r,
-                                     float(timeout), str(path), text, label)
+                                     float(timeout), str(path), text, label, pythonpath)
                     if len(spec.trial_id + schema.NATIVE_SUFFIX) > MAX_FILE_NAME:
                         raise ConfigError(_where(path, f"scheduler_options.{sname}"), "-",
                                           f"trial file names get too long ({spec.trial_id!r}); "
@@ -326,6 +341,35 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
     return Experiment(path, text, name, str(exp.get("description", "")), trials)
 
 
+def _pythonpath(path: Path, value: Any) -> tuple[str, ...]:
+    """``[experiment] pythonpath``: directories, relative to the config file, made absolute."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(_where(path, "experiment"), "pythonpath",
+                          f"expected a list of directories, got {value!r}")
+    out = []
+    for v in value:
+        d = Path(v).expanduser()
+        d = (d if d.is_absolute() else path.resolve().parent / d).resolve()
+        if not d.is_dir():
+            raise ConfigError(_where(path, "experiment"), "pythonpath",
+                              f"{v!r} is not a directory ({d}; relative paths resolve against "
+                              "the config file's directory)")
+        out.append(str(d))
+    return tuple(out)
+
+
+def _check_arrivals(path: Path, table: str, params: Mapping[str, Any],
+                    ctx: workloads.Context, timeout_s: float) -> None:
+    """Refuse arrivals that outlast the trial's timeout (the last task could never run)."""
+    offsets = workloads.arrival_offsets(params, _n_tasks(params), ctx)
+    if offsets and offsets[-1] >= timeout_s:
+        key = "rate_per_s" if params.get("arrival") == "poisson" else "arrival"
+        raise ConfigError(_where(path, table), key,
+                          f"the last task arrives {offsets[-1]:.1f} s into the trial, past "
+                          f"[experiment] trial_timeout_s = {timeout_s:g}; raise the rate or "
+                          "the timeout")
+
+
 def _check_fits(path: Path, table: str, params: Mapping[str, Any], n_workers: int,
                 schedulers: list[str], oversubscribe: bool) -> None:
     """Refuse a trial that cannot fit this machine: its tasks' and records' memory, its
@@ -333,7 +377,9 @@ def _check_fits(path: Path, table: str, params: Mapping[str, Any], n_workers: in
     where = _where(path, table)
     avail = available_memory()
     n_tasks = _n_tasks(params)
-    need = n_tasks * BYTES_PER_TASK
+    # Payloads: the input is one shared object in the client, but every task's reply is its own.
+    need = n_tasks * (BYTES_PER_TASK + params.get("output_bytes", 0)) + params.get(
+        "input_bytes", 0)
     if need > MEMORY_SHARE * avail:
         raise ConfigError(where, "n_tasks",
                           f"{n_tasks:,} tasks need about {need / 2**30:.1f} GiB for the task list "

@@ -22,7 +22,8 @@ class Param:
     """One workload parameter or scheduler option: its kind, default (or REQUIRED) and an
     allowed-values text."""
 
-    # "bool", "int>0", "int>=0", "float>0", "float>=0", "float", "str", "floats>=0", "ints"
+    # "bool", "int>0", "int>=0", "float>0", "float>=0", "float", "str", "floats>=0", "ints",
+    # "list" (a non-empty list of anything: checked by the shape)
     kind: str
     default: Any = REQUIRED
     choices: tuple[str, ...] = ()
@@ -59,6 +60,10 @@ def check_param(key: str, spec: Param, value: Any) -> Any:
             raise ParamError(key, f"must be > 0, got {value}")
         if kind == "float>=0" and value < 0:
             raise ParamError(key, f"must be >= 0 (a duration cannot be negative), got {value}")
+        return value
+    if kind == "list":
+        if not isinstance(value, list) or not value:
+            raise ParamError(key, f"expected a non-empty list, got {value!r}")
         return value
     if kind == "str":
         if not isinstance(value, str):

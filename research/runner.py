@@ -16,7 +16,9 @@ run process is killed; SIGTERM and SIGHUP stop it like Ctrl-C.
 from __future__ import annotations
 
 import json
+import math
 import os
+import pickle
 import tempfile
 import time
 import uuid
@@ -30,8 +32,8 @@ import pandas as pd
 from . import guard, metadata, schema
 from .config import Experiment, TrialSpec
 from .schedulers import RunOutput, Scheduler, get_scheduler
-from .tasks import Task, calibrate_spin, timer_slack_ns
-from .workloads import build_tasks
+from .tasks import Task, calibrate_spin, ensure_path, timer_slack_ns
+from .workloads import arrival_offsets, build_tasks
 
 SUPERSEDED_DIR = ".superseded"
 #: Per-cluster files (shutdown seconds and the trials each cluster ran), per experiment dir.
@@ -75,8 +77,27 @@ def build_rows(spec: TrialSpec, tasks: Sequence[Task], out: RunOutput) -> pd.Dat
             "status": o.status if o else schema.STATUS_ERROR,
             "error": o.error if o else lost,
             "body": t.body, "result": None if o is None or o.result is None else repr(o.result),
+            "result_type": _type_name(o.result) if o and o.status == schema.STATUS_OK else None,
+            "result_bytes": (_pickled_size(o.result) if o and o.status == schema.STATUS_OK
+                             else None),
+            "input_bytes": len(t.payload) if t.payload is not None else 0,
+            "output_bytes": (len(o.payload) if o.payload is not None else 0) if o else None,
         })
     return pd.DataFrame(rows)
+
+
+def _type_name(value: Any) -> str:
+    cls = type(value)
+    name = cls.__qualname__
+    return name if cls.__module__ == "builtins" else f"{cls.__module__}.{name}"
+
+
+def _pickled_size(value: Any) -> int | None:
+    """Bytes of ``value`` pickled (what a process-based scheduler sends back, about)."""
+    try:
+        return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # an in-process result need not be picklable
+        return None
 
 
 def trial_is_done(path: Path) -> bool:
@@ -222,7 +243,16 @@ class Sweep:
                    start_error: str | None) -> _Done:
         body = spec.params.get("body", "sleep")
         rate = self._cpu_rate() if body == "cpu" else None
-        tasks = build_tasks(spec.shape, spec.params, spec.n_workers, rate)
+        ctx = spec.context()
+        # The client unpickles results too: a user's function may return its own types.
+        ensure_path(spec.pythonpath)
+        build_error: str | None = None
+        try:
+            tasks = build_tasks(spec.shape, spec.params, spec.n_workers, rate, ctx)
+            offsets = arrival_offsets(spec.params, len(tasks), ctx)
+        except Exception as exc:  # a data file changed or vanished since the config was read
+            tasks, offsets = [], None
+            build_error = f"cannot build the task list: {type(exc).__name__}: {exc}"
         oversubscribed = (body == "cpu" and sched is not None and not sched.shares_gil
                           and spec.n_workers > (self.system.get("cpu_usable") or 1))
         if oversubscribed:
@@ -230,17 +260,24 @@ class Sweep:
                      f"{self.system.get('cpu_usable')} cores (oversubscribed; recorded as such)")
         started_at = time.time()
         slack: dict[str, Any] = {}
-        if start_error is not None or sched is None:
+        if build_error is not None:
+            out = RunOutput([], {}, {}, error=build_error)
+        elif start_error is not None or sched is None:
             out = RunOutput([], {}, {}, error=start_error or "no cluster")
         else:
             sched.options = dict(spec.options)  # per-trial options (see Scheduler.run_options)
+            sched.arrivals = None  # warm-up and probes go as a batch
             try:
                 sched.warm(min(spec.timeout_s, 120.0))
                 slack = self._slack(sched)
+                if offsets is not None:
+                    sched.arrivals = {t.task_id: s for t, s in zip(tasks, offsets, strict=True)}
                 out = sched.run(tasks, spec.timeout_s)
             except Exception as exc:
                 sched.broken = True
                 out = RunOutput([], {}, {}, error=f"{type(exc).__name__}: {exc}")
+            finally:
+                sched.arrivals = None
         rows = build_rows(spec, tasks, out)
         status = schema.TRIAL_FAILED if out.error else schema.TRIAL_OK
         if out.error:
@@ -252,6 +289,8 @@ class Sweep:
             "started_at": started_at, "n_tasks": len(tasks),
             "cpu_iters_per_s": rate, "oversubscribed": oversubscribed,
             "run_info": out.info, "timer_slack_ns": slack,
+            **({"arrival_span_s": offsets[-1] if offsets else math.nan,
+                "arrival": spec.params.get("arrival")} if offsets is not None else {}),
         }
         return _Done(spec, rows, meta, out.native)
 

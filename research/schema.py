@@ -2,7 +2,9 @@
 
 One row per task. The columns in :data:`COLUMNS` are a public interface: analysis code and
 users build on their names and types. Add columns freely; renaming or dropping one needs a
-new :data:`SCHEMA_VERSION`.
+new :data:`SCHEMA_VERSION`: its major number (part of every trial's key) changes only then;
+its minor number counts added columns (1.1: ``result_type``, ``result_bytes``,
+``input_bytes``, ``output_bytes``), so files of 1.0 stay readable and resumable.
 
 Each trial is one parquet file. Run-level facts (config text, versions, host, cluster cost)
 are stored once per file as key-value metadata, never repeated in the rows.
@@ -21,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 #: Required record columns, in file order, with their Arrow types.
 #: ``*_ns`` are ``time.time_ns()``; ``start_ns``/``end_ns``/``receive_ns`` are null for a task
@@ -50,6 +52,11 @@ COLUMNS: dict[str, pa.DataType] = {
 EXTRA_COLUMNS: dict[str, pa.DataType] = {
     "body": pa.string(),
     "result": pa.string(),
+    # 1.1: what came back, and the payloads that travelled (null where no outcome came back).
+    "result_type": pa.string(),    # the result's type, ``module.qualname`` (builtins: bare)
+    "result_bytes": pa.int64(),    # its pickled size (highest protocol), null if unpicklable
+    "input_bytes": pa.int64(),     # payload bytes sent with the task (0: none)
+    "output_bytes": pa.int64(),    # payload bytes that came back with its outcome
 }
 
 #: A task's ``status`` column.

@@ -6,21 +6,25 @@ small and cheap to import and its hot path does as little as possible around the
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
 import os
 import socket
+import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 #: Every task body -> whether a workload's ``body`` key may select it. ``noop`` returns at once
 #: (a true no-op: ``sleep(0)`` is not one, it lasts the thread's timer slack, 50 us by default on
 #: Linux). The others are set per task: ``prime`` by the primes shape, ``fail`` and ``crash`` by
 #: fault injection (``fail_ids``, ``crash_ids``), ``slack`` by the runner's probe of the timer
-#: slack in force on the workers.
+#: slack in force on the workers, ``call`` by the ``calls`` shape (a user's function).
 BODIES: dict[str, bool] = {
     "sleep": True, "cpu": True, "prime": False, "noop": True, "fail": False, "crash": False,
-    "slack": False,
+    "slack": False, "call": False,
 }
 #: The bodies a workload may select, in table order.
 SELECTABLE_BODIES: tuple[str, ...] = tuple(b for b, selectable in BODIES.items() if selectable)
@@ -28,12 +32,29 @@ SELECTABLE_BODIES: tuple[str, ...] = tuple(b for b, selectable in BODIES.items()
 
 class Task(NamedTuple):
     """One unit of work. ``arg`` is the body's argument: seconds to sleep, CPU loop iterations,
-    the number to test for primality, or nothing."""
+    the number to test for primality, a :class:`Call`, or nothing.
+
+    ``payload`` is data that travels with the task (a workload's ``input_bytes``) and
+    ``output_bytes`` the size of the bytes object that comes back with its outcome.
+    """
 
     task_id: int
     body: str
-    arg: float | int
+    arg: Any
     planned_s: float
+    payload: bytes | None = None
+    output_bytes: int = 0
+
+
+class Call(NamedTuple):
+    """The argument of a ``call`` body: ``function`` (``"package.module:func"``), its
+    positional and keyword arguments, and the directories its module may need on
+    ``sys.path`` (the config's ``[experiment] pythonpath``, absolute)."""
+
+    function: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    pythonpath: tuple[str, ...] = ()
 
 
 class Outcome(NamedTuple):
@@ -48,6 +69,8 @@ class Outcome(NamedTuple):
     status: str
     error: str
     result: Any
+    #: The ``output_bytes`` the task sends back (None when its workload asks for none).
+    payload: bytes | None = None
 
 
 # Set once per worker process by an adapter (engine id, worker address ...); a process that
@@ -154,6 +177,58 @@ def _timed(fn: Any, arg: Any) -> float:
     return time.perf_counter() - t0
 
 
+#: Payload bytes per size, made once per process: random (not zeros), so that a transport
+#: that compresses (Dask does with lz4 installed) still moves every byte.
+_PAYLOADS: dict[int, bytes] = {}
+#: Payloads repeat one random block of this many bytes: a period longer than the windows of
+#: the fast compressors (lz4 and snappy: 64 KiB). Drawing 10 MB of random bytes in a worker
+#: takes about 0.1-0.2 s; tiling a block takes one copy. Either way a worker makes each size
+#: once (before the start stamp of its first task of that size, so inside the trial's wall).
+PAYLOAD_BLOCK = 2**20 + 7
+
+
+def payload_bytes(n: int) -> bytes:
+    """``n`` pseudo-random bytes (the same ones every call in a process: made once, cached)."""
+    data = _PAYLOADS.get(n)
+    if data is None:
+        block = _PAYLOADS.get(-1)
+        if block is None:
+            import random  # here: only workloads with payloads pay for the import
+
+            block = _PAYLOADS[-1] = random.Random(0).randbytes(PAYLOAD_BLOCK)
+        full, rest = divmod(n, PAYLOAD_BLOCK)
+        data = _PAYLOADS[n] = b"".join([block] * full + [block[:rest]])  # one copy
+    return data
+
+
+def ensure_path(dirs: Sequence[str]) -> None:
+    """Put ``dirs`` at the front of ``sys.path`` where missing (the config's ``pythonpath``).
+
+    Done by the task itself, in whichever worker runs it: a pool's forkserver, an engine or a
+    Ray worker may have started before the config was read (and is shared across experiments),
+    so neither an environment variable nor the client's ``sys.path`` reaches every worker.
+    """
+    for d in reversed(dirs):
+        if d not in sys.path:
+            sys.path.insert(0, d)
+
+
+_FUNCTIONS: dict[str, Any] = {}
+
+
+def resolve_function(ref: str, pythonpath: Sequence[str] = ()) -> Any:
+    """The callable that ``"package.module:func"`` names (imported once per process)."""
+    fn = _FUNCTIONS.get(ref)
+    if fn is None:
+        ensure_path(pythonpath)
+        module, _, attr = ref.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        fn = _FUNCTIONS[ref] = obj
+    return fn
+
+
 class InjectedFailure(RuntimeError):
     """Raised by the ``fail`` body: a task that raises on purpose."""
 
@@ -168,6 +243,9 @@ def _run_body(body: str, arg: Any) -> Any:
         return is_prime(arg)
     if body == "noop":
         return None
+    if body == "call":
+        fn = resolve_function(arg.function, arg.pythonpath)
+        return fn(*arg.args, **arg.kwargs)
     if body == "slack":
         return timer_slack_ns()
     if body == "fail":
@@ -181,6 +259,14 @@ def _run_body(body: str, arg: Any) -> Any:
 def _execute(task: Task, worker: str, pid: int) -> Outcome:
     if threading.get_ident() not in _SLACK_SET:
         _ensure_slack()
+    if task.body == "call" and task.arg.function not in _FUNCTIONS:
+        # Import the user's module before the start stamp (once per process): importing is not
+        # the function's time. A failure is reported by the body below, as the task's error.
+        with contextlib.suppress(Exception):
+            resolve_function(task.arg.function, task.arg.pythonpath)
+    # The reply's bytes are made before the start stamp: not the body's time (once per size and
+    # process; a copy, see payload_bytes).
+    out = payload_bytes(task.output_bytes) if task.output_bytes else None
     start = time.time_ns()
     try:
         result = _run_body(task.body, task.arg)
@@ -188,7 +274,7 @@ def _execute(task: Task, worker: str, pid: int) -> Outcome:
     except Exception as exc:  # the task's failure is data, not a crash of the harness
         result, status, error = None, "error", f"{type(exc).__name__}: {exc}"
     end = time.time_ns()
-    return Outcome(task.task_id, start, end, pid, _HOST, worker, status, error, result)
+    return Outcome(task.task_id, start, end, pid, _HOST, worker, status, error, result, out)
 
 
 def execute(task: Task) -> Outcome:

@@ -6,16 +6,19 @@ before anything runs. :func:`build_tasks` turns a validated parameter dict into 
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ParamError
 from .params import REQUIRED, Param, check_param
-from .tasks import SELECTABLE_BODIES, Task
+from .tasks import SELECTABLE_BODIES, Call, Task, payload_bytes, resolve_function
 
 #: The talk's 15 numbers for the prime validation benchmark (see the seed digest).
 TALK_PRIMES: tuple[int, ...] = (
@@ -28,13 +31,28 @@ TALK_PRIMES: tuple[int, ...] = (
 TASK_BODIES = SELECTABLE_BODIES
 
 
+#: How tasks are handed to the scheduler: all at once (today's studies), at the times of a
+#: Poisson process, or at a trace's ``arrival_s``.
+ARRIVALS = ("batch", "poisson", "trace")
+
 # Keys every workload table accepts besides its shape's own.
 COMMON: dict[str, Param] = {
     "body": Param("str", "sleep", TASK_BODIES, "what each task does"),
     # Fault injection, for testing how a scheduler copes.
     "fail_ids": Param("ints", [], help="task ids that raise instead of running"),
     "crash_ids": Param("ints", [], help="task ids that kill their worker process"),
+    # Data that travels with each task and back.
+    "input_bytes": Param("int>=0", 0, help="bytes sent with each task (0: none)"),
+    "output_bytes": Param("int>=0", 0, help="bytes each task sends back (0: none)"),
+    # Arrivals over time.
+    "arrival": Param("str", None, ARRIVALS,
+                     help="batch (default; a trace with arrival_s: trace), poisson, trace"),
+    "rate_per_s": Param("float>0", None, help="arrival = 'poisson': tasks per second"),
+    "arrival_seed": Param("int>=0", None, help="arrival = 'poisson': seed (default 0)"),
 }
+#: Data files a ``calls`` or ``trace`` workload may name, by suffix.
+TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+                  ".ndjson": "jsonl"}
 
 
 def uniform(n_tasks: int, duration_s: float) -> list[float]:
@@ -109,8 +127,9 @@ class Shape:
     name: str
     params: dict[str, Param]
     doc: str
-    # Called with the validated params (and n_workers); returns (body, args, planned) per task.
-    make: Callable[[dict[str, Any], int], list[tuple[str, float | int, float]]] = field(repr=False)
+    # Called with the validated params, n_workers and the :class:`Context` (where relative
+    # files are, the config's pythonpath); returns (body, arg, planned) per task.
+    make: Callable[..., list[tuple[str, Any, float]]] = field(repr=False)
 
 
 RANDOM_DISTS: dict[str, tuple[str, ...]] = {
@@ -121,7 +140,7 @@ RANDOM_DISTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _timed(durations: list[float], body: str) -> list[tuple[str, float | int, float]]:
+def _timed(durations: list[float], body: str) -> list[tuple[str, Any, float]]:
     # A noop body does no work whatever the duration says (validate() insists on zero).
     return [(body, d, 0.0 if body == "noop" else d) for d in durations]
 
@@ -131,7 +150,7 @@ SHAPES: dict[str, Shape] = {
         "uniform",
         {"n_tasks": Param("int>0"), "duration_s": Param("float>=0")},
         "equal tasks (control case)",
-        lambda p, n: _timed(uniform(p["n_tasks"], p["duration_s"]), p["body"]),
+        lambda p, n, ctx=None: _timed(uniform(p["n_tasks"], p["duration_s"]), p["body"]),
     ),
     "worst_case": Shape(
         "worst_case",
@@ -146,7 +165,7 @@ SHAPES: dict[str, Shape] = {
             "seed": Param("int>=0", 0, help="permutation seed for order = 'shuffled'"),
         },
         "long tasks first (or strided, shuffled): each static policy's worst case",
-        lambda p, n: _timed(
+        lambda p, n, ctx=None: _timed(
             worst_case(p["n_tasks"], p["long_s"], p["short_s"], p["n_long"],
                        p.get("order", "blocked"), n, p.get("seed", 0)),
             p["body"],
@@ -168,7 +187,7 @@ SHAPES: dict[str, Shape] = {
             "high": Param("float>=0", None),
         },
         "seeded random durations (gamma, exponential, lognormal, uniform)",
-        lambda p, n: _timed(
+        lambda p, n, ctx=None: _timed(
             random_durations(
                 p["n_tasks"], p["seed"], p["unit_s"], p["distribution"],
                 **{k: p[k] for k in RANDOM_DISTS[p["distribution"]]},
@@ -180,22 +199,43 @@ SHAPES: dict[str, Shape] = {
         "explicit",
         {"durations_s": Param("floats>=0")},
         "replay a list of durations",
-        lambda p, n: _timed(explicit(p["durations_s"]), p["body"]),
+        lambda p, n, ctx=None: _timed(explicit(p["durations_s"]), p["body"]),
+    ),
+    "calls": Shape(
+        "calls",
+        {
+            "function": Param("str", help="'package.module:function'"),
+            "args": Param("list", None, help="one entry per task: a list (positional "
+                          "arguments) or a table (keyword arguments; planned_s optional)"),
+            "args_file": Param("str", None, help="csv, parquet or JSON lines: one row per "
+                               "task, columns are keyword arguments (planned_s optional)"),
+        },
+        "your function: one call per task (planned time unknown unless planned_s says it)",
+        lambda p, n, ctx=None: _calls(p, ctx or Context()),
+    ),
+    "trace": Shape(
+        "trace",
+        {"path": Param("str", help="csv or parquet with duration_s (and optional arrival_s)")},
+        "replay a trace file: duration_s per task, arrival_s (optional) when it arrives",
+        lambda p, n, ctx=None: _timed(_trace(p, ctx or Context())[0], p["body"]),
     ),
     "primes": Shape(
         "primes",
         {"numbers": Param("ints", list(TALK_PRIMES), help="default: the talk's 15 numbers")},
         "trial division of each number (real CPU work; planned time unknown)",
-        lambda p, n: [("prime", int(x), math.nan) for x in p["numbers"]],
+        lambda p, n, ctx=None: [("prime", int(x), math.nan) for x in p["numbers"]],
     ),
 }
 
 
-def validate(shape_name: str, raw: Mapping[str, Any], n_workers: int) -> dict[str, Any]:
+def validate(shape_name: str, raw: Mapping[str, Any], n_workers: int,
+             ctx: Context | None = None) -> dict[str, Any]:
     """Check a workload table against its shape; returns params with defaults filled in.
 
-    Raises :class:`ParamError` naming the key and what is allowed.
+    ``ctx`` says where relative data files are and the config's pythonpath (``calls``,
+    ``trace``). Raises :class:`ParamError` naming the key and what is allowed.
     """
+    ctx = ctx or Context()
     if shape_name not in SHAPES:
         raise ParamError("shape", f"unknown shape {shape_name!r}; allowed: {', '.join(SHAPES)}")
     shape = SHAPES[shape_name]
@@ -230,12 +270,237 @@ def validate(shape_name: str, raw: Mapping[str, Any], n_workers: int) -> dict[st
         raise ParamError("numbers", "expected a non-empty list of integers")
     if shape_name == "primes" and out["body"] == "cpu":
         raise ParamError("body", "primes always runs trial division; omit 'body'")
+    if shape_name == "calls":
+        if "body" in raw:
+            raise ParamError("body", "a 'calls' workload runs its function; omit 'body'")
+        out["body"] = "call"
+        _validate_calls(out, ctx)
+    has_trace_arrivals = False
+    if shape_name == "trace":
+        out["sha256"] = file_sha256(_resolve(ctx, "path", out["path"]))
+        durations, arrivals = _trace(out, ctx)
+        out["n_tasks"] = len(durations)
+        has_trace_arrivals = arrivals is not None
+        if out["body"] == "noop" and any(d != 0 for d in durations):
+            raise ParamError("body", "a 'noop' body has no duration: the trace's duration_s "
+                                     "must all be 0 (or body = 'sleep')")
+    _validate_arrival(raw, out, has_trace_arrivals)
+    # Keys at their defaults are left out, so trial keys (hashes of the params) of workloads
+    # that use none of them stay what they were (stored results stay resumable).
+    for key in ("input_bytes", "output_bytes"):
+        if out[key] == 0:
+            del out[key]
     return out
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a workload's relative data files are (the config file's directory) and the
+    config's ``[experiment] pythonpath`` (absolute directories)."""
+
+    base_dir: Path = field(default_factory=Path.cwd)
+    pythonpath: tuple[str, ...] = ()
+
+
+def _validate_arrival(raw: Mapping[str, Any], out: dict[str, Any], trace_arrivals: bool) -> None:
+    arrival = out["arrival"] or ("trace" if trace_arrivals else "batch")
+    if arrival == "trace" and not trace_arrivals:
+        raise ParamError("arrival", "'trace' needs shape 'trace' with an arrival_s column; "
+                                    "allowed here: batch, poisson")
+    if arrival == "poisson":
+        if out["rate_per_s"] is None:
+            raise ParamError("rate_per_s", "missing; arrival = 'poisson' needs rate_per_s (tasks "
+                                           "per second, > 0)")
+        if out["arrival_seed"] is None:
+            out["arrival_seed"] = 0
+    else:
+        for key in ("rate_per_s", "arrival_seed"):
+            if key in raw:
+                raise ParamError(key, f"only used with arrival = 'poisson', not {arrival!r}")
+            del out[key]
+    if arrival == "batch":
+        del out["arrival"]
+    else:
+        out["arrival"] = arrival
+
+
+def arrival_offsets(params: Mapping[str, Any], n_tasks: int,
+                    ctx: Context | None = None) -> list[float] | None:
+    """Seconds from a trial's start at which each task is submitted; None for a batch (all
+    at once). Poisson: exponential gaps drawn by ``RandomState(arrival_seed)`` at
+    ``rate_per_s``, the first task at 0. Trace: its ``arrival_s`` column."""
+    arrival = params.get("arrival", "batch")
+    if arrival == "batch":
+        return None
+    if arrival == "poisson":
+        gaps = np.random.RandomState(params["arrival_seed"]).exponential(
+            1.0 / params["rate_per_s"], size=n_tasks)
+        return [0.0, *np.cumsum(gaps[:-1]).tolist()][:n_tasks]
+    arrivals = _trace(params, ctx or Context())[1]
+    assert arrivals is not None  # validated: arrival = 'trace' needs the column
+    return arrivals
+
+
+def _resolve(ctx: Context, key: str, name: str) -> Path:
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else ctx.base_dir / path
+    if not path.is_file():
+        raise ParamError(key, f"no such file: {str(path)!r} (relative paths resolve against the "
+                              "config file's directory)")
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise ParamError(key, f"{str(path)!r}: unknown file type; expected "
+                              f"{', '.join(TABLE_SUFFIXES)}")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (part of a trial's key: a changed file reruns)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_TABLES: dict[tuple[str, str], Any] = {}
+
+
+def read_table(path: Path, key: str) -> Any:
+    """A data file as a pandas DataFrame (read once per content); ParamError if unreadable."""
+    import pandas as pd
+
+    sha = file_sha256(path)
+    cached = _TABLES.get((str(path), sha))
+    if cached is not None:
+        return cached
+    kind = TABLE_SUFFIXES[path.suffix.lower()]
+    try:
+        if kind == "csv":
+            df = pd.read_csv(path)
+        elif kind == "parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_json(path, lines=True)
+    except Exception as exc:  # any parse failure is the user's file: say so, with the cause
+        raise ParamError(key, f"{str(path)!r}: cannot read it as {kind}: "
+                              f"{type(exc).__name__}: {exc}") from None
+    if not len(df):
+        raise ParamError(key, f"{str(path)!r}: no rows; expected one row per task")
+    _TABLES[(str(path), sha)] = df
+    return df
+
+
+def _trace(p: Mapping[str, Any], ctx: Context) -> tuple[list[float], list[float] | None]:
+    """A trace file's durations and arrival times (None without an arrival_s column)."""
+    path = _resolve(ctx, "path", p["path"])
+    df = read_table(path, "path")
+    if "duration_s" not in df.columns:
+        raise ParamError("path", f"{str(path)!r}: column 'duration_s' missing (seconds per task); "
+                                 f"columns: {', '.join(map(str, df.columns))}")
+    durations = _seconds(df["duration_s"], path, "duration_s")
+    arrivals = None
+    if "arrival_s" in df.columns:
+        arrivals = _seconds(df["arrival_s"], path, "arrival_s")
+        bad = next((i for i in range(1, len(arrivals)) if arrivals[i] < arrivals[i - 1]), None)
+        if bad is not None:
+            raise ParamError("path", f"{str(path)!r}: arrival_s must not decrease (row {bad}: "
+                                     f"{arrivals[bad]} after {arrivals[bad - 1]}); sort the rows "
+                                     "by arrival")
+    return durations, arrivals
+
+
+def _seconds(col: Any, path: Path, name: str) -> list[float]:
+    out = []
+    for i, v in enumerate(col.tolist()):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise ParamError("path", f"{str(path)!r}: {name} in row {i} must be a finite number "
+                                     f">= 0, got {v!r}")
+        out.append(float(v))
+    return out
+
+
+def _call_rows(p: Mapping[str, Any], ctx: Context) -> list[tuple[tuple[Any, ...], dict[str, Any],
+                                                                 float]]:
+    """(positional args, keyword args, planned_s) per task of a ``calls`` workload."""
+    rows: list[tuple[tuple[Any, ...], dict[str, Any], float]] = []
+    if p.get("args") is not None:
+        for i, item in enumerate(p["args"]):
+            if isinstance(item, list):
+                rows.append((tuple(item), {}, math.nan))
+            elif isinstance(item, dict):
+                kw = dict(item)
+                rows.append(((), kw, _planned(kw.pop("planned_s", math.nan), f"args[{i}]")))
+            else:
+                raise ParamError(f"args[{i}]", f"expected a list (positional arguments) or a "
+                                               f"table (keyword arguments), got {item!r}")
+        return rows
+    path = _resolve(ctx, "args_file", p["args_file"])
+    df = read_table(path, "args_file")
+    for i, rec in enumerate(df.to_dict("records")):
+        kw = {str(k): v for k, v in rec.items()}
+        rows.append(((), kw, _planned(kw.pop("planned_s", math.nan), f"args_file row {i}")))
+    return rows
+
+
+def _planned(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParamError("planned_s", f"{where}: expected a number of seconds, got {value!r}")
+    if not math.isnan(value) and (not math.isfinite(value) or value < 0):
+        raise ParamError("planned_s", f"{where}: must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+def _validate_calls(out: dict[str, Any], ctx: Context) -> None:
+    """Import the function, read the arguments, bind every row to its signature."""
+    if (out["args"] is None) == (out["args_file"] is None):
+        raise ParamError("args", "give exactly one of 'args' (inline, one entry per task) and "
+                                 "'args_file' (csv, parquet or JSON lines)")
+    ref = out["function"]
+    module, sep, attr = ref.partition(":")
+    if not sep or not module or not attr:
+        raise ParamError("function", f"expected 'package.module:function', got {ref!r}")
+    try:
+        fn = resolve_function(ref, ctx.pythonpath)
+    except Exception as exc:  # ImportError, AttributeError, or the module's own failure
+        where = (f"; [experiment] pythonpath = {list(ctx.pythonpath)}" if ctx.pythonpath
+                 else "; add its directory to [experiment] pythonpath")
+        raise ParamError("function", f"cannot import {ref!r}: {type(exc).__name__}: {exc}"
+                                     f"{where}") from None
+    if not callable(fn):
+        raise ParamError("function", f"{ref!r} is not callable")
+    if out["args"] is None:
+        del out["args"]
+        out["args_sha256"] = file_sha256(_resolve(ctx, "args_file", out["args_file"]))
+    else:
+        del out["args_file"]
+    rows = _call_rows(out, ctx)
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        sig = None
+    if sig is not None:
+        key = "args" if "args" in out else "args_file"
+        for i, (args, kwargs, _) in enumerate(rows):
+            try:
+                sig.bind(*args, **kwargs)
+            except TypeError as exc:
+                given = (f"columns {', '.join(kwargs)}" if key == "args_file"
+                         else f"{list(args) or kwargs!r}")
+                raise ParamError(key, f"row {i} ({given}) does not fit {ref}{sig}: "
+                                      f"{exc}") from None
+    out["n_tasks"] = len(rows)
+
+
+def _calls(p: Mapping[str, Any], ctx: Context) -> list[tuple[str, Any, float]]:
+    return [("call", Call(p["function"], args, kwargs, ctx.pythonpath), planned)
+            for args, kwargs, planned in _call_rows(p, ctx)]
 
 
 def _check_noop(shape_name: str, out: Mapping[str, Any]) -> None:
     """A noop task has no duration: only zero-length task lists may select it, so a planned
     time never claims work that did not run."""
+    if shape_name == "trace":
+        return  # its durations are in the file: checked when it is read
     if shape_name not in ("uniform", "explicit"):
         raise ParamError("body", f"'noop' needs shape 'uniform' or 'explicit' with zero "
                                  f"durations, not {shape_name!r}")
@@ -264,15 +529,20 @@ def _required(shape: Shape) -> str:
 
 
 def build_tasks(
-    shape_name: str, params: Mapping[str, Any], n_workers: int, cpu_rate: float | None = None
+    shape_name: str, params: Mapping[str, Any], n_workers: int, cpu_rate: float | None = None,
+    ctx: Context | None = None,
 ) -> list[Task]:
     """The task list for validated ``params``.
 
     ``cpu_rate`` (spin iterations per second, measured once per run) turns planned seconds into
-    a fixed amount of CPU work for the ``cpu`` body.
+    a fixed amount of CPU work for the ``cpu`` body. ``ctx``: where relative data files are,
+    and the pythonpath a ``calls`` task carries to its worker.
     """
-    items = SHAPES[shape_name].make(dict(params), n_workers)
+    items = SHAPES[shape_name].make(dict(params), n_workers, ctx or Context())
     fail, crash = set(params.get("fail_ids", ())), set(params.get("crash_ids", ()))
+    # One bytes object for every task: each scheduler still serializes it per task.
+    payload = payload_bytes(params["input_bytes"]) if params.get("input_bytes") else None
+    out_bytes = int(params.get("output_bytes", 0))
     tasks = []
     for i, (body, arg, planned) in enumerate(items):
         if body == "cpu":
@@ -283,5 +553,5 @@ def build_tasks(
             body = "fail"
         elif i in crash:
             body = "crash"
-        tasks.append(Task(i, body, arg, planned))
+        tasks.append(Task(i, body, arg, planned, payload, out_bytes))
     return tasks

@@ -78,8 +78,11 @@ BATCHING = Study("batching", "t1ms")
 TALK_PRIMES = Study("talk_primes", "primes", talk_tasks=15)
 #: Celery's prefetch: the worst case strided, so that turns dealt to nodes collect long tasks.
 PREFETCH = Study("prefetch", "strided")
+#: No-op tasks with 10 MB each way, and the same without a payload (experiments/payload.toml).
+PAYLOAD_LARGE = Study("payload", "p10m")
+PAYLOAD_NONE = Study("payload", "p0")
 STUDIES: tuple[Study, ...] = (WORST_CASE, RANDOM, OVERHEAD, CHUNKING, ORDERS_BLOCKED,
-                               ORDERS_STRIDED, BATCHING, PREFETCH)
+                               ORDERS_STRIDED, BATCHING, PREFETCH, PAYLOAD_LARGE, PAYLOAD_NONE)
 
 STDLIB_PROCESS: tuple[str, ...] = ("mp-dynamic", "futures", "mp-map")
 #: Ray's Pool in experiments/orders.toml: both ways of submitting, chunksize 1.
@@ -425,6 +428,33 @@ def overhead_order(ctx: Context, claim: Claim) -> Outcome:
         "true no-op: sleep(0) would add the thread's timer slack, 50 us by default on Linux)")
 
 
+def payload_dominates(ctx: Context, claim: Claim) -> Outcome:
+    """Per scheduler that ran the study: the payload's share of the per-task time (1 - the
+    no-payload run's wall / tasks over the payload run's, medians over repeats) is at least
+    ``tolerance.abs``. Schedulers that did not run it (a quick run has fewer) are named in the
+    note; none at all is ``not run``."""
+    floor = _tol(claim).abs
+    shares: dict[str, float] = {}
+    missing: list[str] = []
+    for sched in claim.schedulers:
+        big, why_big = _per_task_us(ctx, claim.study, sched)
+        base, why_base = _per_task_us(ctx, PAYLOAD_NONE, sched)
+        if math.isfinite(big) and math.isfinite(base) and big > 0:
+            shares[sched] = 1 - base / big
+        else:
+            missing.append(why_big or why_base)
+    if not shares:
+        return not_run("; ".join(missing))
+    note = ("no-op tasks with 10 MB of random bytes each way against the same without "
+            f"(study '{claim.study.experiment}', wall / tasks, one repeat of few tasks)")
+    if missing:
+        note += "; not run: " + "; ".join(missing)
+    return Outcome(verdict(all(v >= floor for v in shares.values())),
+                   f"payload >= {floor:.0%} of the per-task time on each",
+                   ", ".join(f"{s} {v:.0%}" for s, v in shares.items()),
+                   f"at least {floor:.0%}", note)
+
+
 def overhead_chain(ctx: Context, claim: Claim) -> Outcome:
     """``schedulers = (*cheapest_of, middle, dearest)``: per no-op task (median wall / tasks),
     the cheapest of the first ones < ``middle`` < ``dearest``."""
@@ -765,6 +795,10 @@ CLAIMS: tuple[Claim, ...] = (
           "slower than one node of 4 processes", "(not in the talk)", PREFETCH,
           ("celery[prefetch_multiplier=4,nodes=4]", "celery[prefetch_multiplier=4,nodes=1]"),
           prefetch_blocks, Tolerance(rel=0.25)),
+    # Payloads (issue 12): at 10 MB each way, moving the data, not scheduling, is the cost.
+    Claim("PL1", "10 MB per task each way: moving the data is most of each task's time, on "
+          "every scheduler", "(not in the talk)", PAYLOAD_LARGE,
+          ("mp-dynamic", "dask", "ray", "ipp-lb"), payload_dominates, Tolerance(abs=0.5)),
 )
 
 

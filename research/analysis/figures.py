@@ -687,6 +687,11 @@ def draw_all(
     points = {(exp, wl) for (exp, shape, _), g in sweeps
               if shape == "uniform" and g["workload"].nunique() >= MIN_SWEEP_POINTS
               for wl in g["workload"].unique()}
+    # The payload and arrivals studies have figures of their own (workload_report).
+    from .workload_report import STUDIES
+
+    points |= {(exp, wl) for exp, wl in zip(groups["experiment"], groups["workload"],
+                                             strict=True) if exp in STUDIES}
     for (exp, wl), g in groups.groupby(["experiment", "workload"], sort=False):
         if (exp, wl) in points:
             continue

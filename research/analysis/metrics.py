@@ -11,6 +11,12 @@ Conventions:
   nanosecond stamps keep their precision.
 * ``lower_bound_s`` and ``greedy_s`` describe the workload, not the run: they use the planned
   duration of every task, and the measured one where the plan is unknown (NaN).
+* ``response_*`` is receive - submit and ``queueing_*`` start - submit, per task (median and
+  95th percentile over the tasks that have both stamps): with tasks arriving over time
+  (``arrival = "poisson"`` or a trace's ``arrival_s``) each task has its own submit stamp, so
+  these are the queueing-theory quantities; in a batch every task shares one submit stamp.
+* ``input_bytes``/``output_bytes``: the payload per task (median over tasks; 0 in files
+  written before schema 1.1, which had no payloads).
 * :func:`trial_model` gives the summary's ``model_s``: the same durations under the trial's
   scheduler's own model (:data:`~.models.SCHEDULER_MODELS`), which needs the scheduler's name
   and options, so :mod:`.results` calls it beside the metrics.
@@ -38,6 +44,8 @@ METRICS: tuple[str, ...] = (
     "n_tasks", "makespan_s", "wall_s", "busy_s", "lower_bound_s", "greedy_s", "efficiency",
     "tasks_per_worker_min", "tasks_per_worker_max", "workers_used", "mean_gap_s", "max_gap_s",
     "start_latency_median_s", "return_latency_median_s", "n_errors",
+    "response_median_s", "response_p95_s", "queueing_median_s", "queueing_p95_s",
+    "input_bytes", "output_bytes", "submit_span_s",
 )
 
 #: Per-trial samples kept for distribution figures are capped to bound memory on big sweeps.
@@ -199,6 +207,18 @@ def _median(x: np.ndarray) -> float:
     return float(np.median(x)) if len(x) else math.nan
 
 
+def _p95(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.percentile(x, 95)) if len(x) else math.nan
+
+
+def _bytes_per_task(df: pd.DataFrame, col: str) -> float:
+    if col not in df.columns:
+        return 0.0
+    v = pd.to_numeric(df[col], errors="coerce").dropna()
+    return float(v.median()) if len(v) else math.nan
+
+
 def n_workers_of(df: pd.DataFrame, n_workers: int | None) -> int | None:
     """``n_workers`` if given, else the records' ``n_workers`` column (None if unknown)."""
     if n_workers is not None:
@@ -245,6 +265,7 @@ def metrics_and_samples(
     gaps = worker_gaps(t)
     start_lat = (t["start_s"] - t["submit_s"]).to_numpy()
     ret_lat = (t["receive_s"] - t["end_s"]).to_numpy()
+    response = (t["receive_s"] - t["submit_s"]).to_numpy()
     counts = tasks_per_worker(t, nw)
     m: dict[str, Any] = {
         "n_tasks": len(t),
@@ -262,6 +283,15 @@ def metrics_and_samples(
         "start_latency_median_s": _median(start_lat),
         "return_latency_median_s": _median(ret_lat),
         "n_errors": n_errors,
+        "response_median_s": _median(response),
+        "response_p95_s": _p95(response),
+        "queueing_median_s": _median(start_lat),
+        "queueing_p95_s": _p95(start_lat),
+        "input_bytes": _bytes_per_task(df, "input_bytes"),
+        "output_bytes": _bytes_per_task(df, "output_bytes"),
+        # last submit - first: 0 for a batch; the arrivals' span when tasks arrive over time
+        "submit_span_s": float(np.nanmax(t["submit_s"]) - np.nanmin(t["submit_s"]))
+        if t["submit_s"].notna().any() else math.nan,
         "task_s_mean": float(np.nanmean(work)) if np.isfinite(work).any() else math.nan,
     }
     m["note"] = _note(len(t), len(timed), n_errors, nw, m["workers_used"])

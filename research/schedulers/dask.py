@@ -43,16 +43,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task
-from .base import RunOutput, stamp_all, timeout_error
+from .base import RunOutput, paced, stamp_all, timeout_error
 from .cluster import ClusterScheduler, check_worker_count
 
 if TYPE_CHECKING:
@@ -169,6 +170,7 @@ class Dask(ClusterScheduler):
     ``client.map``."""
 
     name = "dask"
+    supports_arrivals = True  # one client.submit per task, as each arrives (_paced)
     description = "Dask distributed LocalCluster, client.map + as_completed"
     options_spec = {
         "work_stealing": Param("bool", None, help="default: the library's (on)"),
@@ -359,13 +361,18 @@ class Dask(ClusterScheduler):
         timed_out = False
         futures: list[Any] = []
         with distributed.get_task_stream(client=self.client) as stream:
-            submit = stamp_all(tasks, time.time_ns())  # one map call hands over the whole list
+            submit: dict[int, int] = {}
             try:
-                futures = self.client.map(execute, list(tasks), key=keys, pure=False)
-                # Results are fetched as each task finishes, so receive stamps are per task.
-                for fut, result in distributed.as_completed(
+                if self.arrivals:
+                    results = self._paced(tasks, keys, submit, futures, timeout_s)
+                else:
+                    submit = stamp_all(tasks, time.time_ns())  # one map hands over the list
+                    futures = self.client.map(execute, list(tasks), key=keys, pure=False)
+                    # Results are fetched as each task finishes: receive stamps are per task.
+                    results = distributed.as_completed(
                         futures, loop=self.client.loop, with_results=True, raise_errors=False,
-                        timeout=timeout_s):
+                        timeout=timeout_s)
+                for fut, result in results:
                     now = time.time_ns()
                     if fut.status == "finished":
                         outcomes.append(result)
@@ -396,6 +403,47 @@ class Dask(ClusterScheduler):
                 "task_stream_records": len(stream.data)}
         return RunOutput(outcomes, submit, receive, error=error,
                          native=native_table(stream.data, key_to_id), info=info)
+
+    def _paced(self, tasks: Sequence[Task], keys: list[str], submit: dict[int, int],
+               futures: list[Any], timeout_s: float) -> Iterator[tuple[Any, Any]]:
+        """Tasks arriving over time: a thread submits each when it is due (``client.submit``)
+        while this generator yields (future, result) as each finishes, fetched at once."""
+        import distributed
+
+        from ..tasks import execute
+
+        deadline = time.monotonic() + timeout_s
+        ac = distributed.as_completed([], loop=self.client.loop, with_results=True,
+                                      raise_errors=False, timeout=timeout_s)
+        all_sent = threading.Event()
+        key_of = {t.task_id: k for t, k in zip(tasks, keys, strict=True)}
+
+        def submitter() -> None:
+            try:
+                for task in paced(tasks, self.arrivals, submit, deadline):
+                    fut = self.client.submit(execute, task, key=key_of[task.task_id],
+                                             pure=False)
+                    futures.append(fut)
+                    ac.add(fut)
+            finally:
+                all_sent.set()
+
+        thread = threading.Thread(target=submitter, name="research-dask-pacer", daemon=True)
+        thread.start()
+        try:
+            while True:
+                try:
+                    yield next(ac)
+                except StopIteration:  # nothing in flight: done, or the next task not yet due
+                    if all_sent.is_set() and ac.is_empty():
+                        if len(futures) < len(tasks):  # pacing reached the deadline
+                            raise TimeoutError from None
+                        return
+                    if time.monotonic() > deadline:
+                        raise TimeoutError from None
+                    time.sleep(0.0005)
+        finally:
+            thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
 
     def info(self) -> dict[str, Any]:
         import distributed

@@ -18,6 +18,7 @@ class Futures(Scheduler):
     name = "futures"
     description = "ProcessPoolExecutor, one submit per task"
     options_spec = {"start_method": START_METHOD_OPTION}
+    supports_arrivals = True
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.options["start_method"])
@@ -40,6 +41,6 @@ class Futures(Scheduler):
             fut.result()
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
-        out = submit_and_collect(self.pool, execute, tasks, timeout_s)
+        out = submit_and_collect(self.pool, execute, tasks, timeout_s, self.arrivals)
         self.broken = self.broken or out.error is not None
         return out

@@ -33,7 +33,7 @@ import pandas as pd
 from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task, execute, noop, set_worker_label
-from .base import RunOutput, stamp_all, timeout_error
+from .base import RunOutput, paced, stamp_all, timeout_error
 from .cluster import ClusterScheduler, check_worker_count
 
 if TYPE_CHECKING:  # imported lazily: `list` and config checks work without ipyparallel
@@ -324,9 +324,19 @@ class _Ipp(ClusterScheduler):
         """Send the map, then stamp each task when its message arrives; stop at the deadline."""
         if not tasks:
             return RunOutput([], {}, {})
-        submit_ns = time.time_ns()
-        ar, blocks = self._send(list(tasks))
-        parts = ar.split()
+        submit: dict[int, int]
+        blocks: list[list[int]]
+        parts: list[Any]
+        if self.arrivals:
+            # Tasks arriving over time: one apply_async per task as each is due (the same
+            # messages as a map of chunksize 1), results stamped as they come, meanwhile.
+            submit = {}
+            ar, blocks, parts = None, [], []
+            view = self.client.load_balanced_view()  # type: ignore[union-attr]
+        else:
+            submit = stamp_all(tasks, time.time_ns())
+            ar, blocks = self._send(list(tasks))
+            parts = ar.split()
         # Stamped in the client's I/O thread as each message resolves; the event is set by the
         # same callback, so every message counted as arrived has its stamp.
         arrived: dict[int, int] = {}
@@ -337,9 +347,25 @@ class _Ipp(ClusterScheduler):
             if len(arrived) == len(parts):
                 all_in.set()
 
-        for i, part in enumerate(parts):
-            part.add_done_callback(functools.partial(_arrived, i=i))
-        all_in.wait(timeout_s)
+        if ar is None:
+            deadline = time.monotonic() + timeout_s
+            n_expected = len(tasks)
+
+            def _arrived_paced(_f: Any, i: int) -> None:
+                arrived[i] = time.time_ns()
+                if len(arrived) == n_expected:
+                    all_in.set()
+
+            for task in paced(tasks, self.arrivals, submit, deadline):
+                part = view.apply_async(execute, task)
+                parts.append(part)
+                blocks.append([task.task_id])
+                part.add_done_callback(functools.partial(_arrived_paced, i=len(parts) - 1))
+            all_in.wait(max(0.0, deadline - time.monotonic()))
+        else:
+            for i, part in enumerate(parts):
+                part.add_done_callback(functools.partial(_arrived, i=i))
+            all_in.wait(timeout_s)
         stamps = dict(arrived)
         outcomes: list[Outcome] = []
         receive: dict[int, int] = {}
@@ -355,18 +381,18 @@ class _Ipp(ClusterScheduler):
             outcomes.extend(got)
             receive.update(dict.fromkeys((o.task_id for o in got), stamps[i]))
         problems = []
-        if len(stamps) < len(parts):
-            self._abort([m for i, m in enumerate(ar.msg_ids) if i not in stamps])
+        msg_ids = ar.msg_ids if ar is not None else [p.msg_ids[0] for p in parts]
+        if len(stamps) < len(tasks if ar is None else parts):
+            self._abort([m for i, m in enumerate(msg_ids) if i not in stamps])
             problems.append(timeout_error(timeout_s))
         if failed:
             problems.append(f"{len(failed)} message(s) failed: {failed[0]}")
         error = "; ".join(problems) or None
         if error:
             self.broken = True  # a dead engine, or one still busy with an abandoned task
-        native = self._native(ar, blocks)
-        info = {"messages": len(ar.msg_ids), "receive_stamps": self.receive_stamps}
-        return RunOutput(outcomes, stamp_all(tasks, submit_ns), receive, error=error,
-                         native=native, info=info)
+        native = self._native([p.metadata for p in parts] if ar is None else ar.metadata, blocks)
+        info = {"messages": len(msg_ids), "receive_stamps": self.receive_stamps}
+        return RunOutput(outcomes, submit, receive, error=error, native=native, info=info)
 
     def _abort(self, msg_ids: list[str]) -> None:
         """Drop the messages not yet started; interrupt the engines running ours (an engine
@@ -379,9 +405,9 @@ class _Ipp(ClusterScheduler):
                                     block=False).result(2)
 
     @staticmethod
-    def _native(ar: Any, blocks: list[list[int]]) -> pd.DataFrame:
+    def _native(metadata: Any, blocks: list[list[int]]) -> pd.DataFrame:
         rows = []
-        for md, ids in zip(ar.metadata, blocks, strict=True):
+        for md, ids in zip(metadata, blocks, strict=True):
             eid = md.get("engine_id")
             rows.append({
                 "task_id": ids[0] if len(ids) == 1 else None,
@@ -447,6 +473,15 @@ class IppLoadBalanced(_Ipp):
     controller_keys = ("scheme", "hwm")
     receive_stamps = "per message"
     run_options = frozenset({"chunksize"})  # a map argument: no new cluster needed
+    supports_arrivals = True  # tasks arriving over time: one apply_async each (run)
+
+    @classmethod
+    def workload_refusal(cls, params: Mapping[str, Any],
+                         options: Mapping[str, Any]) -> tuple[str, str] | None:
+        if params.get("arrival", "batch") != "batch" and (options.get("chunksize") or 1) > 1:
+            return ("arrival", "tasks arriving over time go one message each; chunksize "
+                               f"{options['chunksize']} needs the list up front (use 1)")
+        return super().workload_refusal(params, options)
 
     def bare_noop(self, n_tasks: int) -> None:
         assert self.client is not None

@@ -6,11 +6,12 @@ import multiprocessing
 import multiprocessing.pool
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ..guard import init_worker
 from ..params import Param
 from ..tasks import Outcome, Task, execute, noop
-from .base import RunOutput, Scheduler, stamp_all, timeout_error
+from .base import RunOutput, Scheduler, paced, stamp_all, timeout_error
 from .pool import START_METHOD_OPTION
 
 
@@ -64,6 +65,9 @@ class MpDynamic(_PoolScheduler):
 
     name = "mp-dynamic"
     description = "multiprocessing.Pool.imap_unordered, chunksize 1"
+    # imap_unordered reads its iterable lazily, in the pool's task-handler thread: a paced
+    # generator hands each task over when it arrives.
+    supports_arrivals = True
 
     def bare_noop(self, n_tasks: int) -> None:
         for _ in self.pool.imap_unordered(noop, range(n_tasks), self.options["chunksize"] or 1):
@@ -71,13 +75,20 @@ class MpDynamic(_PoolScheduler):
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
         deadline = time.monotonic() + timeout_s
-        submit = stamp_all(tasks, time.time_ns())
-        it = self.pool.imap_unordered(execute, tasks, chunksize=self.options["chunksize"] or 1)
+        submit: dict[int, int] = {}
+        if self.arrivals:
+            items: Any = paced(tasks, self.arrivals, submit, deadline)
+        else:
+            submit, items = stamp_all(tasks, time.time_ns()), tasks
+        it = self.pool.imap_unordered(execute, items, chunksize=self.options["chunksize"] or 1)
         outcomes: list[Outcome] = []
         receive: dict[int, int] = {}
         for _ in range(len(tasks)):
             try:
                 out = it.next(timeout=max(0.0, deadline - time.monotonic()))
+            except StopIteration:  # pacing reached the deadline: the rest was never submitted
+                self.broken = True
+                return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
             except multiprocessing.TimeoutError:
                 self.broken = True
                 return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))

@@ -45,7 +45,7 @@ from .. import tasks as _tasks
 from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task, execute
-from .base import ReceiveStamps, RunOutput, timeout_error
+from .base import ReceiveStamps, RunOutput, paced, timeout_error
 from .cluster import LOOPBACK, ClusterScheduler, check_worker_count
 
 #: Label of the executor this adapter builds.
@@ -247,6 +247,7 @@ class Parsl(ClusterScheduler):
     description = ("Parsl HighThroughputExecutor (one local block, loopback), one app call per "
                    "item, results as they arrive")
     distributions = ("parsl",)
+    supports_arrivals = True  # one app call per task, as each arrives; done-callbacks stamp
     #: Command-line marks of the processes a cluster of ours runs (interchange, worker pool,
     #: monitoring); the pool's workers are its children and share its command line.
     process_names = ("parsl: HTEX interchange", "interchange.py", "process_worker_pool",
@@ -390,8 +391,7 @@ class Parsl(ClusterScheduler):
         stamps = ReceiveStamps(len(tasks))
         submit: dict[int, int] = {}
         futures: dict[int, Any] = {}
-        for task in tasks:
-            submit[task.task_id] = time.time_ns()
+        for task in paced(tasks, self.arrivals, submit, deadline):
             fut = self._app(tuple(task))
             fut.add_done_callback(stamps.callback(task.task_id))
             futures[task.task_id] = fut

@@ -33,7 +33,7 @@ from .. import tasks as _tasks
 from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task, execute
-from .base import ReceiveStamps, RunOutput, timeout_error
+from .base import ReceiveStamps, RunOutput, paced, timeout_error
 from .cluster import ClusterScheduler, check_worker_count
 
 #: How often workers send profile events to the GCS in a cluster we start (Ray's default,
@@ -284,19 +284,21 @@ def _stamp_when_ready(refs: Mapping[Any, int], deadline: float
     """
     stamps = ReceiveStamps(len(refs))
     values: dict[int, Any] = {}
-
-    def on_done(tid: int) -> Any:
-        def cb(value: Any) -> None:
-            values[tid] = value
-            stamps._stamp(tid)
-        return cb
-
     for ref, tid in refs.items():
-        if hasattr(ref, "_on_completed"):
-            ref._on_completed(on_done(tid))
-        else:  # an older Ray: the public future API
-            ref.future().add_done_callback(stamps.callback(tid))
+        _watch(ref, tid, stamps, values)
     return stamps.wait(deadline - time.monotonic()), values
+
+
+def _watch(ref: Any, tid: int, stamps: ReceiveStamps, values: dict[int, Any]) -> None:
+    """Stamp ``tid`` (and keep its value) the moment ``ref``'s result is ready here."""
+    def cb(value: Any) -> None:
+        values[tid] = value
+        stamps._stamp(tid)
+
+    if hasattr(ref, "_on_completed"):
+        ref._on_completed(cb)
+    else:  # an older Ray: the public future API
+        ref.future().add_done_callback(stamps.callback(tid))
 
 
 class Ray(ClusterScheduler):
@@ -311,6 +313,7 @@ class Ray(ClusterScheduler):
                          "witness; turns RAY_PROFILING on, which slows every task)"),
     }
     existing_keys = ("address",)
+    supports_arrivals = True  # one remote call per task, as each arrives (run)
     distributions: ClassVar[tuple[str, ...]] = ("ray",)
     # Its binaries, its ``ray::`` workers, and its Python services (log monitor, dashboard agent)
     process_names: ClassVar[tuple[str, ...]] = ("raylet", "gcs_server", "ray::", "ray/_private/",
@@ -445,11 +448,21 @@ class Ray(ClusterScheduler):
         deadline = time.monotonic() + timeout_s
         submit: dict[int, int] = {}
         refs: dict[Any, int] = {}
-        for task in tasks:
-            submit[task.task_id] = time.time_ns()
-            refs[self._remote.remote(task)] = task.task_id
         outcomes: list[Outcome]
-        receive, values = _stamp_when_ready(refs, deadline)
+        if self.arrivals:
+            # Arriving over time: each result is watched from its submission on, so tasks that
+            # finish while later ones are still to arrive get their receive stamps on time.
+            stamps = ReceiveStamps(len(tasks))
+            values: dict[int, Any] = {}
+            for task in paced(tasks, self.arrivals, submit, deadline):
+                ref = self._remote.remote(task)
+                refs[ref] = task.task_id
+                _watch(ref, task.task_id, stamps, values)
+            receive = stamps.wait(deadline - time.monotonic())
+        else:
+            for task in paced(tasks, None, submit):
+                refs[self._remote.remote(task)] = task.task_id
+            receive, values = _stamp_when_ready(refs, deadline)
         error: str | None = None
         crashed = 0
         # The callbacks were handed the results; only what is not an Outcome (a task error,

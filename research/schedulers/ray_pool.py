@@ -50,6 +50,7 @@ class RayPool(Ray):
     """``ray.util.multiprocessing.Pool(n)``: chunks dealt to actors in turn."""
 
     name = "ray-pool"
+    supports_arrivals = False  # a Pool map: the whole list up front
     description = "ray.util.multiprocessing.Pool (chunks dealt to actors round robin)"
     options_spec = {
         "method": Param("str", "map", METHODS),

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from ..tasks import Outcome, Task, execute, noop
-from .base import RunOutput, Scheduler, timeout_error
+from .base import RunOutput, Scheduler, paced, timeout_error
 
 
 class Serial(Scheduler):
@@ -17,6 +17,7 @@ class Serial(Scheduler):
     max_workers = 1
     in_process = True
     can_stop_hung_task = False
+    supports_arrivals = True
 
     def _start(self) -> None:
         pass
@@ -36,11 +37,12 @@ class Serial(Scheduler):
         outcomes: list[Outcome] = []
         submit: dict[int, int] = {}
         receive: dict[int, int] = {}
-        for task in tasks:
+        for task in paced(tasks, self.arrivals, submit, deadline):
             # A running task cannot be interrupted in-process; the deadline stops the rest.
             if time.monotonic() > deadline:
                 return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
-            submit[task.task_id] = time.time_ns()
             outcomes.append(execute(task))
             receive[task.task_id] = time.time_ns()
+        if len(outcomes) < len(tasks):  # pacing reached the deadline
+            return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
         return RunOutput(outcomes, submit, receive)

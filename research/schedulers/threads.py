@@ -81,6 +81,7 @@ class Threads(Scheduler):
     shares_gil = True
     in_process = True
     can_stop_hung_task = False
+    supports_arrivals = True
 
     def _start(self) -> None:
         self.pool = DaemonThreadPool(self.n_workers, thread_name_prefix="worker")
@@ -94,6 +95,6 @@ class Threads(Scheduler):
             fut.result()
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
-        out = submit_and_collect(self.pool, execute_in_thread, tasks, timeout_s)
+        out = submit_and_collect(self.pool, execute_in_thread, tasks, timeout_s, self.arrivals)
         self.broken = self.broken or out.error is not None
         return out

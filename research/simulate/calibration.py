@@ -65,6 +65,9 @@ class TrialData:
     body_s: list[float] = field(default_factory=list)  # measured end - start (NaN if untimed)
     first_start_s: float = math.nan  # first start - first submit
     last_return_s: float = math.nan  # last receive - last end
+    #: What the simulator does not model in this trial (tasks arriving over time, payloads),
+    #: or "" (a batch without payloads).
+    unmodelled: str = ""
 
 
 @dataclass
@@ -154,7 +157,18 @@ def trial_data(results: Any, row: pd.Series) -> TrialData | None:
         float(row["makespan_s"]), float(row["wall_s"]),
         [int(c) for c in tasks_per_worker(t, n)], measured,
         float(t["start_s"].min() - t["submit_s"].min()),
-        float(t["receive_s"].max() - t["end_s"].max()))
+        float(t["receive_s"].max() - t["end_s"].max()),
+        unmodelled(meta.get("params") or {}))
+
+
+def unmodelled(params: dict[str, Any]) -> str:
+    """What of a workload's ``params`` the simulator does not model ("" if nothing)."""
+    parts = []
+    if params.get("arrival", "batch") != "batch":
+        parts.append(f"tasks arrive over time ({params['arrival']})")
+    if params.get("input_bytes") or params.get("output_bytes"):
+        parts.append("payloads")
+    return " and ".join(parts)
 
 
 def collect(results: Any, experiments: Iterable[str] | None = None) -> list[TrialData]:
