@@ -213,10 +213,12 @@ def _p95(x: np.ndarray) -> float:
 
 
 def _bytes_per_task(df: pd.DataFrame, col: str) -> float:
+    # No column, or a column with no values (records read from before schema 1.1, or from
+    # elsewhere): no payload travelled.
     if col not in df.columns:
         return 0.0
     v = pd.to_numeric(df[col], errors="coerce").dropna()
-    return float(v.median()) if len(v) else math.nan
+    return float(v.median()) if len(v) else 0.0
 
 
 def n_workers_of(df: pd.DataFrame, n_workers: int | None) -> int | None:
