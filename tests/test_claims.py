@@ -379,3 +379,34 @@ def test_celery_claims_follow_the_data(tmp_path: Path) -> None:
     v = _verdicts(out)
     assert v["CE4"].verdict == claims.NOT_REPRODUCED
     assert v["CE1"].verdict == claims.REPRODUCED and v["CE2"].verdict == claims.REPRODUCED
+
+
+def _metg_summary(per_task_overhead_s: dict[str, float], n: int = 4) -> pd.DataFrame:
+    """Sweep points whose wall is n_tasks / n x (task + overhead): efficiency task/(task+o)."""
+    rows = []
+    for sched, over in per_task_overhead_s.items():
+        for task_s in (5e-5, 1.5e-4, 4.5e-4, 1.4e-3, 4e-3, 1.2e-2, 3.7e-2, 0.11, 0.33, 1.0):
+            n_tasks = 40
+            rows.append({"experiment": "granularity", "scheduler": sched, "body": "sleep",
+                         "workload": f"sleep_{task_s}", "n_workers": n, "n_tasks": n_tasks,
+                         "task_s_mean": task_s, "trial_status": schema.TRIAL_OK,
+                         "trial_id": f"{sched}-{task_s}",
+                         "wall_s": n_tasks / n * (task_s + over)})
+    return pd.DataFrame(rows)
+
+
+def test_metg_order_reads_the_sweep(tmp_path: Path) -> None:
+    claim = next(c for c in claims.CLAIMS if c.id == "DL2")
+    # METG(50%) is where task = overhead: 1 ms for dask-local against 5 ms for dask.
+    ctx = claims.Context(_metg_summary({"dask-local": 1e-3, "dask": 5e-3}), tmp_path)
+    out = claims.metg_order(ctx, claim)
+    assert out.verdict == claims.REPRODUCED, out
+    assert "dask-local" in out.our_value and "ms" in out.our_value
+    ctx = claims.Context(_metg_summary({"dask-local": 5e-3, "dask": 1e-3}), tmp_path)
+    assert claims.metg_order(ctx, claim).verdict == claims.NOT_REPRODUCED
+    # One that never reaches 50% cannot be the smaller one.
+    ctx = claims.Context(_metg_summary({"dask-local": 10.0, "dask": 1e-3}), tmp_path)
+    out = claims.metg_order(ctx, claim)
+    assert out.verdict == claims.NOT_REPRODUCED and "never reaches" in out.our_value
+    ctx = claims.Context(_metg_summary({"dask": 1e-3}), tmp_path)
+    assert claims.metg_order(ctx, claim).verdict == claims.NOT_RUN

@@ -78,11 +78,14 @@ BATCHING = Study("batching", "t1ms")
 TALK_PRIMES = Study("talk_primes", "primes", talk_tasks=15)
 #: Celery's prefetch: the worst case strided, so that turns dealt to nodes collect long tasks.
 PREFETCH = Study("prefetch", "strided")
+#: The METG sweep (granularity.toml): its sleep-bodied points, on 4 workers.
+METG_SLEEP = Study("granularity", "sleep_1s")
 #: No-op tasks with 10 MB each way, and the same without a payload (experiments/payload.toml).
 PAYLOAD_LARGE = Study("payload", "p10m")
 PAYLOAD_NONE = Study("payload", "p0")
 STUDIES: tuple[Study, ...] = (WORST_CASE, RANDOM, OVERHEAD, CHUNKING, ORDERS_BLOCKED,
-                               ORDERS_STRIDED, BATCHING, PREFETCH, PAYLOAD_LARGE, PAYLOAD_NONE)
+                               ORDERS_STRIDED, BATCHING, PREFETCH, PAYLOAD_LARGE, PAYLOAD_NONE,
+                               METG_SLEEP)
 
 STDLIB_PROCESS: tuple[str, ...] = ("mp-dynamic", "futures", "mp-map")
 #: Ray's Pool in experiments/orders.toml: both ways of submitting, chunksize 1.
@@ -662,6 +665,36 @@ def efficiency_order(ctx: Context, claim: Claim) -> Outcome:
                                          f"'{claim.study.experiment}'", _missing_note(why)) if x))
 
 
+def metg_order(ctx: Context, claim: Claim) -> Outcome:
+    """``schedulers = (smaller, larger)``: the first one's METG(50%) on sleep bodies (the
+    granularity sweep, :mod:`.metg`) is below the second one's. A system that stays at or
+    above 50% down to the sweep's smallest granularity counts as below it."""
+    from . import metg
+
+    low, high = claim.schedulers
+    table = metg.metg_table(metg.points(ctx.summary, claim.study.experiment))
+    found: dict[str, tuple[float, str]] = {}
+    for sched in (low, high):
+        row = table[(table["scheduler"] == sched) & (table["body"] == "sleep")]
+        if row.empty:
+            return not_run(f"study '{claim.study.experiment}' has no sleep-bodied {sched} "
+                           f"points in {ctx.results_dir}")
+        value, note = float(row["metg_s"].iloc[0]), ""
+        if not math.isfinite(value):
+            smallest = float(row["min_granularity_s"].iloc[0])
+            if str(row["note"].iloc[0]).startswith("at or above 50%"):
+                value, note = smallest, f"below {smallest * 1e3:.3g} ms"  # an upper bound
+            else:  # never reaches 50%: above every granularity measured
+                value, note = math.inf, "never reaches 50%"
+        found[sched] = (value, note)
+    lo, hi = found[low][0], found[high][0]
+    shown = {s: n or f"{v * 1e3:.3g} ms" for s, (v, n) in found.items()}
+    return Outcome(verdict(lo < hi), f"{low} METG(50%) < {high} METG(50%)",
+                   f"{low} {shown[low]}; {high} {shown[high]}", "strict order",
+                   "METG(50%) on sleep bodies, 4 workers (Task Bench's definition; "
+                   "research/analysis/metg.py)")
+
+
 def throughput_vs(paper_tasks_per_s: float, where: str) -> Check:
     """A check: the median no-op throughput (tasks / wall time) is at least ``(1 -
     tolerance.rel) x paper_tasks_per_s``; ``where`` says how the paper's setup differs
@@ -763,14 +796,9 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("DL1", "Dask's local scheduler costs less per task than distributed",
           "(Dask docs: about 1 ms per task distributed)", OVERHEAD, ("dask-local", "dask"),
           overhead_order),
-    # TODO(METG): research/analysis/metg.py (the METG sweep of overhead.toml and
-    # granularity.toml) is being written in another branch. When it lands, add the METG side
-    # of DL1 here, with a check that reads METG(50%) per scheduler from it:
-    #   Claim("DL2", "Dask local: a smaller METG(50%) than distributed",
-    #         "(Task Bench: Dask distributed about 14 ms, 32 cores)", <the METG study>,
-    #         ("dask-local", "dask"), metg_order),
-    # (Not a placeholder row: the quick suite's end-to-end test wants a verdict from data for
-    # every claim.)
+    Claim("DL2", "Dask's local scheduler: a smaller METG(50%) than distributed",
+          "(Task Bench: Dask distributed about 14 ms, one 32-core node)", METG_SLEEP,
+          ("dask-local", "dask"), metg_order),
     # Parsl's HighThroughputExecutor beside its paper.
     Claim("PX1", "Parsl HTEX: no-op throughput of the order of the Parsl paper's",
           "1,181 tasks/s (HTEX, Babuji et al. 2019)", OVERHEAD, ("parsl",),
