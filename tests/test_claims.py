@@ -410,3 +410,11 @@ def test_metg_order_reads_the_sweep(tmp_path: Path) -> None:
     assert out.verdict == claims.NOT_REPRODUCED and "never reaches" in out.our_value
     ctx = claims.Context(_metg_summary({"dask": 1e-3}), tmp_path)
     assert claims.metg_order(ctx, claim).verdict == claims.NOT_RUN
+    # Bounds that cannot order them: not run, not a verdict.
+    for both in (10.0, 0.0):
+        ctx = claims.Context(_metg_summary({"dask-local": both, "dask": both}), tmp_path)
+        out = claims.metg_order(ctx, claim)
+        assert out.verdict == claims.NOT_RUN and "cannot order" in out.note, out
+    # Only points on another worker count: not run.
+    ctx = claims.Context(_metg_summary({"dask-local": 1e-3, "dask": 5e-3}, n=2), tmp_path)
+    assert claims.metg_order(ctx, claim).verdict == claims.NOT_RUN
