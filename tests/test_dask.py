@@ -201,8 +201,10 @@ def test_native_witness_rows_per_task_and_fresh_keys(local: Scheduler) -> None:
         rows = _rows(tasks, out)
         cmp = compare(rows, native)
         assert cmp["matched"] == len(tasks)
-        # a few ms apart (Dask shifts worker clocks by an estimated offset); never 100 ms
-        assert cmp["start_abs_median_ms"] < 20 and cmp["end_abs_median_ms"] < 20, cmp
+        # A few ms apart on a quiet machine (Dask shifts worker clocks by an estimated
+        # offset); 69 ms seen on a 2-core machine at load 8. A wrong match (another task's
+        # record, seconds or units off) is far beyond 100 ms.
+        assert cmp["start_abs_median_ms"] < 100 and cmp["end_abs_median_ms"] < 100, cmp
     assert set(first.native.key).isdisjoint(second.native.key)
     starts = {o.task_id: o.start_ns for o in first.outcomes}
     assert all(o.start_ns > max(starts.values()) for o in second.outcomes)
