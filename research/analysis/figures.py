@@ -652,15 +652,18 @@ def draw_all(
     max_timelines: int = DEFAULT_MAX_TIMELINES,
     pairs: Sequence[tuple[str, str]] = PREFERRED_PAIRS,
     formats: Sequence[str] = FORMATS,
+    groups: pd.DataFrame | None = None,
 ) -> FigureSet:
     """Draw the summary figures of :data:`WORKLOAD_FIGURES`, the task length sweeps, a
-    selection of timelines and the paired timelines."""
+    selection of timelines and the paired timelines. ``groups``: the
+    :func:`results.group_summary` of ``results`` if the caller has it."""
     fs = FigureSet()
     summary = results.summary
     if summary.empty:
         return fs
     out_dir = Path(out_dir)
-    groups = R.group_summary(summary)
+    if groups is None:
+        groups = R.group_summary(summary)
     sweeps = [(key, g) for key, g in groups.groupby(["experiment", "shape", "n_workers"],
                                                     sort=False) if _is_tasklen_sweep(g)]
     # A point of a task-length sweep (one of twenty granularity workloads, say) is shown by its

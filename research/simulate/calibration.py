@@ -133,16 +133,15 @@ def load(path: Path | str | None = None) -> Calibration:
 def trial_data(results: Any, row: pd.Series) -> TrialData | None:
     """The simulator's view of one summary row of a :class:`~research.analysis.results.Results`
     (None when the trial has no timed task)."""
-    from .. import schema
-    from ..analysis.metrics import task_times, tasks_per_worker
+    from ..analysis.metrics import tasks_per_worker
 
     df = results.records(row["source"])
     if df.empty:
         return None
-    t = task_times(df)
+    t = results.task_times(row["source"])  # as load_results computed them
     if not t["timed"].any():
         return None
-    meta = schema.read_metadata(results.path_of(row["source"])).get("trial", {})
+    meta = results.metadata(row["source"]).get("trial", {})
     bodies = (df.sort_values("task_id")["body"].astype(str).tolist() if "body" in df.columns
               else ["sleep"] * len(df))
     planned = t["planned_s"].astype(float).tolist()
