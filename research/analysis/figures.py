@@ -13,12 +13,9 @@ pyplot, so importing this module changes no global matplotlib state.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,6 +34,7 @@ from matplotlib.ticker import MaxNLocator
 from .. import schema
 from . import metrics as M
 from . import results as R
+from .parallel import default_jobs, run_ordered
 
 #: What the report and `python -m research figures` save (the HTML shows PNG); `--format png
 #: svg` adds vector copies (each format costs a save per figure).
@@ -664,15 +662,6 @@ MIN_PARALLEL_FIGURES = 12
 _Job = tuple[str, str, tuple[Any, ...]]
 
 
-def default_jobs() -> int:
-    """Processes to draw figures with: the CPUs this process may run on, at most 4."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        n = os.cpu_count() or 1
-    return max(1, min(n, 4))
-
-
 def draw_all(
     results: R.Results,
     out_dir: Path,
@@ -776,30 +765,10 @@ def _worker_draw(job: _Job) -> tuple[DrawnFigure | None, str | None]:
 def _draw_jobs(results: R.Results, groups: pd.DataFrame, out_dir: Path,
                formats: tuple[str, ...], jobs: list[_Job], n_jobs: int
                ) -> list[tuple[DrawnFigure | None, str | None]]:
-    """Each job's outcome, in job order. With ``n_jobs`` > 1, worker processes (spawned:
-    nothing of this process's state leaks into them) take jobs from the end of the list
-    while this process takes them from the start; whatever they could not draw (a worker
-    that cannot start or died) is drawn here."""
-    done: dict[int, tuple[DrawnFigure | None, str | None]] = {}
-    if n_jobs > 1 and len(jobs) > 1:
-        try:
-            sent = _for_workers(results, jobs)
-            with ProcessPoolExecutor(min(n_jobs, len(jobs)) - 1,
-                                     mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_worker_start,
-                                     initargs=(sent, groups, out_dir, formats)) as pool:
-                futures = {i: pool.submit(_worker_draw, jobs[i])
-                           for i in reversed(range(len(jobs)))}
-                for i, job in enumerate(jobs):
-                    if futures[i].cancel():  # not started by a worker: ours
-                        done[i] = _draw_job(results, groups, out_dir, formats, job)
-                for i, future in futures.items():
-                    if i not in done:
-                        done[i] = future.result()
-        except Exception:  # the pool broke (a worker could not start, or died)
-            pass  # what it did not draw is drawn below, here
-    return [done[i] if i in done else _draw_job(results, groups, out_dir, formats, job)
-            for i, job in enumerate(jobs)]
+    """Each job's outcome, in job order, drawn by ``n_jobs`` processes (:mod:`.parallel`)."""
+    initargs = (_for_workers(results, jobs), groups, out_dir, formats) if n_jobs > 1 else ()
+    return run_ordered(partial(_draw_job, results, groups, out_dir, formats), jobs, n_jobs,
+                       worker=_worker_draw, initializer=_worker_start, initargs=initargs)
 
 
 def _for_workers(results: R.Results, jobs: list[_Job]) -> R.Results:

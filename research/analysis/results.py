@@ -30,6 +30,7 @@ from .metrics import (
     task_times,
     trial_model,
 )
+from .parallel import default_jobs, run_ordered
 
 #: Columns that identify a trial in the summary.
 ID_COLUMNS: tuple[str, ...] = (
@@ -298,11 +299,47 @@ def _slack_text(slack: Any) -> str:
     return "/".join(str(v) for v in slack["workers"])
 
 
-def load_results(results_dir: Path | str) -> Results:
+#: From this many files on, :func:`load_results` reads in several processes (starting one
+#: costs about a second).
+MIN_PARALLEL_FILES = 64
+
+#: What :func:`_analyse_file` found in one file: its summary rows (with the ``_env_`` columns),
+#: samples by source, what :attr:`Results.kept` keeps of it, and why it is broken (or None).
+_FileOutcome = tuple[list[dict[str, Any]], list[tuple[str, TrialSamples]],
+                     dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]], str | None]
+
+
+def _analyse_file(job: tuple[Path, Path]) -> _FileOutcome:
+    """One record file (``job``: its path, the results directory) analysed; never raises."""
+    path, base = job
+    rel = path.relative_to(base).as_posix()
+    rows: list[dict[str, Any]] = []
+    samples_of: list[tuple[str, TrialSamples]] = []
+    kept: dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]] = {}
+    try:
+        df = _read_records(path)
+    except Exception as exc:
+        return rows, samples_of, kept, _reason(exc)
+    meta, meta_note = _read_meta(path)
+    if meta.get("kind") == schema.KIND_NATIVE:
+        return rows, samples_of, kept, None  # a witness table under an ordinary name
+    try:
+        for row, samples, env in _trial_rows(path, rel, df, meta, meta_note, kept):
+            rows.append({**row, **{f"_env_{k}": v for k, v in env.items()}})
+            samples_of.append((row["source"], samples))
+    except Exception as exc:  # keep going: one odd file must not sink the report
+        kept.pop(rel, None)
+        return rows, samples_of, kept, f"cannot analyse: {_reason(exc)}"
+    return rows, samples_of, kept, None
+
+
+def load_results(results_dir: Path | str, n_jobs: int | None = None) -> Results:
     """Read every task-record file under ``results_dir`` into a per-trial summary.
 
     Never raises for a bad file: it is listed in :attr:`Results.broken` with the reason.
     A missing directory or one without record files gives an empty summary and one broken entry.
+    ``n_jobs`` processes read the files (default :func:`.parallel.default_jobs` from
+    :data:`MIN_PARALLEL_FILES` files on, else 1); the result is the same whatever it is.
     """
     results_dir = Path(results_dir)
     base = results_dir if results_dir.is_dir() else results_dir.parent
@@ -319,23 +356,15 @@ def load_results(results_dir: Path | str) -> Results:
                                      "hidden files and .superseded/)"))
         return res
     rows: list[dict[str, Any]] = []
-    for path in files:
-        rel = path.relative_to(base).as_posix()
-        try:
-            df = _read_records(path)
-        except Exception as exc:
-            res.broken.append(BrokenFile(path, _reason(exc)))
-            continue
-        meta, meta_note = _read_meta(path)
-        if meta.get("kind") == schema.KIND_NATIVE:
-            continue  # a witness table under an ordinary name: not task records
-        try:
-            for row, samples, env in _trial_rows(path, rel, df, meta, meta_note, res.kept):
-                rows.append({**row, **{f"_env_{k}": v for k, v in env.items()}})
-                res.samples[row["source"]] = samples
-        except Exception as exc:  # keep going: one odd file must not sink the report
-            res.kept.pop(rel, None)
-            res.broken.append(BrokenFile(path, f"cannot analyse: {_reason(exc)}"))
+    if n_jobs is None:
+        n_jobs = default_jobs() if len(files) >= MIN_PARALLEL_FILES else 1
+    outcomes = run_ordered(_analyse_file, [(path, base) for path in files], n_jobs)
+    for path, (file_rows, samples_of, kept, error) in zip(files, outcomes, strict=True):
+        rows += file_rows
+        res.samples.update(samples_of)
+        res.kept.update(kept)
+        if error is not None:
+            res.broken.append(BrokenFile(path, error))
     benches = results_dir.rglob(f"*{schema.BENCH_SUFFIX}") if results_dir.is_dir() else []
     for path in sorted(benches):
         if ".superseded" in path.parts:

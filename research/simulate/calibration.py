@@ -317,15 +317,21 @@ def _shortened(d: TrialData, most: int) -> TrialData:
 
 
 def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
-        label: str = "") -> Calibration:
-    """Fit every scheduler found in ``studies`` of ``results`` (a loaded results directory)."""
+        label: str = "", n_jobs: int | None = None) -> Calibration:
+    """Fit every scheduler found in ``studies`` of ``results`` (a loaded results directory),
+    the schedulers shared between ``n_jobs`` processes (default
+    :func:`~research.analysis.parallel.default_jobs`); the same costs whatever it is."""
+    from ..analysis.parallel import default_jobs, run_ordered
+
     data = collect(results, studies)
     by: dict[str, list[TrialData]] = {}
     for d in data:
         by.setdefault(base_name(d.scheduler), []).append(d)
     scheds: dict[str, dict[str, Any]] = {}
-    for name, trials in sorted(by.items()):
-        costs, err = fit_scheduler(trials)
+    ordered = sorted(by.items())
+    fitted = run_ordered(fit_scheduler, [trials for _, trials in ordered],
+                         default_jobs() if n_jobs is None else n_jobs)
+    for (name, trials), (costs, err) in zip(ordered, fitted, strict=True):
         scheds[name] = {"costs": costs.to_dict(), "n_trials": len(trials),
                         "fit_error": err, "trials": sorted(d.trial_id for d in trials)}
     default = Costs.from_dict({k: _median([e["costs"][k] for e in scheds.values()], 0.0)
