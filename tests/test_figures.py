@@ -179,3 +179,20 @@ def test_task_length_sweep_and_failed_only_results(tmp_path: Path) -> None:
     fs = F.draw_all(R.load_results(tmp_path / "dead"), tmp_path / "fig2", formats=("png",))
     assert fs.errors == [] and fs.of_kind("timeline") == []
     assert any("no task has start and end stamps" in n for n in fs.not_drawn)
+
+
+@pytest.mark.slow
+def test_two_processes_draw_and_read_what_one_does(tmp_path: Path, no_leaks: None) -> None:
+    """Shared with a worker process, the files read and the figures drawn are the same, in
+    the same order, byte for byte; no worker outlives the call."""
+    src = build_results_dir(tmp_path / "res")
+    one, two = R.load_results(src, n_jobs=1), R.load_results(src, n_jobs=2)
+    assert one.summary.equals(two.summary) and list(one.samples) == list(two.samples)
+    assert set(one.kept) == set(two.kept) == set(one.summary["source"])
+    fs1 = F.draw_all(one, tmp_path / "fig1", formats=("png",), n_jobs=1)
+    fs2 = F.draw_all(two, tmp_path / "fig2", formats=("png",), n_jobs=2)
+    assert fs1.errors == fs2.errors == [] and len(fs1.figures) >= 12
+    assert [(f.kind, f.title, f.trials, [p.name for p in f.files]) for f in fs1.figures] == [
+        (f.kind, f.title, f.trials, [p.name for p in f.files]) for f in fs2.figures]
+    for a, b in zip(fs1.figures, fs2.figures, strict=True):
+        assert a.files[0].read_bytes() == b.files[0].read_bytes(), a.files[0].name

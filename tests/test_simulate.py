@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import statistics
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from research.analysis.metg import metg_of
 from research.simulate import Costs, policy_for, simulate
 from research.simulate import calibration as cal
-from research.simulate.core import greedy_free_times
+from research.simulate.core import Policy, State, greedy_free_times
 from research.simulate.policies import DEFAULT_POLICY, POLICIES
 
 
@@ -73,6 +75,53 @@ def test_greedy_matches_list_scheduling() -> None:
     durations = [0.3, 1.2, 0.1, 0.8, 0.5, 0.9, 0.2, 0.4, 0.7]
     r = _run("futures", durations, 3)
     assert math.isclose(r.makespan_s, max(greedy_free_times(durations, 3)))
+
+
+class _Scan(Policy):
+    """The greedy policy through its plain scan: overriding pick turns the heap path off."""
+
+    def __init__(self, prefetch: int) -> None:
+        super().__init__()
+        self._prefetch = prefetch
+
+    @property
+    def prefetch(self) -> int:
+        return self._prefetch
+
+    def pick(self, unit_index: int, ready_s: float, state: State) -> int:
+        return super().pick(unit_index, ready_s, state)
+
+
+@pytest.mark.parametrize("prefetch", [1, 2, 4])
+def test_greedy_heap_path_is_the_scan_float_for_float(prefetch: int) -> None:
+    """The greedy fast path (heaps) gives the schedule of the plain scan exactly, near ties
+    from rounding (sums of 0.1, 0.2, 0.3; times above 10 s) included."""
+    rng = random.Random(prefetch)
+    fast = policy_for("celery", {"prefetch": prefetch})
+    assert type(fast).pick is Policy.pick
+    for _ in range(150):
+        n_workers = rng.choice([1, 2, 3, 4, 12])
+        base = rng.choice([0.1, 0.01, 1 / 3, 7.0])
+        durations = ([base * rng.choice([1, 2, 3]) for _ in range(rng.choice([5, 60, 300]))]
+                     if rng.random() < 0.7 else [rng.expovariate(10.0) for _ in range(80)])
+        costs = Costs(dispatch_s=rng.choice([0.0, 1e-3, 0.1]), worker_s=rng.choice([0.0, 0.1]),
+                      start_s=rng.choice([0.0, 0.2]), return_s=1e-3, result_s=1e-4)
+        got = fast.run(durations, n_workers, costs)
+        want = _Scan(prefetch).run(durations, n_workers, costs)
+        assert (got.worker, got.start, got.end, got.receive) == (
+            want.worker, want.start, want.end, want.receive)
+
+
+def test_fit_error_is_the_median_of_simulated_errors() -> None:
+    """The fitter's remembered schedules give what simulating each trial gives."""
+    trials = _synthetic(Costs(dispatch_s=4e-4, worker_s=1e-4, return_s=2e-3))
+    for costs in (Costs(), Costs(dispatch_s=1e-3, result_s=5e-4, noop_s=1e-6),
+                  Costs(worker_s=2e-4, return_s=1e-3, result_s=1e-3, sleep_overshoot_s=1e-4)):
+        errs = []
+        for d in trials:
+            r = simulate(policy_for(d.scheduler), d.bodies, d.planned, d.n_workers, costs)
+            errs += [cal.log_error(r.makespan_s, d.makespan_s), cal.log_error(r.wall_s, d.wall_s)]
+        assert cal.fit_error(trials, costs) == statistics.median(errs)
 
 
 def test_unknown_scheduler_gets_the_default_policy() -> None:

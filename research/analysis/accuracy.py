@@ -10,8 +10,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import schema
-
 
 def sleep_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Per scheduler: trials with sleep bodies, the median of their median sleep overshoot and
@@ -42,7 +40,7 @@ def witness_table(results: Any) -> pd.DataFrame:
     rows: dict[str, list[dict[str, Any]]] = {}
     for _, row in results.summary.iterrows():
         try:
-            w = schema.read_metadata(results.path_of(row["source"]))["trial"].get("witness")
+            w = results.metadata(row["source"])["trial"].get("witness")
         except Exception:  # an unreadable file is already listed as broken
             continue
         if isinstance(w, dict) and w.get("matched"):

@@ -35,6 +35,7 @@ from matplotlib.ticker import MaxNLocator
 from .. import schema
 from . import metrics as M
 from . import results as R
+from .parallel import default_jobs, run_ordered
 
 #: What the report and `python -m research figures` save (the HTML shows PNG); `--format png
 #: svg` adds vector copies (each format costs a save per figure).
@@ -655,13 +656,29 @@ def _first_at(trials: pd.DataFrame, n: int, variant: str) -> pd.Series:
 
 
 def _attempt(fs: FigureSet, what: str, fn: Callable[[], DrawnFigure | None]) -> None:
-    try:
-        fig = fn()
-    except Exception as exc:  # one bad figure must not sink the others
-        fs.errors.append(f"{what}: {type(exc).__name__}: {exc}")
-        return
-    if fig is not None:
+    fig, error = _outcome(what, fn)
+    if error is not None:
+        fs.errors.append(error)
+    elif fig is not None:
         fs.figures.append(fig)
+
+
+def _outcome(what: str, fn: Callable[[], DrawnFigure | None]
+             ) -> tuple[DrawnFigure | None, str | None]:
+    """(the figure drawn or None, or the error text)."""
+    try:
+        return fn(), None
+    except Exception as exc:  # one bad figure must not sink the others
+        return None, f"{what}: {type(exc).__name__}: {exc}"
+
+
+#: From this many figures on, :func:`draw_all` draws in several processes (a worker process
+#: costs about a second to start: imports, and the results sent to it).
+MIN_PARALLEL_FIGURES = 12
+
+#: One figure to draw: (what, for an error message; kind; arguments). Plain data, so that a
+#: worker process can be sent it.
+_Job = tuple[str, str, tuple[Any, ...]]
 
 
 def draw_all(
@@ -671,15 +688,25 @@ def draw_all(
     max_timelines: int = DEFAULT_MAX_TIMELINES,
     pairs: Sequence[tuple[str, str]] = PREFERRED_PAIRS,
     formats: Sequence[str] = FORMATS,
+    groups: pd.DataFrame | None = None,
+    n_jobs: int | None = None,
 ) -> FigureSet:
     """Draw the summary figures of :data:`WORKLOAD_FIGURES`, the task length sweeps, a
-    selection of timelines and the paired timelines."""
+    selection of timelines and the paired timelines. ``groups``: the
+    :func:`results.group_summary` of ``results`` if the caller has it.
+
+    ``n_jobs`` processes draw (this one among them; default :func:`default_jobs`, or 1 for
+    fewer than :data:`MIN_PARALLEL_FIGURES` figures); the figures, their files and their order
+    are the same whatever it is.
+    """
     fs = FigureSet()
     summary = results.summary
     if summary.empty:
         return fs
     out_dir = Path(out_dir)
-    groups = R.group_summary(summary)
+    if groups is None:
+        groups = R.group_summary(summary)
+    jobs: list[_Job] = []
     sweeps = [(key, g) for key, g in groups.groupby(["experiment", "shape", "n_workers"],
                                                     sort=False) if _is_tasklen_sweep(g)]
     # A point of a task-length sweep (one of twenty granularity workloads, say) is shown by its
@@ -695,21 +722,17 @@ def draw_all(
     for (exp, wl), g in groups.groupby(["experiment", "workload"], sort=False):
         if (exp, wl) in points:
             continue
-        for spec in WORKLOAD_FIGURES:
+        for i, spec in enumerate(WORKLOAD_FIGURES):
             if spec.applies(g):
-                _attempt(fs, f"{spec.kind} {exp}/{wl}",
-                         partial(_workload_figure, spec, results, groups, str(exp), str(wl),
-                                 out_dir, formats))
+                jobs.append((f"{spec.kind} {exp}/{wl}", "workload", (i, str(exp), str(wl))))
     for (exp, shape, n), _g in sweeps:
-        _attempt(fs, f"sweep_tasklen {exp}/{shape}/w{n}",
-                 partial(_tasklen_figure, groups, str(exp), str(shape), int(n), out_dir,
-                         formats))
+        jobs.append((f"sweep_tasklen {exp}/{shape}/w{n}", "tasklen",
+                     (str(exp), str(shape), int(n))))
     in_sweep = [(e, w) in points for e, w in zip(summary["experiment"], summary["workload"],
                                                   strict=True)]
     chosen, left_out = select_timelines(summary[[not x for x in in_sweep]], max_timelines)
     for _, row in chosen.iterrows():
-        _attempt(fs, f"timeline {row['trial_id']}",
-                 partial(_one_timeline, results, row, out_dir, formats))
+        jobs.append((f"timeline {row['trial_id']}", "timeline", (row,)))
     if left_out:
         fs.not_drawn.append(f"{left_out} more (experiment, workload, workers, scheduler) "
                             f"groups have no timeline: capped at {max_timelines}")
@@ -719,9 +742,67 @@ def draw_all(
     for a, b in select_pairs(summary, pairs):
         if (a["experiment"], a["workload"]) in points:
             continue
-        _attempt(fs, f"paired {a['trial_id']} vs {b['trial_id']}",
-                 partial(_one_pair, results, a, b, out_dir, formats))
+        jobs.append((f"paired {a['trial_id']} vs {b['trial_id']}", "paired", (a, b)))
+    if n_jobs is None:
+        n_jobs = default_jobs() if len(jobs) >= MIN_PARALLEL_FIGURES else 1
+    for fig, error in _draw_jobs(results, groups, out_dir, tuple(formats), jobs, n_jobs):
+        if error is not None:
+            fs.errors.append(error)
+        elif fig is not None:
+            fs.figures.append(fig)
     return fs
+
+
+def _draw_job(results: R.Results, groups: pd.DataFrame, out_dir: Path,
+              formats: Sequence[str], job: _Job) -> tuple[DrawnFigure | None, str | None]:
+    """Draw one job's figure: (the figure, or the error text)."""
+    what, kind, args = job
+    fn: Callable[[], DrawnFigure]
+    if kind == "workload":
+        i, exp, wl = args
+        fn = partial(_workload_figure, WORKLOAD_FIGURES[i], results, groups, exp, wl, out_dir,
+                     formats)
+    elif kind == "tasklen":
+        exp, shape, n = args
+        fn = partial(_tasklen_figure, groups, exp, shape, n, out_dir, formats)
+    elif kind == "timeline":
+        fn = partial(_one_timeline, results, args[0], out_dir, formats)
+    else:
+        fn = partial(_one_pair, results, args[0], args[1], out_dir, formats)
+    return _outcome(what, fn)
+
+
+#: What a worker process draws with: set once by :func:`_worker_start`.
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_start(results: R.Results, groups: pd.DataFrame, out_dir: Path,
+                  formats: tuple[str, ...]) -> None:
+    _WORKER.update(results=results, groups=groups, out_dir=out_dir, formats=formats)
+
+
+def _worker_draw(job: _Job) -> tuple[DrawnFigure | None, str | None]:
+    return _draw_job(_WORKER["results"], _WORKER["groups"], _WORKER["out_dir"],
+                     _WORKER["formats"], job)
+
+
+def _draw_jobs(results: R.Results, groups: pd.DataFrame, out_dir: Path,
+               formats: tuple[str, ...], jobs: list[_Job], n_jobs: int
+               ) -> list[tuple[DrawnFigure | None, str | None]]:
+    """Each job's outcome, in job order, drawn by ``n_jobs`` processes (:mod:`.parallel`)."""
+    initargs = (_for_workers(results, jobs), groups, out_dir, formats) if n_jobs > 1 else ()
+    return run_ordered(partial(_draw_job, results, groups, out_dir, formats), jobs, n_jobs,
+                       worker=_worker_draw, initializer=_worker_start, initargs=initargs)
+
+
+def _for_workers(results: R.Results, jobs: list[_Job]) -> R.Results:
+    """``results`` without the records and task times the jobs do not read (the timelines
+    read a few trials'): less to send to each worker."""
+    sources = {str(r["source"]) for _, kind, args in jobs if kind in ("timeline", "paired")
+               for r in args}
+    return R.Results(results.results_dir, results.summary, results.samples,
+                     results.environments, results.broken, results.n_files,
+                     {k: v for k, v in results.kept.items() if k in sources})
 
 
 def _save(fig: Figure, stem: Path, formats: Sequence[str], record: DrawnFigure) -> DrawnFigure:

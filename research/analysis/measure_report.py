@@ -74,8 +74,6 @@ def _with_predicted_metg(table: pd.DataFrame, pts: pd.DataFrame,
 def _noop_throughput(results: R.Results) -> pd.DataFrame:
     """Per-task cost of no-op tasks in the overhead study, with what ran: the scheduler's
     options (e.g. Ray's witness) and the workers' timer slack."""
-    from .. import schema
-
     summary = results.summary
     s = summary[(summary["experiment"] == "overhead")
                 & (summary["trial_status"].astype(str) != "failed")]
@@ -85,7 +83,7 @@ def _noop_throughput(results: R.Results) -> pd.DataFrame:
     opts = []
     for src in s["source"]:
         try:
-            o = schema.read_metadata(results.path_of(src))["trial"].get("options") or {}
+            o = results.metadata(src)["trial"].get("options") or {}
         except Exception:  # unreadable metadata: the row still counts
             o = {}
         opts.append(", ".join(f"{k}={v}" for k, v in sorted(o.items()) if v is not None))

@@ -471,9 +471,9 @@ def build_report(
     R.summary_for_csv(results.summary).to_csv(summary_csv, index=False)
     if claims is not None:
         claims.to_csv(out_dir / "claims.csv", index=False)
-    fs = F.draw_all(results, out_dir / "figures", max_timelines=max_timelines, pairs=pairs,
-                    formats=formats)
     groups = R.group_summary(results.summary)
+    fs = F.draw_all(results, out_dir / "figures", max_timelines=max_timelines, pairs=pairs,
+                    formats=formats, groups=groups)
 
     doc = _Doc()
     _claims(doc, claims, claims_error)

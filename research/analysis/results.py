@@ -30,6 +30,7 @@ from .metrics import (
     task_times,
     trial_model,
 )
+from .parallel import default_jobs, run_ordered
 
 #: Columns that identify a trial in the summary.
 ID_COLUMNS: tuple[str, ...] = (
@@ -106,16 +107,36 @@ class Results:
     environments: pd.DataFrame = field(default_factory=pd.DataFrame)
     broken: list[BrokenFile] = field(default_factory=list)
     n_files: int = 0
+    #: Per ``source`` of a file that holds one trial: its records, :func:`.metrics.task_times`
+    #: and file metadata as :func:`load_results` read them, so that the calibration, the
+    #: predictions and the figures need not read and time them again.
+    kept: dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]] = field(
+        default_factory=dict, repr=False)
 
     def path_of(self, source: str) -> Path:
         """The file a summary row came from."""
         return self.results_dir / source.split("#", 1)[0]
 
     def records(self, source: str) -> pd.DataFrame:
-        """The task records of one summary row (re-read from its file)."""
+        """The task records of one summary row (as read by :func:`load_results`, else re-read
+        from its file)."""
+        if source in self.kept:
+            return self.kept[source][0].copy(deep=False)  # copy on write: ours stays as read
         rel, _, tid = source.partition("#")
         df = read_records(self.results_dir / rel)
         return df[df["trial_id"].astype(str) == tid] if tid else df
+
+    def task_times(self, source: str) -> pd.DataFrame:
+        """:func:`.metrics.task_times` of one summary row's records."""
+        if source in self.kept:
+            return self.kept[source][1].copy(deep=False)
+        return task_times(self.records(source))
+
+    def metadata(self, source: str) -> dict[str, Any]:
+        """The metadata of the file a summary row came from (:func:`schema.read_metadata`)."""
+        if source in self.kept:
+            return self.kept[source][2]
+        return schema.read_metadata(self.path_of(source))
 
 
 def find_record_files(results_dir: Path) -> list[Path]:
@@ -201,9 +222,11 @@ def _identity(part: pd.DataFrame, trial: dict[str, Any], use_meta: bool) -> dict
 
 
 def _trial_rows(
-    path: Path, rel: str, df: pd.DataFrame, meta: dict[str, Any], meta_note: str | None
+    path: Path, rel: str, df: pd.DataFrame, meta: dict[str, Any], meta_note: str | None,
+    kept: dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]] | None = None,
 ) -> Iterable[tuple[dict[str, Any], TrialSamples, dict[str, Any]]]:
-    """One summary row per trial in a file (files from other writers may hold several)."""
+    """One summary row per trial in a file (files from other writers may hold several);
+    ``kept`` gets the records, task times and metadata of a file of one trial."""
     trial = meta.get("trial") or {}
     system = meta.get("system") or {}
     ids = df["trial_id"].astype(object).where(df["trial_id"].notna(), path.stem)
@@ -212,6 +235,8 @@ def _trial_rows(
         use_meta = tid is None or tid == trial.get("trial_id")
         ident = _identity(part, trial if use_meta else {}, use_meta)
         times = task_times(part)
+        if tid is None and meta_note is None and kept is not None:
+            kept[rel] = (part, times, meta)  # rel is this row's source
         m, samples = metrics_and_samples(part, ident["n_workers"], times)
         tmeta = trial if use_meta else {}
         options = tmeta.get("options")
@@ -274,11 +299,47 @@ def _slack_text(slack: Any) -> str:
     return "/".join(str(v) for v in slack["workers"])
 
 
-def load_results(results_dir: Path | str) -> Results:
+#: From this many files on, :func:`load_results` reads in several processes (starting one
+#: costs about a second).
+MIN_PARALLEL_FILES = 64
+
+#: What :func:`_analyse_file` found in one file: its summary rows (with the ``_env_`` columns),
+#: samples by source, what :attr:`Results.kept` keeps of it, and why it is broken (or None).
+_FileOutcome = tuple[list[dict[str, Any]], list[tuple[str, TrialSamples]],
+                     dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]], str | None]
+
+
+def _analyse_file(job: tuple[Path, Path]) -> _FileOutcome:
+    """One record file (``job``: its path, the results directory) analysed; never raises."""
+    path, base = job
+    rel = path.relative_to(base).as_posix()
+    rows: list[dict[str, Any]] = []
+    samples_of: list[tuple[str, TrialSamples]] = []
+    kept: dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]] = {}
+    try:
+        df = _read_records(path)
+    except Exception as exc:
+        return rows, samples_of, kept, _reason(exc)
+    meta, meta_note = _read_meta(path)
+    if meta.get("kind") == schema.KIND_NATIVE:
+        return rows, samples_of, kept, None  # a witness table under an ordinary name
+    try:
+        for row, samples, env in _trial_rows(path, rel, df, meta, meta_note, kept):
+            rows.append({**row, **{f"_env_{k}": v for k, v in env.items()}})
+            samples_of.append((row["source"], samples))
+    except Exception as exc:  # keep going: one odd file must not sink the report
+        kept.pop(rel, None)
+        return rows, samples_of, kept, f"cannot analyse: {_reason(exc)}"
+    return rows, samples_of, kept, None
+
+
+def load_results(results_dir: Path | str, n_jobs: int | None = None) -> Results:
     """Read every task-record file under ``results_dir`` into a per-trial summary.
 
     Never raises for a bad file: it is listed in :attr:`Results.broken` with the reason.
     A missing directory or one without record files gives an empty summary and one broken entry.
+    ``n_jobs`` processes read the files (default :func:`.parallel.default_jobs` from
+    :data:`MIN_PARALLEL_FILES` files on, else 1); the result is the same whatever it is.
     """
     results_dir = Path(results_dir)
     base = results_dir if results_dir.is_dir() else results_dir.parent
@@ -295,22 +356,15 @@ def load_results(results_dir: Path | str) -> Results:
                                      "hidden files and .superseded/)"))
         return res
     rows: list[dict[str, Any]] = []
-    for path in files:
-        rel = path.relative_to(base).as_posix()
-        try:
-            df = _read_records(path)
-        except Exception as exc:
-            res.broken.append(BrokenFile(path, _reason(exc)))
-            continue
-        meta, meta_note = _read_meta(path)
-        if meta.get("kind") == schema.KIND_NATIVE:
-            continue  # a witness table under an ordinary name: not task records
-        try:
-            for row, samples, env in _trial_rows(path, rel, df, meta, meta_note):
-                rows.append({**row, **{f"_env_{k}": v for k, v in env.items()}})
-                res.samples[row["source"]] = samples
-        except Exception as exc:  # keep going: one odd file must not sink the report
-            res.broken.append(BrokenFile(path, f"cannot analyse: {_reason(exc)}"))
+    if n_jobs is None:
+        n_jobs = default_jobs() if len(files) >= MIN_PARALLEL_FILES else 1
+    outcomes = run_ordered(_analyse_file, [(path, base) for path in files], n_jobs)
+    for path, (file_rows, samples_of, kept, error) in zip(files, outcomes, strict=True):
+        rows += file_rows
+        res.samples.update(samples_of)
+        res.kept.update(kept)
+        if error is not None:
+            res.broken.append(BrokenFile(path, error))
     benches = results_dir.rglob(f"*{schema.BENCH_SUFFIX}") if results_dir.is_dir() else []
     for path in sorted(benches):
         if ".superseded" in path.parts:
@@ -511,24 +565,27 @@ def group_summary(summary: pd.DataFrame) -> pd.DataFrame:
         f"{m}_{s}" for m in GROUP_METRICS for s in ("median", "min", "max")]
     if summary.empty:
         return pd.DataFrame(columns=cols)
-    s = summary.copy()
+    s = summary.reset_index(drop=True)  # a copy; the index gives positions below
     s["_failed"] = s["trial_status"].astype(str).eq(schema.TRIAL_FAILED)
+    # Each metric as floats once (NaN where missing): per group it is only indexing.
+    values = {m: pd.to_numeric(s[m], errors="coerce").astype("float64").to_numpy()
+              for m in GROUP_METRICS if m in s}
+    failed = s["_failed"].to_numpy(dtype=bool)
     rows = []
     for key, g in s.groupby(list(GROUP_KEYS), sort=True, dropna=False):
         row: dict[str, Any] = dict(zip(GROUP_KEYS, key, strict=True))
         row["shape"] = str(g["shape"].iloc[0])
         row["task_s_mean"] = float(pd.to_numeric(g["task_s_mean"]).median())
         row["model"] = str(g["model"].iloc[0]) if "model" in g else ""
-        row["n_trials"], row["n_failed"] = len(g), int(g["_failed"].sum())
-        good = g[~g["_failed"]]
+        pos = g.index.to_numpy()
+        good = pos[~failed[pos]]
+        row["n_trials"], row["n_failed"] = len(g), int(failed[pos].sum())
         for m in GROUP_METRICS:
-            if m not in good:
-                row[f"{m}_median"] = row[f"{m}_min"] = row[f"{m}_max"] = math.nan
-                continue
-            v = pd.to_numeric(good[m], errors="coerce").astype("float64")
-            row[f"{m}_median"] = float(v.median()) if v.notna().any() else math.nan
-            row[f"{m}_min"] = float(v.min()) if v.notna().any() else math.nan
-            row[f"{m}_max"] = float(v.max()) if v.notna().any() else math.nan
+            v = values[m][good] if m in values else np.empty(0)
+            v = v[~np.isnan(v)]
+            row[f"{m}_median"] = float(np.median(v)) if len(v) else math.nan
+            row[f"{m}_min"] = float(v.min()) if len(v) else math.nan
+            row[f"{m}_max"] = float(v.max()) if len(v) else math.nan
         rows.append(row)
     return sort_trials(pd.DataFrame(rows, columns=cols), GROUP_KEYS)
 

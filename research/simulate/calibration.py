@@ -28,14 +28,14 @@ import json
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .core import Costs, simulate
+from .core import Costs, _receive
 from .policies import base_name, policy_for
 
 FORMAT = "research.calibration"
@@ -136,16 +136,15 @@ def load(path: Path | str | None = None) -> Calibration:
 def trial_data(results: Any, row: pd.Series) -> TrialData | None:
     """The simulator's view of one summary row of a :class:`~research.analysis.results.Results`
     (None when the trial has no timed task)."""
-    from .. import schema
-    from ..analysis.metrics import task_times, tasks_per_worker
+    from ..analysis.metrics import tasks_per_worker
 
     df = results.records(row["source"])
     if df.empty:
         return None
-    t = task_times(df)
+    t = results.task_times(row["source"])  # as load_results computed them
     if not t["timed"].any():
         return None
-    meta = schema.read_metadata(results.path_of(row["source"])).get("trial", {})
+    meta = results.metadata(row["source"]).get("trial", {})
     bodies = (df.sort_values("task_id")["body"].astype(str).tolist() if "body" in df.columns
               else ["sleep"] * len(df))
     planned = t["planned_s"].astype(float).tolist()
@@ -224,13 +223,75 @@ def log_error(pred: float, measured: float) -> float:
 
 def fit_error(trials: Sequence[TrialData], costs: Costs) -> float:
     """Median |log ratio| of predicted to measured makespan and wall over ``trials``."""
-    errs = []
-    for d in trials:
-        sim = simulate(policy_for(d.scheduler, d.options), d.bodies, d.planned, d.n_workers,
-                       costs)
-        errs.append(log_error(sim.makespan_s, d.makespan_s))
-        errs.append(log_error(sim.wall_s, d.wall_s))
-    return float(statistics.median(errs)) if errs else math.inf
+    return _Search(trials).error(costs)
+
+
+class _Search:
+    """:func:`fit_error` for one set of trials, remembering what it simulated.
+
+    The coordinate search tries each ``result_s`` with the same schedule (``result_s`` and
+    ``return_s`` only change when the client has the results) and comes back to cost vectors
+    it has tried; both are simulated once. The numbers are those of :func:`simulate`.
+    """
+
+    def __init__(self, trials: Sequence[TrialData]) -> None:
+        self.trials = list(trials)
+        self.policies = [policy_for(d.scheduler, d.options) for d in self.trials]
+        self.errors: dict[Costs, float] = {}
+        # (trial index, costs up to the task ends) -> (makespan, ends, ends sorted or None)
+        self.schedules: dict[tuple[int, Costs], tuple[float, list[float], list[float] | None]] = {}
+        self.durations: dict[tuple[int, float, float, float], list[float]] = {}
+
+    def error(self, costs: Costs) -> float:
+        """:func:`fit_error` of ``costs``."""
+        err = self.errors.get(costs)
+        if err is None:
+            err = self.errors[costs] = self._error(costs)
+        return err
+
+    def _error(self, costs: Costs) -> float:
+        key = replace(costs, return_s=0.0, result_s=0.0)
+        errs = []
+        for k, d in enumerate(self.trials):
+            done = self.schedules.get((k, key))
+            if done is None:
+                _, start, end = self.policies[k].schedule(self._durations(k, costs),
+                                                          max(1, d.n_workers), costs)
+                # As SimResult.makespan_s.
+                makespan = max(end) - min(start) if start else math.nan
+                finite = math.isfinite(sum(end))  # inf or NaN anywhere: not finite
+                done = self.schedules[(k, key)] = (makespan, end, sorted(end) if finite
+                                                   else None)
+            makespan, end, ends = done
+            errs.append(log_error(makespan, d.makespan_s))
+            errs.append(log_error(self._wall(end, ends, costs), d.wall_s))
+        return float(statistics.median(errs)) if errs else math.inf
+
+    def _durations(self, k: int, costs: Costs) -> list[float]:
+        """The bodies of trial ``k`` under ``costs``, as :func:`simulate` computes them."""
+        key = (k, costs.sleep_overshoot_s, costs.cpu_scale, costs.noop_s)
+        out = self.durations.get(key)
+        if out is None:
+            d = self.trials[k]
+            out = self.durations[key] = [costs.body_s(b, p) for b, p in
+                                         zip(d.bodies, d.planned, strict=True)]
+        return out
+
+    @staticmethod
+    def _wall(end: list[float], ends: list[float] | None, costs: Costs) -> float:
+        """SimResult.wall_s: the last result taken in. The client takes the results in order
+        of their end, so with finite ends and non-negative costs the last one it takes is the
+        latest; otherwise as :func:`simulate` does it."""
+        return_s, result_s = costs.return_s, costs.result_s
+        if ends is None or not (result_s >= 0 and math.isfinite(return_s + result_s)):
+            receive = _receive(end, return_s, result_s)
+            return max(receive) if receive else math.nan
+        if not ends:
+            return math.nan
+        busy = 0.0
+        for e in ends:
+            busy = max(busy, e + return_s) + result_s
+        return busy
 
 
 def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, float]:
@@ -241,13 +302,14 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
     # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
     sample = [_shortened(d, 400) for d in trials]
     best = {"dispatch_s": 0.0, "worker_s": 0.0, "result_s": 0.0}
-    best_err = fit_error(sample, Costs(**base, **best))
+    search = _Search(sample)
+    best_err = search.error(Costs(**base, **best))
     for _ in range(passes):
         improved = False
         for key in ("dispatch_s", "worker_s", "result_s"):
             for v in GRID:
                 trial = {**best, key: v}
-                err = fit_error(sample, Costs(**base, **trial))
+                err = search.error(Costs(**base, **trial))
                 if err < best_err - 1e-12:
                     best, best_err, improved = trial, err, True
         if not improved:
@@ -269,15 +331,21 @@ def _shortened(d: TrialData, most: int) -> TrialData:
 
 
 def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
-        label: str = "") -> Calibration:
-    """Fit every scheduler found in ``studies`` of ``results`` (a loaded results directory)."""
+        label: str = "", n_jobs: int | None = None) -> Calibration:
+    """Fit every scheduler found in ``studies`` of ``results`` (a loaded results directory),
+    the schedulers shared between ``n_jobs`` processes (default
+    :func:`~research.analysis.parallel.default_jobs`); the same costs whatever it is."""
+    from ..analysis.parallel import default_jobs, run_ordered
+
     data = collect(results, studies)
     by: dict[str, list[TrialData]] = {}
     for d in data:
         by.setdefault(base_name(d.scheduler), []).append(d)
     scheds: dict[str, dict[str, Any]] = {}
-    for name, trials in sorted(by.items()):
-        costs, err = fit_scheduler(trials)
+    ordered = sorted(by.items())
+    fitted = run_ordered(fit_scheduler, [trials for _, trials in ordered],
+                         default_jobs() if n_jobs is None else n_jobs)
+    for (name, trials), (costs, err) in zip(ordered, fitted, strict=True):
         scheds[name] = {"costs": costs.to_dict(), "n_trials": len(trials),
                         "fit_error": err, "trials": sorted(d.trial_id for d in trials)}
     default = Costs.from_dict({k: _median([e["costs"][k] for e in scheds.values()], 0.0)

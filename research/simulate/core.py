@@ -133,12 +133,25 @@ class Policy:
 
     def run(self, durations: Sequence[float], n_workers: int, costs: Costs) -> SimResult:
         """Simulate the task list (body durations already costed) on ``n_workers``."""
+        worker, start, end = self.schedule(durations, n_workers, costs)
+        receive = _receive(end, costs.return_s, costs.result_s)
+        return SimResult(worker, start, end, receive, n_workers)
+
+    def schedule(self, durations: Sequence[float], n_workers: int,
+                 costs: Costs) -> tuple[list[int], list[float], list[float]]:
+        """Per task: (worker, start, end). Needs only the costs up to the task's end
+        (``dispatch_s``, ``start_s``, ``worker_s``); :meth:`run` adds the client's side."""
         n = len(durations)
+        units = self.units(n, n_workers)
+        if (type(self).pick is Policy.pick and costs.dispatch_s >= 0
+                and math.isfinite(costs.dispatch_s + costs.start_s + costs.worker_s)
+                and math.isfinite(sum(durations))):  # inf or NaN anywhere: not finite
+            return self._schedule_greedy(durations, n_workers, costs, units)
         state = State(n_workers, [0.0] * n_workers, [[] for _ in range(n_workers)],
                       [0] * n_workers)
         worker, start, end = [0] * n, [0.0] * n, [0.0] * n
         sent = 0.0
-        for u, unit in enumerate(self.units(n, n_workers)):
+        for u, unit in enumerate(units):
             sent += costs.dispatch_s * len(unit)
             ready = sent + costs.start_s
             w = self.pick(u, ready, state)
@@ -151,8 +164,91 @@ class Policy:
             state.free_at[w] = t
             state.slots[w].append(t)
             state.n_units[w] += 1
-        receive = _receive(end, costs.return_s, costs.result_s)
-        return SimResult(worker, start, end, receive, n_workers)
+        return worker, start, end
+
+    def _schedule_greedy(self, durations: Sequence[float], n_workers: int, costs: Costs,
+                         units: list[list[int]]) -> tuple[list[int], list[float], list[float]]:
+        """:meth:`schedule` with :meth:`pick` as :class:`Policy` defines it, in O(log workers)
+        a unit instead of a scan of every worker; the same schedule, float for float.
+
+        A worker can accept its next unit at ``accept`` (the end of its ``prefetch``-th last
+        unit, 0 before that). Units are handed over at non-decreasing ``ready`` times, so a
+        worker whose accept time has passed stays acceptable until it is picked: those wait in
+        ``idle`` (a heap of indices: the lowest index wins, as in :meth:`pick`), the others in
+        ``busy`` (a heap of (accept, index)). :meth:`pick` compares with a tolerance of 1e-15,
+        so where another worker's time lies within a few 1e-15 of the best (a near tie that
+        is not an exact one) the scan itself decides, as :meth:`pick` would.
+        """
+        n, p = len(durations), self.prefetch
+        dispatch_s, start_s, worker_s = costs.dispatch_s, costs.start_s, costs.worker_s
+        state = State(n_workers, [0.0] * n_workers, [[] for _ in range(n_workers)],
+                      [0] * n_workers)
+        free_at, slots = state.free_at, state.slots
+        worker, start, end = [0] * n, [0.0] * n, [0.0] * n
+        accept = [0.0] * n_workers
+        idle: list[int] = []
+        busy = [(0.0, w) for w in range(n_workers)]  # already a heap
+        heappush, heappop = heapq.heappush, heapq.heappop
+        sent = 0.0
+        for u, unit in enumerate(units):
+            sent += dispatch_s * len(unit)
+            ready = sent + start_s
+            while busy and busy[0][0] <= ready:
+                heappush(idle, heappop(busy)[1])
+            if idle:
+                # Every idle worker can take it at ``ready``; the lowest index, unless a busy
+                # one comes within the tolerance.
+                if busy and busy[0][0] <= ready + _near(ready):
+                    w = self._pick_scan(u, ready, state, idle, busy, accept)
+                else:
+                    w = heappop(idle)
+            else:
+                best = heappop(busy)
+                ties = []
+                while busy and busy[0][0] == best[0]:
+                    ties.append(heappop(busy))
+                if busy and busy[0][0] <= best[0] + _near(best[0]):
+                    heappush(busy, best)
+                    for x in ties:
+                        heappush(busy, x)
+                    w = self._pick_scan(u, ready, state, idle, busy, accept)
+                else:
+                    w = best[1]
+                    for x in ties:
+                        heappush(busy, x)
+            t = free_at[w] if free_at[w] >= ready else ready  # max(free_at[w], ready)
+            for i in unit:
+                t += worker_s
+                worker[i] = w
+                start[i] = t
+                t += durations[i]
+                end[i] = t
+            free_at[w] = t
+            s = slots[w]
+            s.append(t)
+            state.n_units[w] += 1
+            a = s[-p] if len(s) >= p else 0.0
+            accept[w] = a
+            heappush(busy, (a, w))
+        return worker, start, end
+
+    def _pick_scan(self, unit_index: int, ready_s: float, state: State, idle: list[int],
+                   busy: list[tuple[float, int]], accept: list[float]) -> int:
+        """:meth:`pick` itself, for a near tie; takes the worker it picks off its heap."""
+        w = self.pick(unit_index, ready_s, state)
+        if w in idle:
+            idle.remove(w)
+            heapq.heapify(idle)
+        else:
+            busy.remove((accept[w], w))
+            heapq.heapify(busy)
+        return w
+
+
+def _near(t: float) -> float:
+    """How close to ``t`` another time must be for :meth:`Policy.pick`'s tolerance (1e-15,
+    absorbed by rounding above about 10 s) to possibly matter: with margin for both."""
+    return 2e-15 + 4e-15 * abs(t)
 
 
 def _receive(end: Sequence[float], return_s: float, result_s: float) -> list[float]:
