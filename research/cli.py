@@ -234,7 +234,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .schedulers import REGISTRY
 
     return print_benchmark(args.schedulers or list(REGISTRY), args.workers, args.tasks,
-                           args.repeats)
+                           args.repeats, out=None if args.no_out else args.out)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -350,6 +350,9 @@ def _add_analysis_commands(sub: Any) -> None:
     be.add_argument("--repeats", type=int, default=3)
     be.add_argument("--schedulers", nargs="*", default=None,
                     help="default: every registered scheduler")
+    be.add_argument("--out", type=Path, default=Path("results/bench/overhead.csv"),
+                    help="CSV of the table (and a markdown twin, .md); default: %(default)s")
+    be.add_argument("--no-out", action="store_true", help="print only, write no files")
     be.set_defaults(func=_cmd_bench)
 
 
