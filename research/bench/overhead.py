@@ -58,6 +58,13 @@ GOAL_US = 5.0
 #: Where the table is written besides stdout (``--out``): this CSV and a markdown twin.
 DEFAULT_OUT = Path("results") / "bench" / "overhead.csv"
 MEETS, MISSES = "meets", "misses"
+#: No-ops run before the pairs (their time sets the task count under ``run_s``).
+WARM_TASKS = 100
+#: The fewest tasks a row runs when ``run_s`` cuts the count.
+MIN_TASKS = 200
+#: ``make bench``'s bound on one run (seconds), so that the slow schedulers (Celery, ipp-lb:
+#: milliseconds per no-op) keep the whole benchmark within about five minutes.
+DEFAULT_RUN_S = 2.0
 
 #: What a row compares, where the harness does more than the bare loop by the nature of its
 #: records (shown in the table's ``note`` column). Keys are scheduler names.
@@ -99,13 +106,22 @@ def verdict(cost_us: float, bare_us_per_task: float) -> str:
     return MEETS if cost_us <= allowance_us(bare_us_per_task) else MISSES
 
 
+def tasks_for(per_task_s: float, n_tasks: int, run_s: float | None) -> int:
+    """``n_tasks``, or fewer where one run of them would take longer than ``run_s`` seconds
+    at ``per_task_s`` each (never below :data:`MIN_TASKS`): slow schedulers keep the
+    benchmark's time bounded."""
+    if not run_s or per_task_s <= 0:
+        return n_tasks
+    return max(min(n_tasks, MIN_TASKS), min(n_tasks, int(run_s / per_task_s)))
+
+
 def throughput(name: str, n_workers: int, n_tasks: int, repeats: int = 3,
-               timeout_s: float = 300.0,
-               options: dict[str, Any] | None = None) -> dict[str, Any]:
+               timeout_s: float = 300.0, options: dict[str, Any] | None = None,
+               run_s: float | None = None) -> dict[str, Any]:
     """Harness vs bare on one cluster: ``repeats`` pairs (bare, then harness, so drift hits
     both alike); tasks per second are medians, the cost per task the median of the pairs'
-    differences (with their spread, the noise)."""
-    tasks = [Task(i, "noop", 0, 0.0) for i in range(n_tasks)]
+    differences (with their spread, the noise). With ``run_s``, a scheduler slower than
+    ``run_s / n_tasks`` per task (timed on the warm-up) runs fewer tasks (:func:`tasks_for`)."""
     pairs: list[tuple[float, float]] = []  # (bare s, harness s)
     cpu: list[float] = []  # client CPU seconds, harness minus bare, per pair
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -113,8 +129,12 @@ def throughput(name: str, n_workers: int, n_tasks: int, repeats: int = 3,
         # Witness tables are read after a trial's last result, outside its timeline.
         sched.collect_native = False
         sched.warm()
-        sched.run(tasks[: min(n_tasks, 100)], timeout_s)  # first-call costs out of the way
-        sched.bare_noop(min(n_tasks, 100))
+        n_warm = min(n_tasks, WARM_TASKS)
+        sched.run([Task(i, "noop", 0, 0.0) for i in range(n_warm)], timeout_s)
+        t0 = time.perf_counter()  # the first calls' costs are out of the way; time a second
+        sched.bare_noop(n_warm)
+        n_tasks = tasks_for((time.perf_counter() - t0) / n_warm, n_tasks, run_s)
+        tasks = [Task(i, "noop", 0, 0.0) for i in range(n_tasks)]
         for _ in range(repeats):
             c0, t0 = time.process_time(), time.perf_counter()
             sched.bare_noop(n_tasks)
@@ -144,14 +164,15 @@ def throughput(name: str, n_workers: int, n_tasks: int, repeats: int = 3,
             "load_1min": load, "note": NOTES.get(name, "")}
 
 
-def run_all(names: Sequence[str], n_workers: int, n_tasks: int,
-            repeats: int = 3) -> list[dict[str, Any]]:
+def run_all(names: Sequence[str], n_workers: int, n_tasks: int, repeats: int = 3,
+            run_s: float | None = DEFAULT_RUN_S) -> list[dict[str, Any]]:
     """:func:`throughput` for each scheduler; a scheduler that fails is a row with its error
     (verdict ``error``), not fatal."""
     rows = []
     for name, opts in variants(names):
         try:
-            rows.append(throughput(name, n_workers, n_tasks, repeats, options=opts))
+            rows.append(throughput(name, n_workers, n_tasks, repeats, options=opts,
+                                   run_s=run_s))
         except Exception as exc:
             rows.append({"scheduler": _label(name, opts), "verdict": "error",
                          "note": f"{type(exc).__name__}: {exc}"})
@@ -187,12 +208,14 @@ def markdown(df: pd.DataFrame, header: str = "") -> str:
     return (header + "\n\n" if header else "") + "\n".join(lines) + "\n"
 
 
-def machine_line(n_workers: int, n_tasks: int, repeats: int, wrapper_us: float) -> str:
+def machine_line(n_workers: int, n_tasks: int, repeats: int, wrapper_us: float,
+                 run_s: float | None) -> str:
     """One line on where and how the table was measured (for the markdown file)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else ()
     return (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs; "
             f"load average {', '.join(f'{x:.2f}' for x in load) or 'n/a'} (at the end); "
-            f"Python {platform.python_version()}; {n_tasks} no-op tasks on {n_workers} workers, "
+            f"Python {platform.python_version()}; up to {n_tasks} no-op tasks (fewer where one "
+            f"run would pass {run_s:g} s: `n_tasks`) on {n_workers} workers, "
             f"{repeats} pairs (bare, then harness) per scheduler; task wrapper "
             f"{wrapper_us:.2f} us per task. Goal: harness cost per task <= max({GOAL_PCT:g}% "
             f"of the bare time, {GOAL_US:g} us) (`allowed_us`); `harness_us_per_task` is the "
@@ -202,7 +225,7 @@ def machine_line(n_workers: int, n_tasks: int, repeats: int, wrapper_us: float) 
 
 
 def print_benchmark(names: Sequence[str], n_workers: int, n_tasks: int, repeats: int = 3,
-                    out: Path | None = DEFAULT_OUT) -> int:
+                    out: Path | None = DEFAULT_OUT, run_s: float | None = DEFAULT_RUN_S) -> int:
     """Print the wrapper cost and the table (markdown), and write it to ``out`` (CSV) and
     ``out`` with suffix ``.md`` (markdown with a line on the machine) unless ``out`` is None.
 
@@ -210,7 +233,7 @@ def print_benchmark(names: Sequence[str], n_workers: int, n_tasks: int, repeats:
     w = wrapper_cost_us()
     print(f"task wrapper: {w['wrapper_us']:.2f} us per task "
           f"(execute {w['wrapped_us']:.2f} us, bare call {w['bare_us']:.2f} us)\n")
-    df = table(run_all(names, n_workers, n_tasks, repeats))
+    df = table(run_all(names, n_workers, n_tasks, repeats, run_s))
     print(markdown(df))
     met = int((df.verdict == MEETS).sum())
     print(f"{met} of {len(df)} rows meet the goal (harness cost <= max({GOAL_PCT:g}%, "
@@ -222,6 +245,7 @@ def print_benchmark(names: Sequence[str], n_workers: int, n_tasks: int, repeats:
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
         md = out.with_suffix(".md")
-        md.write_text(markdown(df, machine_line(n_workers, n_tasks, repeats, w["wrapper_us"])))
+        md.write_text(markdown(df, machine_line(n_workers, n_tasks, repeats, w["wrapper_us"],
+                                                   run_s)))
         print(f"wrote {out} and {md}", file=sys.stderr)
     return 0

@@ -279,9 +279,6 @@ class ReceiveStamps:
         return functools.partial(self._on_done, task_id)
 
     def _on_done(self, task_id: int, _future: Any) -> None:
-        self._stamp(task_id)
-
-    def _stamp(self, task_id: int) -> None:
         stamps = self.stamps
         stamps[task_id] = time.time_ns()
         # A dict store and len() are atomic under the GIL (and per-object locked in free-threaded
@@ -289,6 +286,9 @@ class ReceiveStamps:
         # twice is counted once.
         if len(stamps) >= self._n:
             self._all.set()
+
+    def _stamp(self, task_id: int) -> None:
+        self._on_done(task_id, None)
 
     def wait(self, timeout_s: float) -> dict[int, int]:
         """Wait until every result is stamped or ``timeout_s`` passes; the stamps so far."""

@@ -390,7 +390,10 @@ class _Ipp(ClusterScheduler):
         error = "; ".join(problems) or None
         if error:
             self.broken = True  # a dead engine, or one still busy with an abandoned task
-        native = self._native([p.metadata for p in parts] if ar is None else ar.metadata, blocks)
+        native = None
+        if self.collect_native:  # a table per trial, built after its last result
+            native = self._native([p.metadata for p in parts] if ar is None else ar.metadata,
+                                  blocks)
         info = {"messages": len(msg_ids), "receive_stamps": self.receive_stamps}
         return RunOutput(outcomes, submit, receive, error=error, native=native, info=info)
 

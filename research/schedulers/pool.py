@@ -34,9 +34,14 @@ def submit_and_collect(
     futures: list[tuple[int, Future[Outcome]]] = []
     stamps = ReceiveStamps(len(tasks))
     deadline = time.monotonic() + timeout_s
+    # Our thread pool stamps in its worker threads, right after setting each result.
+    stamped = getattr(pool, "submit_stamped", None)
     for task in paced(tasks, arrivals, submit, deadline):
-        fut = pool.submit(fn, task)
-        fut.add_done_callback(stamps.callback(task.task_id))
+        if stamped is not None:
+            fut = stamped(fn, task, stamps)
+        else:
+            fut = pool.submit(fn, task)
+            fut.add_done_callback(stamps.callback(task.task_id))
         futures.append((task.task_id, fut))
     receive = stamps.wait(deadline - time.monotonic())
     outcomes: list[Outcome] = []
