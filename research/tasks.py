@@ -310,3 +310,27 @@ def noop(x: Any) -> Any:
 def execute_in_thread(task: Task) -> Outcome:
     """:func:`execute`, labelled by thread: threads share a process and its pid."""
     return _execute(task, threading.current_thread().name, os.getpid())
+
+
+# -- the wire format of the map adapters ------------------------------------------------------
+# A Task or Outcome pickles through a Python call per record (its __reduce__; cloudpickle adds
+# its reducer_override), a plain tuple all in C: 10-25 times cheaper, 2-6 us per task each
+# way on this machine. Where a scheduler's own cost per task is a few microseconds (Pool.map, a
+# DirectView's blocks, Ray's and joblib's pools), the adapters send tasks and receive outcomes
+# as plain tuples: the same fields, the same stamps.
+
+
+def pack(tasks: Sequence[Task]) -> list[tuple[Any, ...]]:
+    """``tasks`` as plain tuples, for :func:`execute_packed`."""
+    return [tuple(t) for t in tasks]
+
+
+def unpack(outcomes: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+    """The outcomes :func:`execute_packed` returned, as :class:`Outcome` records."""
+    new = tuple.__new__
+    return [new(Outcome, o) for o in outcomes]
+
+
+def execute_packed(task: tuple[Any, ...]) -> tuple[Any, ...]:
+    """:func:`execute` of a task sent as a plain tuple (:func:`pack`); its outcome as one."""
+    return tuple(execute(tuple.__new__(Task, task)))
