@@ -234,7 +234,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .schedulers import REGISTRY
 
     return print_benchmark(args.schedulers or list(REGISTRY), args.workers, args.tasks,
-                           args.repeats)
+                           args.repeats, out=None if args.no_out else args.out,
+                           run_s=args.run_seconds or None)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -350,6 +351,12 @@ def _add_analysis_commands(sub: Any) -> None:
     be.add_argument("--repeats", type=int, default=3)
     be.add_argument("--schedulers", nargs="*", default=None,
                     help="default: every registered scheduler")
+    be.add_argument("--out", type=Path, default=Path("results/bench/overhead.csv"),
+                    help="CSV of the table (and a markdown twin, .md); default: %(default)s")
+    be.add_argument("--no-out", action="store_true", help="print only, write no files")
+    be.add_argument("--run-seconds", type=float, default=2.0,
+                    help="a slow scheduler runs fewer tasks, so that one run takes about this "
+                         "long (at least 200 tasks); 0: always --tasks. Default: %(default)s")
     be.set_defaults(func=_cmd_bench)
 
 

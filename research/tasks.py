@@ -45,6 +45,9 @@ class Task(NamedTuple):
     payload: bytes | None = None
     output_bytes: int = 0
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _reduce(self)
+
 
 class Call(NamedTuple):
     """The argument of a ``call`` body: ``function`` (``"package.module:func"``), its
@@ -71,6 +74,20 @@ class Outcome(NamedTuple):
     result: Any
     #: The ``output_bytes`` the task sends back (None when its workload asks for none).
     payload: bytes | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _reduce(self)
+
+
+def _reduce(record: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """Pickle a task or an outcome as its class and a plain tuple, rebuilt by ``tuple.__new__``.
+
+    Every task goes to a worker pickled and every outcome comes back pickled. A NamedTuple's
+    default pickling calls its Python ``__getnewargs__`` and, on loading, its Python ``__new__``:
+    about 2-3 us per record each way, as much as some schedulers' whole cost per task. This
+    way loading is all C and the pickle is about 40% smaller (the callable is memoised).
+    """
+    return (tuple.__new__, (type(record), tuple(record)))
 
 
 # Set once per worker process by an adapter (engine id, worker address ...); a process that
@@ -234,6 +251,8 @@ class InjectedFailure(RuntimeError):
 
 
 def _run_body(body: str, arg: Any) -> Any:
+    if body == "noop":  # first: its time is all the harness's
+        return None
     if body == "sleep":
         time.sleep(arg)
         return None
@@ -241,8 +260,6 @@ def _run_body(body: str, arg: Any) -> Any:
         return spin(arg)
     if body == "prime":
         return is_prime(arg)
-    if body == "noop":
-        return None
     if body == "call":
         fn = resolve_function(arg.function, arg.pythonpath)
         return fn(*arg.args, **arg.kwargs)
@@ -274,7 +291,9 @@ def _execute(task: Task, worker: str, pid: int) -> Outcome:
     except Exception as exc:  # the task's failure is data, not a crash of the harness
         result, status, error = None, "error", f"{type(exc).__name__}: {exc}"
     end = time.time_ns()
-    return Outcome(task.task_id, start, end, pid, _HOST, worker, status, error, result, out)
+    # tuple.__new__ builds the record in C: NamedTuple's own __new__ is Python (about 0.3 us).
+    return tuple.__new__(Outcome, (task.task_id, start, end, pid, _HOST, worker, status, error,
+                                   result, out))
 
 
 def execute(task: Task) -> Outcome:
@@ -291,3 +310,27 @@ def noop(x: Any) -> Any:
 def execute_in_thread(task: Task) -> Outcome:
     """:func:`execute`, labelled by thread: threads share a process and its pid."""
     return _execute(task, threading.current_thread().name, os.getpid())
+
+
+# -- the wire format of the map adapters ------------------------------------------------------
+# A Task or Outcome pickles through a Python call per record (its __reduce__; cloudpickle adds
+# its reducer_override), a plain tuple all in C: 10-25 times cheaper, 2-6 us per task each
+# way on this machine. Where a scheduler's own cost per task is a few microseconds (Pool.map, a
+# DirectView's blocks, Ray's and joblib's pools), the adapters send tasks and receive outcomes
+# as plain tuples: the same fields, the same stamps.
+
+
+def pack(tasks: Sequence[Task]) -> list[tuple[Any, ...]]:
+    """``tasks`` as plain tuples, for :func:`execute_packed`."""
+    return [tuple(t) for t in tasks]
+
+
+def unpack(outcomes: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+    """The outcomes :func:`execute_packed` returned, as :class:`Outcome` records."""
+    new = tuple.__new__
+    return [new(Outcome, o) for o in outcomes]
+
+
+def execute_packed(task: tuple[Any, ...]) -> tuple[Any, ...]:
+    """:func:`execute` of a task sent as a plain tuple (:func:`pack`); its outcome as one."""
+    return tuple(execute(tuple.__new__(Task, task)))

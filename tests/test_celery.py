@@ -99,7 +99,9 @@ def test_unreachable_broker_fails_preflight_without_its_password() -> None:
 # -- a cluster of our own -----------------------------------------------------------------------
 @pytest.fixture
 def cluster(no_leaks: None) -> Iterator[Celery]:
-    with get_scheduler("celery")(2, {"nodes": 2, "prefetch_multiplier": 1}) as sched:
+    # witness: the event stream (off by default) is what test_records_witness_... checks.
+    with get_scheduler("celery")(2, {"nodes": 2, "prefetch_multiplier": 1,
+                                     "witness": True}) as sched:
         assert isinstance(sched, Celery)
         yield sched
 

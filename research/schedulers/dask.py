@@ -401,8 +401,8 @@ class Dask(ClusterScheduler):
             self.broken = True
         info = {"key_prefix": prefix, "workers": dict(self._workers),
                 "task_stream_records": len(stream.data)}
-        return RunOutput(outcomes, submit, receive, error=error,
-                         native=native_table(stream.data, key_to_id), info=info)
+        native = native_table(stream.data, key_to_id) if self.collect_native else None
+        return RunOutput(outcomes, submit, receive, error=error, native=native, info=info)
 
     def _paced(self, tasks: Sequence[Task], keys: list[str], submit: dict[int, int],
                futures: list[Any], timeout_s: float) -> Iterator[tuple[Any, Any]]:

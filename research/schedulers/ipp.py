@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..errors import ParamError
 from ..params import Param
-from ..tasks import Outcome, Task, execute, noop, set_worker_label
+from ..tasks import Outcome, Task, execute, execute_packed, noop, pack, set_worker_label
 from .base import RunOutput, paced, stamp_all, timeout_error
 from .cluster import ClusterScheduler, check_worker_count
 
@@ -152,6 +152,8 @@ def _outcomes(result: Any) -> list[Outcome]:
     """The outcomes in one message's result (a map chunk: a list, maybe nested once more)."""
     if isinstance(result, Outcome):
         return [result]
+    if isinstance(result, tuple):  # a packed outcome (research.tasks.execute_packed)
+        return [tuple.__new__(Outcome, result)]
     return [o for r in result for o in _outcomes(r)]
 
 
@@ -390,7 +392,10 @@ class _Ipp(ClusterScheduler):
         error = "; ".join(problems) or None
         if error:
             self.broken = True  # a dead engine, or one still busy with an abandoned task
-        native = self._native([p.metadata for p in parts] if ar is None else ar.metadata, blocks)
+        native = None
+        if self.collect_native:  # a table per trial, built after its last result
+            native = self._native([p.metadata for p in parts] if ar is None else ar.metadata,
+                                  blocks)
         info = {"messages": len(msg_ids), "receive_stamps": self.receive_stamps}
         return RunOutput(outcomes, submit, receive, error=error, native=native, info=info)
 
@@ -448,7 +453,9 @@ class IppDirect(_Ipp):
         assert self.client is not None
         view = self.client.direct_view(self.engine_ids)
         blocks = blocks_of([t.task_id for t in tasks], len(self.engine_ids))
-        return view.map_async(execute, tasks), blocks
+        # Plain tuples on the wire (research.tasks.pack): a block's records cost as much to
+        # pickle as the DirectView's own work per task.
+        return view.map_async(execute_packed, pack(tasks)), blocks
 
     def bare_noop(self, n_tasks: int) -> None:
         assert self.client is not None

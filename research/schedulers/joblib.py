@@ -76,6 +76,14 @@ def execute_labelled(task: Task) -> Outcome:
     return execute(task)
 
 
+def execute_labelled_packed(task: tuple[Any, ...]) -> tuple[Any, ...]:
+    """:func:`execute_labelled` on the plain-tuple wire format (:func:`research.tasks.pack`):
+    a Task or Outcome pickles through a Python call, a plain tuple in C."""
+    if _tasks.WORKER_LABEL is None:
+        _tasks.set_worker_label(f"joblib-{os.getpid()}")
+    return _tasks.execute_packed(task)
+
+
 class _AtexitShim:
     """Stands in for ``atexit`` inside ``joblib._memmapping_reducer`` to see its finalisers.
 
@@ -284,11 +292,13 @@ class Joblib(Scheduler):
         outcomes: list[Outcome] = []
         receive: dict[int, int] = {}
         error: str | None = None
-        gen = self._parallel(timeout_s)(delayed(execute_labelled)(t) for t in tasks)
+        gen = self._parallel(timeout_s)(delayed(execute_labelled_packed)(tuple(t))
+                                        for t in tasks)
+        new = tuple.__new__
         try:
             for out in gen:
-                receive[out.task_id] = time.time_ns()
-                outcomes.append(out)
+                receive[out[0]] = time.time_ns()
+                outcomes.append(new(Outcome, out))
                 if time.monotonic() > deadline and len(outcomes) < len(tasks):
                     error = timeout_error(timeout_s)
                     break

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..guard import init_worker
 from ..params import Param
-from ..tasks import Outcome, Task, execute, noop
+from ..tasks import Outcome, Task, execute_packed, noop, pack, unpack
 from .base import RunOutput, Scheduler, paced, stamp_all, timeout_error
 from .pool import START_METHOD_OPTION
 
@@ -49,10 +49,11 @@ class MpMap(_PoolScheduler):
         self.pool.map(noop, range(n_tasks), chunksize=self.options["chunksize"])
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
+        items = pack(tasks)  # plain tuples on the wire (research.tasks.pack)
         submit = stamp_all(tasks, time.time_ns())
-        result = self.pool.map_async(execute, tasks, chunksize=self.options["chunksize"])
+        result = self.pool.map_async(execute_packed, items, chunksize=self.options["chunksize"])
         try:
-            outcomes: list[Outcome] = result.get(timeout_s)
+            outcomes: list[Outcome] = unpack(result.get(timeout_s))
         except multiprocessing.TimeoutError:
             # Pool.map never returns if a worker died holding a chunk: the timeout is the guard.
             self.broken = True
@@ -76,22 +77,27 @@ class MpDynamic(_PoolScheduler):
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
         deadline = time.monotonic() + timeout_s
         submit: dict[int, int] = {}
+        # Plain tuples on the wire (research.tasks.pack); a paced generator packs each task as
+        # it is handed over.
         if self.arrivals:
-            items: Any = paced(tasks, self.arrivals, submit, deadline)
+            items: Any = (tuple(t) for t in paced(tasks, self.arrivals, submit, deadline))
         else:
-            submit, items = stamp_all(tasks, time.time_ns()), tasks
-        it = self.pool.imap_unordered(execute, items, chunksize=self.options["chunksize"] or 1)
+            items = pack(tasks)
+            submit = stamp_all(tasks, time.time_ns())
+        it = self.pool.imap_unordered(execute_packed, items,
+                                      chunksize=self.options["chunksize"] or 1)
+        new = tuple.__new__
         outcomes: list[Outcome] = []
         receive: dict[int, int] = {}
         for _ in range(len(tasks)):
             try:
-                out = it.next(timeout=max(0.0, deadline - time.monotonic()))
+                out = it.next(timeout=max(0.0, deadline - time.monotonic()))  # a packed outcome
             except StopIteration:  # pacing reached the deadline: the rest was never submitted
                 self.broken = True
                 return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
             except multiprocessing.TimeoutError:
                 self.broken = True
                 return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
-            receive[out.task_id] = time.time_ns()
-            outcomes.append(out)
+            receive[out[0]] = time.time_ns()
+            outcomes.append(new(Outcome, out))
         return RunOutput(outcomes, submit, receive)

@@ -26,30 +26,33 @@ def submit_and_collect(
     them until the deadline.
 
     The receive stamp is taken by a done-callback (:class:`ReceiveStamps`), which runs in the
-    client process the moment the result is there.
+    client process the moment the result is there. Every call on a future takes its lock (and,
+    in a thread pool, competes for the GIL with the workers), so each future is touched twice
+    only: its callback is added, and a stamped (hence finished) one is read once.
     """
     submit: dict[int, int] = {}
-    futures: dict[Future[Outcome], int] = {}
+    futures: list[tuple[int, Future[Outcome]]] = []
     stamps = ReceiveStamps(len(tasks))
     deadline = time.monotonic() + timeout_s
+    # Our thread pool stamps in its worker threads, right after setting each result.
+    stamped = getattr(pool, "submit_stamped", None)
     for task in paced(tasks, arrivals, submit, deadline):
-        fut = pool.submit(fn, task)
-        fut.add_done_callback(stamps.callback(task.task_id))
-        futures[fut] = task.task_id
-    receive = stamps.wait(deadline - time.monotonic())
-    done = [f for f in futures if f.done()]
-    pending = [f for f in futures if not f.done()]
-    outcomes: list[Outcome] = []
-    error = timeout_error(timeout_s) if pending or len(futures) < len(tasks) else None
-    for fut in done:
-        exc = fut.exception()
-        if exc is not None:  # the pool itself failed (e.g. a worker process died)
-            error = error or f"{type(exc).__name__}: {exc}"
-            receive.pop(futures[fut], None)
+        if stamped is not None:
+            fut = stamped(fn, task, stamps)
         else:
-            outcomes.append(fut.result())
-    for fut in pending:
-        fut.cancel()
-    now = time.time_ns()  # a result that beat its callback to the deadline: stamped now
-    return RunOutput(outcomes, submit, {o.task_id: receive.get(o.task_id, now) for o in outcomes},
-                     error=error)
+            fut = pool.submit(fn, task)
+            fut.add_done_callback(stamps.callback(task.task_id))
+        futures.append((task.task_id, fut))
+    receive = stamps.wait(deadline - time.monotonic())
+    outcomes: list[Outcome] = []
+    error = timeout_error(timeout_s) if len(receive) < len(tasks) else None
+    for tid, fut in futures:
+        if tid not in receive:  # not finished by the deadline (a stamp means done)
+            fut.cancel()
+            continue
+        try:
+            outcomes.append(fut.result(0))
+        except Exception as exc:  # the pool itself failed (e.g. a worker process died)
+            error = error or f"{type(exc).__name__}: {exc}"
+            del receive[tid]
+    return RunOutput(outcomes, submit, receive, error=error)

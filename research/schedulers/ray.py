@@ -84,6 +84,13 @@ def execute_labelled(task: Task) -> Outcome:
     return execute(task)
 
 
+def execute_labelled_packed(task: tuple[Any, ...]) -> tuple[Any, ...]:
+    """:func:`execute_labelled` on the plain-tuple wire format (:func:`research.tasks.pack`)."""
+    if _tasks.WORKER_LABEL is None:
+        _label_worker()
+    return _tasks.execute_packed(task)
+
+
 # -- helpers ----------------------------------------------------------------------------------
 def import_ray() -> ModuleType:
     """The Ray library (never this module), or a clear error when it is not installed."""

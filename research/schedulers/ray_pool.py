@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from ..params import Param
-from ..tasks import Outcome, Task
+from ..tasks import Outcome, Task, pack, unpack
 from .base import RunOutput, stamp_all, timeout_error
-from .ray import Ray, execute_labelled, import_ray, native_table, timeline_events
+from .ray import Ray, execute_labelled_packed, import_ray, native_table, timeline_events
 
 METHODS = ("map", "imap", "imap_unordered")
 WARM_SLEEP_S = 0.1
@@ -119,21 +119,25 @@ class RayPool(Ray):
         handle: Any = None
         try:
             if method == "map":
-                handle = self.pool.map_async(execute_labelled, items, chunksize=chunksize)
-                outcomes = list(handle.get(timeout_s))
+                # Plain tuples on the wire (research.tasks.pack): Ray pickles with cloudpickle,
+                # which makes a Python call per record otherwise.
+                handle = self.pool.map_async(execute_labelled_packed, pack(items),
+                                             chunksize=chunksize)
+                outcomes = unpack(handle.get(timeout_s))
                 receive = stamp_all(tasks, time.time_ns())
                 chunksize = chunksize or self.pool._calculate_chunksize(items)
             else:
                 # Pool.imap's own default (1) when unset; None would break its result count.
                 chunksize = chunksize or 1
-                handle = getattr(self.pool, method)(execute_labelled, items, chunksize=chunksize)
+                handle = getattr(self.pool, method)(execute_labelled_packed, pack(items),
+                                                    chunksize=chunksize)
                 for _ in range(len(items)):
                     out = handle.next(timeout=max(0.0, deadline - time.monotonic()))
                     if isinstance(out, BaseException):
                         # imap hands a chunk's failure (a dead actor) back as a result
                         raise out
-                    receive[out.task_id] = time.time_ns()
-                    outcomes.append(out)
+                    receive[out[0]] = time.time_ns()
+                    outcomes.append(tuple.__new__(Outcome, out))
         except (TimeoutError, multiprocessing.TimeoutError):
             self.broken = True
             return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))

@@ -15,7 +15,7 @@ from concurrent.futures import Executor, Future
 from typing import Any
 
 from ..tasks import Task, execute_in_thread, noop
-from .base import RunOutput, Scheduler
+from .base import ReceiveStamps, RunOutput, Scheduler
 from .pool import submit_and_collect
 
 
@@ -36,7 +36,7 @@ class DaemonThreadPool(Executor):
             item = self._queue.get()
             if item is None:
                 return
-            fut, fn, args, kwargs = item
+            fut, fn, args, kwargs, stamps = item
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
@@ -45,13 +45,26 @@ class DaemonThreadPool(Executor):
                 fut.set_exception(exc)
             else:
                 fut.set_result(result)
+            if stamps is not None:  # the result is in the future now: the client has it
+                stamps._on_done(args[0].task_id, fut)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue ``fn(*args, **kwargs)``; its future."""
         if self._closed:
             raise RuntimeError("cannot submit after shutdown")
         fut: Future[Any] = Future()
-        self._queue.put((fut, fn, args, kwargs))
+        self._queue.put((fut, fn, args, kwargs, None))
+        return fut
+
+    def submit_stamped(self, fn: Callable[[Task], Any], task: Task,
+                       stamps: ReceiveStamps) -> Future[Any]:
+        """:meth:`submit` of ``fn(task)``, stamped in ``stamps`` by the worker thread right
+        after it has set the future's result: the moment a done-callback would run, without
+        registering one per task (which takes the future's lock once more)."""
+        if self._closed:
+            raise RuntimeError("cannot submit after shutdown")
+        fut: Future[Any] = Future()
+        self._queue.put((fut, fn, (task,), {}, stamps))
         return fut
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
