@@ -13,8 +13,9 @@ PYTEST_ARGS ?=
 
 # QUICK=1 runs every study at reduced size (same shapes, fewer tasks and repeats).
 RUN_FLAGS := $(if $(QUICK),--quick,)
-# A quick report draws fewer per-trial timelines (each costs about half a second).
-REPORT_FLAGS := $(if $(QUICK),--max-timelines 12,)
+# A quick report draws fewer per-trial timelines and only the makespan figure per workload
+# (each figure costs about half a second; the quick run has a 3-minute budget).
+REPORT_FLAGS := $(if $(QUICK),--max-timelines 8 --figure-kinds makespan sweep_workers,)
 
 README_FIGURES := paired_seed_worst_case_worst_w12_ipp-direct_vs_ipp-lb \
 	paired_seed_random_gamma_w12_ipp-direct_vs_ipp-lb makespan_seed_worst_case_worst \

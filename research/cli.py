@@ -23,6 +23,10 @@ from typing import Any
 
 from .errors import ConfigError, ParamError
 
+#: The per-workload figure kinds (analysis.figures.WORKLOAD_FIGURES; a test keeps them equal):
+#: named here so that the command line does not import matplotlib to build its parser.
+FIGURE_KINDS: tuple[str, ...] = ("makespan", "tasks_per_worker", "latency", "sweep_workers")
+
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from .schedulers import REGISTRY, get_scheduler
@@ -136,7 +140,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     try:
         report = make_report(args.results, args.out, max_timelines=args.max_timelines,
-                             calibration=args.calibration, formats=args.format)
+                             calibration=args.calibration, formats=args.format,
+                             figure_kinds=args.figure_kinds)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -290,6 +295,9 @@ def _add_analysis_commands(sub: Any) -> None:
                      help="report directory (default: RESULTS_DIR/report)")
     rep.add_argument("--max-timelines", type=int, default=40,
                      help="at most this many per-trial timelines (default 40)")
+    rep.add_argument("--figure-kinds", nargs="+", default=None,
+                     choices=FIGURE_KINDS,
+                     help="draw only these per-workload figures (default: all)")
     rep.add_argument("--calibration", type=Path, default=None,
                      help="the simulator's calibration file (python -m research calibrate "
                      "writes one); default: the package's shipped defaults")

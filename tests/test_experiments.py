@@ -21,11 +21,14 @@ from procs import cluster_process_names
 CLUSTER_PROCESS = cluster_process_names()
 
 
-def _cluster_processes_since(t0: float) -> list[str]:
+def _cluster_processes_since(t0: float, repo: Path) -> list[str]:
+    """Cluster processes started since ``t0`` from this checkout (its venv's interpreter or
+    binaries): another checkout's runs on a shared machine are not this suite's leaks."""
     left = []
-    for p in psutil.process_iter(["cmdline", "create_time"]):
+    for p in psutil.process_iter(["cmdline", "create_time", "exe"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["create_time"] >= t0 and any(k in cmd for k in CLUSTER_PROCESS):
+        mine = str(repo) in cmd or str(repo) in (p.info["exe"] or "")
+        if p.info["create_time"] >= t0 and mine and any(k in cmd for k in CLUSTER_PROCESS):
             left.append(f"{p.pid} {cmd[:100]}")
     return left
 
@@ -66,7 +69,7 @@ def test_quick_suite_end_to_end(repo: Path, tmp_path: Path) -> None:
     html = (report / "index.html").read_text()
     assert "reproduced" in html and "figures/" in html
 
-    assert not _cluster_processes_since(t0 - 1), "cluster processes outlived the suite"
+    assert not _cluster_processes_since(t0 - 1, repo), "cluster processes outlived the suite"
 
 
 @pytest.mark.slow

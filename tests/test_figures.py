@@ -196,3 +196,10 @@ def test_two_processes_draw_and_read_what_one_does(tmp_path: Path, no_leaks: Non
         (f.kind, f.title, f.trials, [p.name for p in f.files]) for f in fs2.figures]
     for a, b in zip(fs1.figures, fs2.figures, strict=True):
         assert a.files[0].read_bytes() == b.files[0].read_bytes(), a.files[0].name
+
+
+def test_the_command_lines_figure_kinds_are_the_figures() -> None:
+    from research.analysis.figures import WORKLOAD_FIGURES
+    from research.cli import FIGURE_KINDS
+
+    assert tuple(s.kind for s in WORKLOAD_FIGURES) == FIGURE_KINDS

@@ -690,6 +690,7 @@ def draw_all(
     formats: Sequence[str] = FORMATS,
     groups: pd.DataFrame | None = None,
     n_jobs: int | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> FigureSet:
     """Draw the summary figures of :data:`WORKLOAD_FIGURES`, the task length sweeps, a
     selection of timelines and the paired timelines. ``groups``: the
@@ -697,7 +698,8 @@ def draw_all(
 
     ``n_jobs`` processes draw (this one among them; default :func:`default_jobs`, or 1 for
     fewer than :data:`MIN_PARALLEL_FIGURES` figures); the figures, their files and their order
-    are the same whatever it is.
+    are the same whatever it is. ``kinds``: only these of :data:`WORKLOAD_FIGURES` (default:
+    all); a quick report draws the makespan figures alone.
     """
     fs = FigureSet()
     summary = results.summary
@@ -719,10 +721,21 @@ def draw_all(
 
     points |= {(exp, wl) for exp, wl in zip(groups["experiment"], groups["workload"],
                                              strict=True) if exp in STUDIES}
+    if kinds is not None:
+        unknown = sorted(set(kinds) - {s.kind for s in WORKLOAD_FIGURES})
+        if unknown:
+            raise ValueError(f"unknown figure kind {unknown[0]!r}; allowed: "
+                             + ", ".join(s.kind for s in WORKLOAD_FIGURES))
+        skipped = [s.kind for s in WORKLOAD_FIGURES if s.kind not in kinds]
+        if skipped:
+            fs.not_drawn.append(f"per-workload {', '.join(skipped)} figures: not drawn "
+                                "(--figure-kinds)")
     for (exp, wl), g in groups.groupby(["experiment", "workload"], sort=False):
         if (exp, wl) in points:
             continue
         for i, spec in enumerate(WORKLOAD_FIGURES):
+            if kinds is not None and spec.kind not in kinds:
+                continue
             if spec.applies(g):
                 jobs.append((f"{spec.kind} {exp}/{wl}", "workload", (i, str(exp), str(wl))))
     for (exp, shape, n), _g in sweeps:

@@ -455,6 +455,7 @@ def build_report(
     pairs: Sequence[tuple[str, str]] = F.PREFERRED_PAIRS,
     calibration: Path | None = None,
     formats: Sequence[str] = F.FORMATS,
+    figure_kinds: Sequence[str] | None = None,
 ) -> Report:
     """Analyse ``results_dir`` and write the report into ``out_dir``.
 
@@ -473,7 +474,7 @@ def build_report(
         claims.to_csv(out_dir / "claims.csv", index=False)
     groups = R.group_summary(results.summary)
     fs = F.draw_all(results, out_dir / "figures", max_timelines=max_timelines, pairs=pairs,
-                    formats=formats, groups=groups)
+                    formats=formats, groups=groups, kinds=figure_kinds)
 
     doc = _Doc()
     _claims(doc, claims, claims_error)
@@ -522,7 +523,8 @@ def evaluate_claims(summary: pd.DataFrame, results_dir: Path
 def make_report(results_dir: Path | str, out_dir: Path | str | None = None, *,
                 max_timelines: int = F.DEFAULT_MAX_TIMELINES,
                 calibration: Path | None = None,
-                formats: Sequence[str] = F.FORMATS) -> Report:
+                formats: Sequence[str] = F.FORMATS,
+                figure_kinds: Sequence[str] | None = None) -> Report:
     """Load ``results_dir``, check the claims and write the whole report into ``out_dir``
     (default ``results_dir/report``). Raises FileNotFoundError if ``results_dir`` is absent."""
     results_dir = Path(results_dir)
@@ -532,7 +534,8 @@ def make_report(results_dir: Path | str, out_dir: Path | str | None = None, *,
     results = R.load_results(results_dir)
     claims, claims_error = evaluate_claims(results.summary, results_dir)
     return build_report(results_dir, out, claims, claims_error=claims_error, results=results,
-                        max_timelines=max_timelines, calibration=calibration, formats=formats)
+                        max_timelines=max_timelines, calibration=calibration, formats=formats,
+                        figure_kinds=figure_kinds)
 
 
 __all__ = ["CLAIM_COLUMNS", "TRACE_LINK", "VERDICT_CLASSES", "Block", "Report", "build_report",
