@@ -32,6 +32,7 @@ import pandas as pd
 from . import guard, metadata, schema
 from .config import Experiment, TrialSpec
 from .schedulers import RunOutput, Scheduler, get_scheduler
+from .schedulers.base import Arrivals
 from .tasks import Task, calibrate_spin, ensure_path, timer_slack_ns
 from .workloads import arrival_offsets, build_tasks
 
@@ -267,17 +268,22 @@ class Sweep:
         else:
             sched.options = dict(spec.options)  # per-trial options (see Scheduler.run_options)
             sched.arrivals = None  # warm-up and probes go as a batch
+            arrivals: Arrivals | None = None
             try:
                 sched.warm(min(spec.timeout_s, 120.0))
                 slack = self._slack(sched)
                 if offsets is not None:
-                    sched.arrivals = {t.task_id: s for t, s in zip(tasks, offsets, strict=True)}
+                    arrivals = Arrivals({t.task_id: s
+                                         for t, s in zip(tasks, offsets, strict=True)})
+                    sched.arrivals = arrivals
                 out = sched.run(tasks, spec.timeout_s)
             except Exception as exc:
                 sched.broken = True
                 out = RunOutput([], {}, {}, error=f"{type(exc).__name__}: {exc}")
             finally:
                 sched.arrivals = None
+            if arrivals is not None:  # how late tasks were handed over after their due times
+                out.info = {**out.info, **arrivals.info()}
         rows = build_rows(spec, tasks, out)
         status = schema.TRIAL_FAILED if out.error else schema.TRIAL_OK
         if out.error:
