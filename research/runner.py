@@ -33,7 +33,7 @@ from . import guard, metadata, schema
 from .config import Experiment, TrialSpec
 from .schedulers import RunOutput, Scheduler, get_scheduler
 from .schedulers.base import Arrivals
-from .tasks import Task, calibrate_spin, ensure_path, timer_slack_ns
+from .tasks import Outcome, Task, calibrate_spin, ensure_path, timer_slack_ns
 from .workloads import arrival_offsets, build_tasks
 
 SUPERSEDED_DIR = ".superseded"
@@ -79,7 +79,7 @@ def build_rows(spec: TrialSpec, tasks: Sequence[Task], out: RunOutput) -> pd.Dat
             "error": o.error if o else lost,
             "body": t.body, "result": None if o is None or o.result is None else repr(o.result),
             "result_type": _type_name(o.result) if o and o.status == schema.STATUS_OK else None,
-            "result_bytes": (_pickled_size(o.result) if o and o.status == schema.STATUS_OK
+            "result_bytes": (_result_bytes(o) if o and o.status == schema.STATUS_OK
                              else None),
             "input_bytes": len(t.payload) if t.payload is not None else 0,
             "output_bytes": (len(o.payload) if o.payload is not None else 0) if o else None,
@@ -91,6 +91,11 @@ def _type_name(value: Any) -> str:
     cls = type(value)
     name = cls.__qualname__
     return name if cls.__module__ == "builtins" else f"{cls.__module__}.{name}"
+
+
+def _result_bytes(o: Outcome) -> int | None:
+    """The result's pickled size: as the worker measured it (calls), else pickled here."""
+    return o.result_bytes if o.result_bytes is not None else _pickled_size(o.result)
 
 
 def _pickled_size(value: Any) -> int | None:

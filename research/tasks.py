@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import math
 import os
+import pickle
 import socket
 import sys
 import threading
@@ -71,6 +72,9 @@ class Outcome(NamedTuple):
     result: Any
     #: The ``output_bytes`` the task sends back (None when its workload asks for none).
     payload: bytes | None = None
+    #: The result's pickled size, measured where it ran (a ``call`` body's; None otherwise, or
+    #: when an in-process result cannot be pickled).
+    result_bytes: int | None = None
 
 
 # Set once per worker process by an adapter (engine id, worker address ...); a process that
@@ -256,7 +260,7 @@ def _run_body(body: str, arg: Any) -> Any:
     raise ValueError(f"unknown task body {body!r}; allowed: {', '.join(BODIES)}")
 
 
-def _execute(task: Task, worker: str, pid: int) -> Outcome:
+def _execute(task: Task, worker: str, pid: int, in_process: bool = False) -> Outcome:
     if threading.get_ident() not in _SLACK_SET:
         _ensure_slack()
     if task.body == "call" and task.arg.function not in _FUNCTIONS:
@@ -274,13 +278,33 @@ def _execute(task: Task, worker: str, pid: int) -> Outcome:
     except Exception as exc:  # the task's failure is data, not a crash of the harness
         result, status, error = None, "error", f"{type(exc).__name__}: {exc}"
     end = time.time_ns()
-    return Outcome(task.task_id, start, end, pid, _HOST, worker, status, error, result, out)
+    size = None
+    if task.body == "call" and status == "ok" and not in_process:
+        # A user's result is pickled here, after the end stamp: its size is recorded, and one
+        # that cannot be pickled is this task's error, not the trial's (a process pool would
+        # fail to send the whole outcome back and lose every task of the trial with it). In
+        # the client process (serial, threads) nothing is sent: the runner measures it later.
+        try:
+            size = len(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception as exc:
+            result, status = None, "error"
+            error = f"result cannot be pickled: {type(exc).__name__}: {exc}"
+    return Outcome(task.task_id, start, end, pid, _HOST, worker, status, error, result, out,
+                   size)
 
 
 def execute(task: Task) -> Outcome:
-    """Run one task and time its body only."""
+    """Run one task and time its body only (in a worker process: the outcome is pickled
+    back, so a ``call`` whose result cannot be pickled is that task's error)."""
     pid = os.getpid()
     return _execute(task, WORKER_LABEL or f"pid-{pid}", pid)
+
+
+def execute_here(task: Task) -> Outcome:
+    """:func:`execute` in the client process (serial): the outcome is not pickled, so any
+    result is kept."""
+    pid = os.getpid()
+    return _execute(task, WORKER_LABEL or f"pid-{pid}", pid, in_process=True)
 
 
 def noop(x: Any) -> Any:
@@ -290,4 +314,4 @@ def noop(x: Any) -> Any:
 
 def execute_in_thread(task: Task) -> Outcome:
     """:func:`execute`, labelled by thread: threads share a process and its pid."""
-    return _execute(task, threading.current_thread().name, os.getpid())
+    return _execute(task, threading.current_thread().name, os.getpid(), in_process=True)

@@ -48,6 +48,12 @@ def score(n, label, scale=1.0):
 
 def pair(a, b):
     return [a, b]
+
+
+def handle(n):
+    """n itself, except for n == 1: a lock (which cannot be pickled)."""
+    import threading
+    return threading.Lock() if n == 1 else n
 '''
 
 
@@ -662,6 +668,36 @@ def test_arrivals_table_measures_the_offered_load(tmp_path: Path) -> None:
     doc = report._Doc()
     workload_report.workload_section(doc, res, tmp_path)
     assert (tmp_path / "arrivals.csv").exists() and (tmp_path / "figures" / "arrivals.png").exists()
+
+
+@pytest.mark.slow  # starts process pools
+def test_an_unpicklable_result_is_that_tasks_error(tmp_path: Path, no_leaks: None) -> None:
+    """One result a process pool cannot send back fails its own task, not the trial; in the
+    client process (serial) nothing is sent and the result is kept."""
+    tmp, mod = project(tmp_path)
+    cfg = write(tmp, head(schedulers='["serial", "mp-dynamic", "futures"]') + f"""
+        [workloads.h]
+        shape = "calls"
+        function = "{mod}:handle"
+        args = [[0], [1], [2], [3]]
+        """)
+    res = run_sweep([config.load(cfg)], tmp / "out", progress=False, log=lambda s: None)
+    assert not res.failed, res.failed
+    by: dict[str, pd.DataFrame] = {}
+    for path in res.written:
+        df = schema.read_trial(path).sort_values("task_id")
+        by[str(df["scheduler"].iloc[0])] = df
+    for name in ("mp-dynamic", "futures"):
+        df = by[name]
+        assert df["status"].tolist() == ["ok", "error", "ok", "ok"], (name, df["error"].tolist())
+        assert df["error"].iloc[1].startswith("result cannot be pickled: TypeError")
+        assert pd.isna(df["result"].iloc[1]) and pd.isna(df["result_bytes"].iloc[1])
+        ok = df[df["status"] == "ok"]
+        assert (ok["result_bytes"] > 0).all() and ok["result"].tolist() == ["0", "2", "3"]
+    serial = by["serial"]
+    assert (serial["status"] == "ok").all()
+    assert serial["result_type"].iloc[1] == "_thread.lock"
+    assert pd.isna(serial["result_bytes"].iloc[1]) and serial["result_bytes"].iloc[0] > 0
 
 
 def test_changed_args_file_reruns(tmp_path: Path) -> None:
