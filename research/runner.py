@@ -19,6 +19,7 @@ import json
 import math
 import os
 import pickle
+import reprlib
 import tempfile
 import time
 import uuid
@@ -77,7 +78,8 @@ def build_rows(spec: TrialSpec, tasks: Sequence[Task], out: RunOutput) -> pd.Dat
             "receive_ns": out.receive_ns.get(t.task_id) if o else None,
             "status": o.status if o else schema.STATUS_ERROR,
             "error": o.error if o else lost,
-            "body": t.body, "result": None if o is None or o.result is None else repr(o.result),
+            "body": t.body,
+            "result": None if o is None or o.result is None else result_repr(o.result),
             "result_type": _type_name(o.result) if o and o.status == schema.STATUS_OK else None,
             "result_bytes": (_result_bytes(o) if o and o.status == schema.STATUS_OK
                              else None),
@@ -85,6 +87,41 @@ def build_rows(spec: TrialSpec, tasks: Sequence[Task], out: RunOutput) -> pd.Dat
             "output_bytes": (len(o.payload) if o.payload is not None else 0) if o else None,
         })
     return pd.DataFrame(rows)
+
+
+#: Longest ``result`` text kept per task: a record is a summary, not the result itself.
+RESULT_REPR_CHARS = 300
+
+
+def result_repr(value: Any, limit: int = RESULT_REPR_CHARS) -> str:
+    """``value``'s repr for the ``result`` column, bounded: containers are abbreviated as
+    :mod:`reprlib` does (20 items, 3 levels), anything longer is cut to ``limit`` characters
+    (ending in ``...``); a repr that raises is ``<repr failed: ...>`` rather than the end of
+    the sweep."""
+    try:
+        text = _BoundedRepr(limit).repr(value)
+    except Exception as exc:  # the user's __repr__: its failure is not the sweep's
+        return f"<repr failed: {type(exc).__name__}: {_cut(str(exc), limit // 2)}>"
+    return _cut(text, limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's abbreviations, but a failing ``__repr__`` raises (to be reported as such)
+    instead of reprlib's ``<X instance at ...>``, and other objects are cut, not refused."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = self.maxlong = limit
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 20
+        self.maxdeque = self.maxarray = 20
+        self.maxlevel = 3
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        return _cut(repr(x), self.maxother)
 
 
 def _type_name(value: Any) -> str:
@@ -466,6 +503,6 @@ def cleanup_tmp(out: Path) -> None:
 
 
 __all__ = [
-    "CLUSTERS_DIR", "SweepResult", "build_rows", "check_out_dir", "cleanup_tmp",
-    "read_cluster_file", "run_sweep", "stale_reason", "write_cluster_file",
+    "CLUSTERS_DIR", "RESULT_REPR_CHARS", "SweepResult", "build_rows", "check_out_dir",
+    "cleanup_tmp", "read_cluster_file", "result_repr", "run_sweep", "stale_reason", "write_cluster_file",
 ]

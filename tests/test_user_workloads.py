@@ -54,6 +54,16 @@ def handle(n):
     """n itself, except for n == 1: a lock (which cannot be pickled)."""
     import threading
     return threading.Lock() if n == 1 else n
+
+
+class Sulky:
+    def __repr__(self):
+        raise RuntimeError("no repr today")
+
+
+def odd(n):
+    """0: a small int; 1: an object whose repr raises; 2: a huge list; 3: a huge string."""
+    return [0, Sulky(), list(range(100_000)), "z" * 100_000][n]
 '''
 
 
@@ -698,6 +708,30 @@ def test_an_unpicklable_result_is_that_tasks_error(tmp_path: Path, no_leaks: Non
     assert (serial["status"] == "ok").all()
     assert serial["result_type"].iloc[1] == "_thread.lock"
     assert pd.isna(serial["result_bytes"].iloc[1]) and serial["result_bytes"].iloc[0] > 0
+
+
+@pytest.mark.slow  # runs a sweep
+def test_result_column_is_bounded_and_survives_a_failing_repr(tmp_path: Path) -> None:
+    from research.runner import RESULT_REPR_CHARS
+
+    tmp, mod = project(tmp_path)
+    cfg = write(tmp, head() + f"""
+        [workloads.odd]
+        shape = "calls"
+        function = "{mod}:odd"
+        args = [[0], [1], [2], [3]]
+        """)
+    res = run_sweep([config.load(cfg)], tmp / "out", progress=False, log=lambda s: None)
+    assert not res.failed and len(res.written) == 1, res.failed
+    df = schema.read_trial(res.written[0]).sort_values("task_id")
+    assert (df["status"] == "ok").all()
+    text = df["result"].tolist()
+    assert text[0] == "0"
+    assert text[1] == "<repr failed: RuntimeError: no repr today>"
+    assert text[2].startswith("[0, 1, 2") and text[2].endswith("...]")
+    assert text[3].startswith("'zzz") and "..." in text[3]  # reprlib cuts the middle
+    assert all(len(t) <= RESULT_REPR_CHARS for t in text)
+    assert df["result_type"].tolist()[2:] == ["list", "str"]  # the type is still the truth
 
 
 def test_changed_args_file_reruns(tmp_path: Path) -> None:
