@@ -504,5 +504,6 @@ def cleanup_tmp(out: Path) -> None:
 
 __all__ = [
     "CLUSTERS_DIR", "RESULT_REPR_CHARS", "SweepResult", "build_rows", "check_out_dir",
-    "cleanup_tmp", "read_cluster_file", "result_repr", "run_sweep", "stale_reason", "write_cluster_file",
+    "cleanup_tmp", "read_cluster_file", "result_repr", "run_sweep", "stale_reason",
+    "write_cluster_file",
 ]
