@@ -7,9 +7,11 @@ before anything runs. :func:`build_tasks` turns a validated parameter dict into 
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
+import importlib.util
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,14 @@ import numpy as np
 
 from .errors import ParamError
 from .params import REQUIRED, Param, check_param
-from .tasks import SELECTABLE_BODIES, Call, Task, payload_bytes, resolve_function
+from .tasks import (
+    SELECTABLE_BODIES,
+    Call,
+    Task,
+    ensure_path,
+    payload_bytes,
+    resolve_function,
+)
 
 #: The talk's 15 numbers for the prime validation benchmark (see the seed digest).
 TALK_PRIMES: tuple[int, ...] = (
@@ -460,7 +469,8 @@ def _validate_calls(out: dict[str, Any], ctx: Context) -> None:
     if not sep or not module or not attr:
         raise ParamError("function", f"expected 'package.module:function', got {ref!r}")
     try:
-        fn = resolve_function(ref, ctx.pythonpath)
+        sha = module_sha256(module, ctx.pythonpath)
+        fn = resolve_function(ref, ctx.pythonpath, sha)
     except Exception as exc:  # ImportError, AttributeError, or the module's own failure
         where = (f"; [experiment] pythonpath = {list(ctx.pythonpath)}" if ctx.pythonpath
                  else "; add its directory to [experiment] pythonpath")
@@ -468,6 +478,10 @@ def _validate_calls(out: dict[str, Any], ctx: Context) -> None:
                                      f"{where}") from None
     if not callable(fn):
         raise ParamError("function", f"{ref!r} is not callable")
+    if sha:
+        # The module's code is part of the trial key: an edited module reruns (and a process
+        # that holds the old version reloads it: tasks.resolve_function).
+        out["function_sha256"] = sha
     if out["args"] is None:
         del out["args"]
         out["args_sha256"] = file_sha256(_resolve(ctx, "args_file", out["args_file"]))
@@ -491,8 +505,32 @@ def _validate_calls(out: dict[str, Any], ctx: Context) -> None:
     out["n_tasks"] = len(rows)
 
 
+def module_sha256(module: str, pythonpath: Sequence[str] = ()) -> str:
+    """The SHA-256 of the file that defines ``module`` (a package: its ``__init__``), found
+    without running it where possible; "" when it has no file (builtin, namespace package).
+    Only that file: modules it imports are not hashed."""
+    ensure_path(pythonpath)
+    # The file a fresh import would load now (sys.path searched, nothing imported), not the
+    # one a module already in sys.modules came from: that may have moved or been edited.
+    spec: Any = None
+    search: Any = None
+    parts = module.split(".")
+    for i in range(len(parts)):
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), search)
+        if spec is None:
+            break
+        search = spec.submodule_search_locations
+    if spec is None:  # not on a path (a zip, a custom finder): as the import system finds it
+        spec = importlib.util.find_spec(module)
+    origin = spec.origin if spec is not None else None
+    if not origin or not Path(origin).is_file():
+        return ""
+    return file_sha256(Path(origin))
+
+
 def _calls(p: Mapping[str, Any], ctx: Context) -> list[tuple[str, Any, float]]:
-    return [("call", Call(p["function"], args, kwargs, ctx.pythonpath), planned)
+    sha = str(p.get("function_sha256", ""))
+    return [("call", Call(p["function"], args, kwargs, ctx.pythonpath, sha), planned)
             for args, kwargs, planned in _call_rows(p, ctx)]
 
 

@@ -734,6 +734,34 @@ def test_result_column_is_bounded_and_survives_a_failing_repr(tmp_path: Path) ->
     assert df["result_type"].tolist()[2:] == ["list", "str"]  # the type is still the truth
 
 
+def test_an_edited_module_is_another_trial_and_runs_its_new_code(tmp_path: Path) -> None:
+    """A rerun in the same process (a notebook) after the user edits their module: the
+    module's hash is in the trial key, and the call runs the edited code, not the one this
+    process imported first."""
+    from research.tasks import execute_here, execute_in_thread
+
+    tmp, mod = project(tmp_path)
+    body = head() + f"""
+        [workloads.f]
+        shape = "calls"
+        function = "{mod}:score"
+        args = [[3, "a"]]
+        """
+    (before,) = config.load(write(tmp, body)).trials
+    (task,) = workloads.build_tasks(before.shape, before.params, 2, ctx=before.context())
+    assert execute(task).result.value == 5.0  # 0 + 1 + 4
+    assert before.params["function_sha256"] == workloads.file_sha256(tmp / "src" / f"{mod}.py")
+    (tmp / "src" / f"{mod}.py").write_text(MODULE.replace("scale * sum(", "scale * 100 * sum("))
+    (after,) = config.load(write(tmp, body)).trials
+    assert after.key != before.key
+    assert after.params["function_sha256"] != before.params["function_sha256"]
+    (task2,) = workloads.build_tasks(after.shape, after.params, 2, ctx=after.context())
+    for run in (execute, execute_here, execute_in_thread):
+        assert run(task2).result.value == 500.0, run
+    # the old task asks for the old version: that one is gone; it runs what is there now
+    assert execute(task).result.value == 500.0
+
+
 def test_changed_args_file_reruns(tmp_path: Path) -> None:
     tmp, mod = project(tmp_path)
     body = head() + f"""
