@@ -33,7 +33,7 @@ import pandas as pd
 from . import guard, metadata, schema
 from .config import Experiment, TrialSpec
 from .schedulers import RunOutput, Scheduler, get_scheduler
-from .schedulers.base import Arrivals
+from .schedulers.base import Arrivals, stop_pacing
 from .tasks import Outcome, Task, calibrate_spin, ensure_path, timer_slack_ns
 from .workloads import arrival_offsets, build_tasks
 
@@ -323,6 +323,9 @@ class Sweep:
                 sched.broken = True
                 out = RunOutput([], {}, {}, error=f"{type(exc).__name__}: {exc}")
             finally:
+                # Ctrl-C or an error: a pacing thread (a pool's task handler) stops now, so
+                # shutting the cluster down does not wait for the next task to be due.
+                stop_pacing(arrivals)
                 sched.arrivals = None
             if arrivals is not None:  # how late tasks were handed over after their due times
                 out.info = {**out.info, **arrivals.info()}

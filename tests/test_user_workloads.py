@@ -433,6 +433,18 @@ def test_paced_stamps_due_times_when_the_consumer_is_busy() -> None:
     assert 0 <= info["pacing_lag_median_s"] <= info["pacing_lag_max_s"]
 
 
+def test_paced_stops_when_told() -> None:
+    """The stop event ends the wait for a far-off task at once (Ctrl-C, an error)."""
+    import threading
+
+    tasks = [Task(0, "noop", 0, 0.0), Task(1, "noop", 0, 0.0)]
+    arrivals = Arrivals({0: 0.0, 1: 60.0})
+    threading.Timer(0.2, arrivals.stop.set).start()
+    t0 = time.monotonic()
+    got = [t.task_id for t in paced(tasks, arrivals, {})]
+    assert got == [0] and time.monotonic() - t0 < 30  # not the 60 s to the next task
+
+
 def _overload(tmp: Path, scheduler: str, n: int) -> tuple[pd.DataFrame, dict[str, Any], float]:
     """``n`` 50 ms sleeps arriving at 200 per second on ``scheduler``: far more work than
     the workers can do while the tasks arrive. Returns (records, trial metadata, span of the
@@ -760,6 +772,30 @@ def test_an_edited_module_is_another_trial_and_runs_its_new_code(tmp_path: Path)
         assert run(task2).result.value == 500.0, run
     # the old task asks for the old version: that one is gone; it runs what is there now
     assert execute(task).result.value == 500.0
+
+
+@pytest.mark.slow  # starts a process pool, a Dask cluster
+@pytest.mark.parametrize("scheduler", ["mp-dynamic", "dask"])
+def test_ctrl_c_does_not_wait_for_the_next_arrival(scheduler: str, no_leaks: None) -> None:
+    """Ctrl-C while the next task is due in 60 s: the trial and the cluster stop promptly
+    (a pool's terminate() joins its task handler, which runs the pacing; Dask's consumer
+    joins its submitting thread). 30 s is half the time to the next task: a loaded machine
+    stays far inside it, waiting for the task does not."""
+    import signal
+    import threading
+
+    sched = get_scheduler(scheduler)(2)
+    main = threading.get_ident()
+    with sched:
+        sched.arrivals = Arrivals({0: 0.0, 1: 60.0})
+        tasks = [Task(0, "sleep", 0.01, 0.01), Task(1, "sleep", 0.01, 0.01)]
+        timer = threading.Timer(1.0, lambda: signal.pthread_kill(main, signal.SIGINT))
+        t0 = time.monotonic()
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            sched.run(tasks, 120.0)
+    assert time.monotonic() - t0 < 30  # the run and the shutdown
+    assert not any(t.name == "research-dask-pacer" for t in threading.enumerate())
 
 
 def test_changed_args_file_reruns(tmp_path: Path) -> None:

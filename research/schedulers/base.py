@@ -316,6 +316,10 @@ class Arrivals(Mapping[int, float]):
         self.offsets = dict(offsets)
         #: Seconds each hand-over came after its task's due time (in hand-over order).
         self.lags: list[float] = []
+        #: Set to stop pacing at once (Ctrl-C, an error, a pool's shutdown): :func:`paced`
+        #: waits on it between tasks, so a pacing thread (a pool's task handler, Dask's
+        #: submitter) is never left sleeping until the next task is due.
+        self.stop = threading.Event()
 
     def __getitem__(self, task_id: int) -> float:
         return self.offsets[task_id]
@@ -336,6 +340,12 @@ class Arrivals(Mapping[int, float]):
                 "pacing_handed_over": n}
 
 
+def stop_pacing(arrivals: Mapping[int, float] | None) -> None:
+    """Make :func:`paced` stop handing over ``arrivals``' tasks (call it in a ``finally``)."""
+    if isinstance(arrivals, Arrivals):
+        arrivals.stop.set()
+
+
 def paced(tasks: Sequence[Task], arrivals: Mapping[int, float] | None,
           submit: dict[int, int], deadline: float | None = None) -> Iterator[Task]:
     """Yield each task when it is due, after stamping ``submit[task_id]``: the one pacing loop
@@ -350,7 +360,7 @@ def paced(tasks: Sequence[Task], arrivals: Mapping[int, float] | None,
     keeps the task waiting, and that wait is queueing delay, not a later arrival. How late
     the hand-overs were is recorded in ``arrivals.lags`` when ``arrivals`` is an
     :class:`Arrivals`. Pacing stops at ``deadline`` (``time.monotonic()``): tasks not yet due
-    then are never submitted.
+    then are never submitted; and at once when the :class:`Arrivals`' ``stop`` event is set.
     """
     if not arrivals:
         for task in tasks:
@@ -358,6 +368,7 @@ def paced(tasks: Sequence[Task], arrivals: Mapping[int, float] | None,
             yield task
         return
     lags = arrivals.lags if isinstance(arrivals, Arrivals) else []
+    stop = arrivals.stop if isinstance(arrivals, Arrivals) else threading.Event()
     # Wall clock first, then the monotonic one: a due time in wall nanoseconds is then never
     # later than the moment the monotonic clock says it is due (start >= submit holds).
     t0_ns = time.time_ns()
@@ -368,8 +379,8 @@ def paced(tasks: Sequence[Task], arrivals: Mapping[int, float] | None,
         if deadline is not None and due > deadline:
             return
         delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        if stop.wait(delay) if delay > 0 else stop.is_set():
+            return
         submit[task.task_id] = t0_ns + round(offset * 1e9)
         lags.append(max(0.0, time.monotonic() - due))
         yield task

@@ -11,7 +11,7 @@ from typing import Any
 from ..guard import init_worker
 from ..params import Param
 from ..tasks import Outcome, Task, execute, noop
-from .base import RunOutput, Scheduler, paced, stamp_all, timeout_error
+from .base import RunOutput, Scheduler, paced, stamp_all, stop_pacing, timeout_error
 from .pool import START_METHOD_OPTION
 
 
@@ -83,15 +83,20 @@ class MpDynamic(_PoolScheduler):
         it = self.pool.imap_unordered(execute, items, chunksize=self.options["chunksize"] or 1)
         outcomes: list[Outcome] = []
         receive: dict[int, int] = {}
-        for _ in range(len(tasks)):
-            try:
-                out = it.next(timeout=max(0.0, deadline - time.monotonic()))
-            except StopIteration:  # pacing reached the deadline: the rest was never submitted
-                self.broken = True
-                return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
-            except multiprocessing.TimeoutError:
-                self.broken = True
-                return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
-            receive[out.task_id] = time.time_ns()
-            outcomes.append(out)
+        try:
+            for _ in range(len(tasks)):
+                try:
+                    out = it.next(timeout=max(0.0, deadline - time.monotonic()))
+                except StopIteration:  # pacing reached the deadline: the rest never went
+                    self.broken = True
+                    return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
+                except multiprocessing.TimeoutError:
+                    self.broken = True
+                    return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
+                receive[out.task_id] = time.time_ns()
+                outcomes.append(out)
+        finally:
+            # The paced generator runs in the pool's task-handler thread, which terminate()
+            # joins: stop it now (Ctrl-C, a timeout), not when its next task is due.
+            stop_pacing(self.arrivals)
         return RunOutput(outcomes, submit, receive)
