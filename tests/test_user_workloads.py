@@ -798,6 +798,32 @@ def test_ctrl_c_does_not_wait_for_the_next_arrival(scheduler: str, no_leaks: Non
     assert not any(t.name == "research-dask-pacer" for t in threading.enumerate())
 
 
+@pytest.mark.slow  # starts a process pool
+def test_mp_dynamic_with_chunks(no_leaks: None) -> None:
+    """chunksize > 1: contiguous chunks, one receive stamp per chunk, and the trial's
+    timeout still holds (a hung chunk does not hang the run)."""
+    sched = get_scheduler("mp-dynamic")(2, {"chunksize": 2})
+    with sched:
+        tasks = [Task(i, "sleep", 0.02, 0.02) for i in range(6)]
+        out = sched.run(tasks, 60.0)
+        assert out.error is None and sorted(o.task_id for o in out.outcomes) == list(range(6))
+        for a, b in ((0, 1), (2, 3), (4, 5)):
+            assert out.receive_ns[a] == out.receive_ns[b]  # one chunk, one message back
+            by = {o.task_id: o for o in out.outcomes}
+            assert by[a].pid == by[b].pid and by[b].start_ns >= by[a].end_ns
+        t0 = time.monotonic()
+        hung = sched.run([Task(0, "sleep", 0.01, 0.01), Task(1, "sleep", 60.0, 60.0)], 2.0)
+        assert hung.error == "timeout after 2 s" and time.monotonic() - t0 < 30
+        assert sched.broken
+
+
+def test_mp_dynamic_chunks_refuse_arrivals(tmp_path: Path) -> None:
+    err = load_error(tmp_path, head(schedulers='["mp-dynamic"]') + UNIFORM
+                     + 'arrival = "poisson"\nrate_per_s = 50\n'
+                     + "[scheduler_options.mp-dynamic]\nchunksize = [1, 4]\n")
+    assert err.key == "arrival" and "mp-dynamic[chunksize=4]" in err.problem
+
+
 def test_changed_args_file_reruns(tmp_path: Path) -> None:
     tmp, mod = project(tmp_path)
     body = head() + f"""
