@@ -337,7 +337,8 @@ def arrival_offsets(params: Mapping[str, Any], n_tasks: int,
                     ctx: Context | None = None) -> list[float] | None:
     """Seconds from a trial's start at which each task is submitted; None for a batch (all
     at once). Poisson: exponential gaps drawn by ``RandomState(arrival_seed)`` at
-    ``rate_per_s``, the first task at 0. Trace: its ``arrival_s`` column."""
+    ``rate_per_s``, the first task at 0. Trace: its ``arrival_s`` column, shifted so that the
+    first arrival is at 0."""
     arrival = params.get("arrival", "batch")
     if arrival == "batch":
         return None
@@ -347,7 +348,9 @@ def arrival_offsets(params: Mapping[str, Any], n_tasks: int,
         return [0.0, *np.cumsum(gaps[:-1]).tolist()][:n_tasks]
     arrivals = _trace(params, ctx or Context())[1]
     assert arrivals is not None  # validated: arrival = 'trace' needs the column
-    return arrivals
+    # Counted from the first arrival: a trace cut from a longer log (arrival_s starting at
+    # 3600) does not make the trial wait an hour before its first task.
+    return [a - arrivals[0] for a in arrivals]
 
 
 def _resolve(ctx: Context, key: str, name: str) -> Path:

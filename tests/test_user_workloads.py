@@ -280,6 +280,45 @@ def test_trace_durations_arrivals_and_key(tmp_path: Path) -> None:
     assert "arrival" not in t3.params
 
 
+def test_trace_arrivals_count_from_the_first(tmp_path: Path) -> None:
+    pd.DataFrame({"duration_s": [0.1, 0.1, 0.1],
+                  "arrival_s": [3600.0, 3600.5, 3602.0]}).to_csv(tmp_path / "t.csv", index=False)
+    (t,) = config.load(write(tmp_path, head() + """
+        [workloads.t]
+        shape = "trace"
+        path = "t.csv"
+        """)).trials  # not refused: the last task arrives 2 s in, not an hour
+    assert workloads.arrival_offsets(t.params, 3, t.context()) == [0.0, 0.5, 2.0]
+
+
+def test_trace_arrivals_past_the_timeout_say_so_without_a_rate(tmp_path: Path) -> None:
+    pd.DataFrame({"duration_s": [0.1, 0.1],
+                  "arrival_s": [0.0, 90.0]}).to_csv(tmp_path / "t.csv", index=False)
+    err = load_error(tmp_path, head() + """
+        [workloads.t]
+        shape = "trace"
+        path = "t.csv"
+        """)
+    assert err.key == "path" and "arrives 90.0 s into the trial" in err.problem
+    assert "rate" not in err.problem and 'arrival = "batch"' in err.problem
+
+
+def test_a_static_map_refusing_a_trace_says_what_to_write(tmp_path: Path) -> None:
+    pd.DataFrame({"duration_s": [0.1, 0.1],
+                  "arrival_s": [0.0, 1.0]}).to_csv(tmp_path / "t.csv", index=False)
+    body = head(schedulers='["mp-map"]') + """
+        [workloads.t]
+        shape = "trace"
+        path = "t.csv"
+        """
+    err = load_error(tmp_path, body)  # the user never wrote `arrival`: the column implies it
+    assert err.key == "arrival" and "arrival_s column" in err.problem
+    assert 'set arrival = "batch"' in err.problem
+    assert "mp-dynamic" in err.problem and "dask" in err.problem
+    (t,) = config.load(write(tmp_path, body + 'arrival = "batch"\n')).trials  # as it says
+    assert "arrival" not in t.params
+
+
 def test_trace_from_parquet_without_arrivals(tmp_path: Path) -> None:
     pd.DataFrame({"duration_s": [0.1, 0.2]}).to_parquet(tmp_path / "t.parquet")
     (t,) = config.load(write(tmp_path, head() + """

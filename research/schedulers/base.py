@@ -139,8 +139,11 @@ class Scheduler(ABC):
             from . import REGISTRY, get_scheduler
 
             able = [n for n in REGISTRY if get_scheduler(n).supports_arrivals]
+            why = ("the trace's arrival_s column (arrival = 'trace' is the default when the "
+                   "trace has one)" if arrival == "trace" else f"arrival = {arrival!r}")
             return ("arrival", f"{cls.no_arrivals_because}, so it cannot take tasks arriving "
-                               f"over time (arrival = {arrival!r}); schedulers that can: "
+                               f"over time, as {why} asks; set arrival = \"batch\" to submit "
+                               f"them all at once, or use a scheduler that takes arrivals: "
                                f"{', '.join(able)}")
         if (params.get("input_bytes") or params.get("output_bytes")) and not cls.supports_payloads:
             key = "input_bytes" if params.get("input_bytes") else "output_bytes"
