@@ -83,7 +83,8 @@ def build_rows(spec: TrialSpec, tasks: Sequence[Task], out: RunOutput) -> pd.Dat
             "result_type": _type_name(o.result) if o and o.status == schema.STATUS_OK else None,
             "result_bytes": (_result_bytes(o) if o and o.status == schema.STATUS_OK
                              else None),
-            "input_bytes": len(t.payload) if t.payload is not None else 0,
+            # What reached the worker, as it measured it (None: no outcome came back).
+            "input_bytes": _input_bytes(o, t) if o else None,
             "output_bytes": (len(o.payload) if o.payload is not None else 0) if o else None,
         })
     return pd.DataFrame(rows)
@@ -128,6 +129,14 @@ def _type_name(value: Any) -> str:
     cls = type(value)
     name = cls.__qualname__
     return name if cls.__module__ == "builtins" else f"{cls.__module__}.{name}"
+
+
+def _input_bytes(o: Outcome, t: Task) -> int:
+    # An outcome from an adapter that predates the field (or rebuilt from JSON without it):
+    # the task's own payload, which is what was sent.
+    if o.input_bytes is not None:
+        return int(o.input_bytes)
+    return len(t.payload) if t.payload is not None else 0
 
 
 def _result_bytes(o: Outcome) -> int | None:

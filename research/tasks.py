@@ -78,6 +78,8 @@ class Outcome(NamedTuple):
     #: The result's pickled size, measured where it ran (a ``call`` body's; None otherwise, or
     #: when an in-process result cannot be pickled).
     result_bytes: int | None = None
+    #: The size of the payload that reached the worker (``len(task.payload)``; 0 without one).
+    input_bytes: int | None = None
 
 
 # Set once per worker process by an adapter (engine id, worker address ...); a process that
@@ -319,8 +321,9 @@ def _execute(task: Task, worker: str, pid: int, in_process: bool = False) -> Out
         except Exception as exc:
             result, status = None, "error"
             error = f"result cannot be pickled: {type(exc).__name__}: {exc}"
+    received = len(task.payload) if task.payload is not None else 0
     return Outcome(task.task_id, start, end, pid, _HOST, worker, status, error, result, out,
-                   size)
+                   size, received)
 
 
 def execute(task: Task) -> Outcome:

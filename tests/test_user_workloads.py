@@ -434,6 +434,27 @@ def test_payload_travels_with_each_task() -> None:
     assert out.payload is not None and len(out.payload) == 5000
 
 
+def test_input_bytes_is_what_the_worker_received() -> None:
+    """The record's input_bytes is the worker's count (Outcome.input_bytes), not the
+    configured size; a task whose outcome never came back has none."""
+    from types import SimpleNamespace
+
+    from research.runner import build_rows
+    from research.schedulers import RunOutput
+
+    params = workloads.validate("uniform", {"n_tasks": 2, "duration_s": 0.0,
+                                            "input_bytes": 1000}, 2)
+    tasks = workloads.build_tasks("uniform", params, 2)
+    got = execute(tasks[0])
+    assert got.input_bytes == 1000 and execute(Task(9, "noop", 0, 0.0)).input_bytes == 0
+    # a transport that delivered less than was configured is recorded as such
+    short = got._replace(input_bytes=600)
+    spec = SimpleNamespace(experiment="e", trial_id="t", repeat=0, label="serial",
+                           workload="w", n_workers=2)
+    rows = build_rows(spec, tasks, RunOutput([short], {0: 1, 1: 1}, {0: 2}))  # type: ignore[arg-type]
+    assert rows["input_bytes"].tolist()[0] == 600 and pd.isna(rows["input_bytes"].iloc[1])
+
+
 # -- the pacing helper ----------------------------------------------------------------------
 
 def test_paced_hands_tasks_over_at_their_times() -> None:
