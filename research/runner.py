@@ -87,7 +87,12 @@ def build_rows(spec: TrialSpec, tasks: Sequence[Task], out: RunOutput) -> pd.Dat
             "input_bytes": _input_bytes(o, t) if o else None,
             "output_bytes": (len(o.payload) if o.payload is not None else 0) if o else None,
         })
-    return pd.DataFrame(rows)
+    # No tasks (the list could not be built): still every column, so the failed trial is written.
+    return pd.DataFrame(rows, columns=_ROW_COLUMNS) if not rows else pd.DataFrame(rows)
+
+
+_ROW_COLUMNS = [*schema.COLUMNS, "body", "result", "result_type", "result_bytes", "input_bytes",
+                "output_bytes"]
 
 
 #: Longest ``result`` text kept per task: a record is a summary, not the result itself.

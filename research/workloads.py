@@ -377,11 +377,16 @@ def file_sha256(path: Path) -> str:
 _TABLES: dict[tuple[str, str], Any] = {}
 
 
-def read_table(path: Path, key: str) -> Any:
-    """A data file as a pandas DataFrame (read once per content); ParamError if unreadable."""
+def read_table(path: Path, key: str, expect_sha256: str | None = None) -> Any:
+    """A data file as a pandas DataFrame (read once per content); ParamError if unreadable,
+    or if its content is not the one ``expect_sha256`` (the trial key's hash) says."""
     import pandas as pd
 
     sha = file_sha256(path)
+    if expect_sha256 is not None and sha != expect_sha256:
+        raise ParamError(key, f"{str(path)!r} changed after the config was read (its content "
+                              "hash is part of the trial key, so this trial is not the one "
+                              "its key names); run again to measure the new content")
     cached = _TABLES.get((str(path), sha))
     if cached is not None:
         return cached
@@ -405,7 +410,7 @@ def read_table(path: Path, key: str) -> Any:
 def _trace(p: Mapping[str, Any], ctx: Context) -> tuple[list[float], list[float] | None]:
     """A trace file's durations and arrival times (None without an arrival_s column)."""
     path = _resolve(ctx, "path", p["path"])
-    df = read_table(path, "path")
+    df = read_table(path, "path", p.get("sha256"))
     if "duration_s" not in df.columns:
         raise ParamError("path", f"{str(path)!r}: column 'duration_s' missing (seconds per task); "
                                  f"columns: {', '.join(map(str, df.columns))}")
@@ -447,7 +452,7 @@ def _call_rows(p: Mapping[str, Any], ctx: Context) -> list[tuple[tuple[Any, ...]
                                                f"table (keyword arguments), got {item!r}")
         return rows
     path = _resolve(ctx, "args_file", p["args_file"])
-    df = read_table(path, "args_file")
+    df = read_table(path, "args_file", p.get("args_sha256"))
     for i, rec in enumerate(df.to_dict("records")):
         kw = {str(k): v for k, v in rec.items()}
         rows.append(((), kw, _planned(kw.pop("planned_s", math.nan), f"args_file row {i}")))

@@ -919,6 +919,37 @@ def test_changed_args_file_reruns(tmp_path: Path) -> None:
     assert again.key == after.key and again.pythonpath != after.pythonpath
 
 
+@pytest.mark.slow  # runs a sweep
+def test_a_data_file_changed_after_loading_fails_its_trial(tmp_path: Path) -> None:
+    """The config was read (and the trials keyed) with one content; the file changed before
+    the trial ran: the trial fails saying so, rather than measuring other data under the old
+    key."""
+    tmp, mod = project(tmp_path)
+    exp = config.load(write(tmp, head() + f"""
+        [workloads.f]
+        shape = "calls"
+        function = "{mod}:score"
+        args_file = "args.csv"
+        [workloads.t]
+        shape = "trace"
+        path = "trace.csv"
+        arrival = "batch"
+        """))
+    args = pd.read_csv(tmp / "args.csv")
+    args.loc[0, "n"] = 7
+    args.to_csv(tmp / "args.csv", index=False)
+    trace = pd.read_csv(tmp / "trace.csv")
+    trace.loc[0, "duration_s"] = 0.001
+    trace.to_csv(tmp / "trace.csv", index=False)
+    res = run_sweep([exp], tmp / "out", progress=False, log=lambda s: None)
+    assert len(res.failed) == 2 and len(res.written) == 2
+    for path in res.written:
+        meta = schema.read_metadata(path)["trial"]
+        assert meta["trial_status"] == schema.TRIAL_FAILED
+        assert "changed after the config was read" in meta["trial_error"]
+        assert ("args.csv" in meta["trial_error"]) != ("trace.csv" in meta["trial_error"])
+
+
 def test_celery_says_why_it_refuses_arrivals(tmp_path: Path) -> None:
     err = load_error(tmp_path, head(schedulers='["celery"]') + UNIFORM
                      + 'arrival = "poisson"\nrate_per_s = 50\n')
