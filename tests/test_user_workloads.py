@@ -872,6 +872,19 @@ def test_ctrl_c_does_not_wait_for_the_next_arrival(scheduler: str, no_leaks: Non
     assert not any(t.name == "research-dask-pacer" for t in threading.enumerate())
 
 
+@pytest.mark.slow  # starts a Dask cluster
+def test_dask_submitter_failure_is_raised_not_a_timeout(no_leaks: None) -> None:
+    """An exception in Dask's submitting thread (here: an offset that is not a number) is
+    the trial's error, raised in the consumer, not reported as a timeout."""
+    sched = get_scheduler("dask")(2)
+    with sched:
+        sched.arrivals = Arrivals({0: 0.0, 1: "soon"})  # type: ignore[dict-item]
+        t0 = time.monotonic()
+        with pytest.raises(TypeError):
+            sched.run([Task(0, "sleep", 0.01, 0.01), Task(1, "sleep", 0.01, 0.01)], 60.0)
+        assert time.monotonic() - t0 < 30  # not the 60 s timeout
+
+
 @pytest.mark.slow  # starts a process pool
 def test_mp_dynamic_with_chunks(no_leaks: None) -> None:
     """chunksize > 1: contiguous chunks, one receive stamp per chunk, and the trial's
