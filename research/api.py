@@ -20,6 +20,7 @@ import math
 import numbers
 import os
 import re
+import sys
 import tomllib
 import warnings
 from collections.abc import Mapping, Sequence
@@ -66,6 +67,11 @@ def run(
     config. Relative paths in a dict resolve against ``base_dir`` (default: the current
     directory), in a file against the file.
 
+    In a script, call it under ``if __name__ == "__main__":``: process pools (forkserver,
+    spawn) and Dask workers import the script again in each worker, and would rerun the call.
+    A call from a script's top level outside that guard, or from inside a worker process, is
+    refused with a ``RuntimeError`` saying so, before anything runs.
+
     ``quick`` applies the configs' ``[quick]`` overrides; ``force`` reruns trials already done;
     ``rerun_stale`` reruns those measured by other code or library versions; ``progress``
     shows a progress bar. Trials already in ``out`` are skipped, as on the command line.
@@ -77,9 +83,53 @@ def run(
     """
     from .runner import run_sweep
 
+    _check_main_guard(sys._getframe(1))
     experiments = [_experiment(c, quick, base_dir) for c in _configs(config)]
     return run_sweep(experiments, Path(out), force=force, progress=progress,
                      rerun_stale=rerun_stale)
+
+
+#: What :func:`run` says when a script calls it without the ``__main__`` guard.
+MAIN_GUARD_HELP = (
+    "research.run() must be called under `if __name__ == \"__main__\":` in a script: process "
+    "pools (forkserver, spawn) and Dask workers import the script again in every worker, and "
+    "without the guard each of them would start the whole run again")
+
+
+def _check_main_guard(caller: Any) -> None:
+    """Refuse to run inside a worker process that is importing the user's script (it would
+    start the sweep again, in every worker), and, in the parent, refuse a call from a script's
+    top level that is not under ``if __name__ == "__main__":`` (the workers would), before
+    anything starts."""
+    import multiprocessing
+
+    main = sys.modules.get("__main__")
+    if (multiprocessing.parent_process() is not None
+            or getattr(multiprocessing.current_process(), "_inheriting", False)
+            or getattr(main, "__name__", "__main__") == "__mp_main__"):
+        raise RuntimeError(f"research.run() was called in a worker process: {MAIN_GUARD_HELP}")
+    if (caller.f_code.co_name != "<module>" or caller.f_globals.get("__name__") != "__main__"
+            or not caller.f_globals.get("__file__")):
+        return  # a function, a notebook or `python -c`: nothing re-imports the caller
+    if not _under_main_guard(Path(caller.f_globals["__file__"]), caller.f_lineno):
+        raise RuntimeError(MAIN_GUARD_HELP)
+
+
+def _under_main_guard(script: Path, line: int) -> bool:
+    """Whether ``line`` of ``script`` lies in an ``if __name__ == "__main__":`` block (True
+    when the file cannot be read or parsed: then nothing is refused)."""
+    import ast
+
+    try:
+        tree = ast.parse(script.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return True
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+                and "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test)
+                and node.body and node.body[0].lineno <= line <= (node.body[-1].end_lineno or 0)):
+            return True
+    return False
 
 
 def _configs(config: Any) -> list[Any]:

@@ -363,11 +363,15 @@ def _check_arrivals(path: Path, table: str, params: Mapping[str, Any],
     """Refuse arrivals that outlast the trial's timeout (the last task could never run)."""
     offsets = workloads.arrival_offsets(params, _n_tasks(params), ctx)
     if offsets and offsets[-1] >= timeout_s:
-        key = "rate_per_s" if params.get("arrival") == "poisson" else "arrival"
-        raise ConfigError(_where(path, table), key,
-                          f"the last task arrives {offsets[-1]:.1f} s into the trial, past "
-                          f"[experiment] trial_timeout_s = {timeout_s:g}; raise the rate or "
-                          "the timeout")
+        last = (f"the last task arrives {offsets[-1]:.1f} s into the trial, past [experiment] "
+                f"trial_timeout_s = {timeout_s:g}")
+        if params.get("arrival") == "poisson":
+            raise ConfigError(_where(path, table), "rate_per_s",
+                              f"{last}; raise rate_per_s or trial_timeout_s")
+        raise ConfigError(_where(path, table), "path",
+                          f"{last} (the trace's arrival_s, counted from its first arrival); "
+                          "raise trial_timeout_s, or set arrival = \"batch\" to submit all "
+                          "tasks at once")
 
 
 def _check_fits(path: Path, table: str, params: Mapping[str, Any], n_workers: int,

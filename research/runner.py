@@ -19,6 +19,7 @@ import json
 import math
 import os
 import pickle
+import reprlib
 import tempfile
 import time
 import uuid
@@ -32,7 +33,8 @@ import pandas as pd
 from . import guard, metadata, schema
 from .config import Experiment, TrialSpec
 from .schedulers import RunOutput, Scheduler, get_scheduler
-from .tasks import Task, calibrate_spin, ensure_path, timer_slack_ns
+from .schedulers.base import Arrivals, stop_pacing
+from .tasks import Outcome, Task, calibrate_spin, ensure_path, timer_slack_ns
 from .workloads import arrival_offsets, build_tasks
 
 SUPERSEDED_DIR = ".superseded"
@@ -76,20 +78,75 @@ def build_rows(spec: TrialSpec, tasks: Sequence[Task], out: RunOutput) -> pd.Dat
             "receive_ns": out.receive_ns.get(t.task_id) if o else None,
             "status": o.status if o else schema.STATUS_ERROR,
             "error": o.error if o else lost,
-            "body": t.body, "result": None if o is None or o.result is None else repr(o.result),
+            "body": t.body,
+            "result": None if o is None or o.result is None else result_repr(o.result),
             "result_type": _type_name(o.result) if o and o.status == schema.STATUS_OK else None,
-            "result_bytes": (_pickled_size(o.result) if o and o.status == schema.STATUS_OK
+            "result_bytes": (_result_bytes(o) if o and o.status == schema.STATUS_OK
                              else None),
-            "input_bytes": len(t.payload) if t.payload is not None else 0,
+            # What reached the worker, as it measured it (None: no outcome came back).
+            "input_bytes": _input_bytes(o, t) if o else None,
             "output_bytes": (len(o.payload) if o.payload is not None else 0) if o else None,
         })
-    return pd.DataFrame(rows)
+    # No tasks (the list could not be built): still every column, so the failed trial is written.
+    return pd.DataFrame(rows, columns=_ROW_COLUMNS) if not rows else pd.DataFrame(rows)
+
+
+_ROW_COLUMNS = [*schema.COLUMNS, "body", "result", "result_type", "result_bytes", "input_bytes",
+                "output_bytes"]
+
+
+#: Longest ``result`` text kept per task: a record is a summary, not the result itself.
+RESULT_REPR_CHARS = 300
+
+
+def result_repr(value: Any, limit: int = RESULT_REPR_CHARS) -> str:
+    """``value``'s repr for the ``result`` column, bounded: containers are abbreviated as
+    :mod:`reprlib` does (20 items, 3 levels), anything longer is cut to ``limit`` characters
+    (ending in ``...``); a repr that raises is ``<repr failed: ...>`` rather than the end of
+    the sweep."""
+    try:
+        text = _BoundedRepr(limit).repr(value)
+    except Exception as exc:  # the user's __repr__: its failure is not the sweep's
+        return f"<repr failed: {type(exc).__name__}: {_cut(str(exc), limit // 2)}>"
+    return _cut(text, limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's abbreviations, but a failing ``__repr__`` raises (to be reported as such)
+    instead of reprlib's ``<X instance at ...>``, and other objects are cut, not refused."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = self.maxlong = limit
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 20
+        self.maxdeque = self.maxarray = 20
+        self.maxlevel = 3
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        return _cut(repr(x), self.maxother)
 
 
 def _type_name(value: Any) -> str:
     cls = type(value)
     name = cls.__qualname__
     return name if cls.__module__ == "builtins" else f"{cls.__module__}.{name}"
+
+
+def _input_bytes(o: Outcome, t: Task) -> int:
+    # An outcome from an adapter that predates the field (or rebuilt from JSON without it):
+    # the task's own payload, which is what was sent.
+    if o.input_bytes is not None:
+        return int(o.input_bytes)
+    return len(t.payload) if t.payload is not None else 0
+
+
+def _result_bytes(o: Outcome) -> int | None:
+    """The result's pickled size: as the worker measured it (calls), else pickled here."""
+    return o.result_bytes if o.result_bytes is not None else _pickled_size(o.result)
 
 
 def _pickled_size(value: Any) -> int | None:
@@ -267,17 +324,25 @@ class Sweep:
         else:
             sched.options = dict(spec.options)  # per-trial options (see Scheduler.run_options)
             sched.arrivals = None  # warm-up and probes go as a batch
+            arrivals: Arrivals | None = None
             try:
                 sched.warm(min(spec.timeout_s, 120.0))
                 slack = self._slack(sched)
                 if offsets is not None:
-                    sched.arrivals = {t.task_id: s for t, s in zip(tasks, offsets, strict=True)}
+                    arrivals = Arrivals({t.task_id: s
+                                         for t, s in zip(tasks, offsets, strict=True)})
+                    sched.arrivals = arrivals
                 out = sched.run(tasks, spec.timeout_s)
             except Exception as exc:
                 sched.broken = True
                 out = RunOutput([], {}, {}, error=f"{type(exc).__name__}: {exc}")
             finally:
+                # Ctrl-C or an error: a pacing thread (a pool's task handler) stops now, so
+                # shutting the cluster down does not wait for the next task to be due.
+                stop_pacing(arrivals)
                 sched.arrivals = None
+            if arrivals is not None:  # how late tasks were handed over after their due times
+                out.info = {**out.info, **arrivals.info()}
         rows = build_rows(spec, tasks, out)
         status = schema.TRIAL_FAILED if out.error else schema.TRIAL_OK
         if out.error:
@@ -455,6 +520,7 @@ def cleanup_tmp(out: Path) -> None:
 
 
 __all__ = [
-    "CLUSTERS_DIR", "SweepResult", "build_rows", "check_out_dir", "cleanup_tmp",
-    "read_cluster_file", "run_sweep", "stale_reason", "write_cluster_file",
+    "CLUSTERS_DIR", "RESULT_REPR_CHARS", "SweepResult", "build_rows", "check_out_dir",
+    "cleanup_tmp", "read_cluster_file", "result_repr", "run_sweep", "stale_reason",
+    "write_cluster_file",
 ]

@@ -55,7 +55,7 @@ EXTRA_COLUMNS: dict[str, pa.DataType] = {
     # 1.1: what came back, and the payloads that travelled (null where no outcome came back).
     "result_type": pa.string(),    # the result's type, ``module.qualname`` (builtins: bare)
     "result_bytes": pa.int64(),    # its pickled size (highest protocol), null if unpicklable
-    "input_bytes": pa.int64(),     # payload bytes sent with the task (0: none)
+    "input_bytes": pa.int64(),     # payload bytes the worker received (0: none; null: lost)
     "output_bytes": pa.int64(),    # payload bytes that came back with its outcome
 }
 

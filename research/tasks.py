@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import math
 import os
+import pickle
 import socket
 import sys
 import threading
@@ -51,13 +53,15 @@ class Task(NamedTuple):
 
 class Call(NamedTuple):
     """The argument of a ``call`` body: ``function`` (``"package.module:func"``), its
-    positional and keyword arguments, and the directories its module may need on
-    ``sys.path`` (the config's ``[experiment] pythonpath``, absolute)."""
+    positional and keyword arguments, the directories its module may need on ``sys.path``
+    (the config's ``[experiment] pythonpath``, absolute), and its module file's hash."""
 
     function: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     pythonpath: tuple[str, ...] = ()
+    #: The SHA-256 of the function's module file (its ``function_sha256``; "" if unknown).
+    sha256: str = ""
 
 
 class Outcome(NamedTuple):
@@ -74,6 +78,11 @@ class Outcome(NamedTuple):
     result: Any
     #: The ``output_bytes`` the task sends back (None when its workload asks for none).
     payload: bytes | None = None
+    #: The result's pickled size, measured where it ran (a ``call`` body's; None otherwise, or
+    #: when an in-process result cannot be pickled).
+    result_bytes: int | None = None
+    #: The size of the payload that reached the worker (``len(task.payload)``; 0 without one).
+    input_bytes: int | None = None
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return _reduce(self)
@@ -230,20 +239,47 @@ def ensure_path(dirs: Sequence[str]) -> None:
             sys.path.insert(0, d)
 
 
-_FUNCTIONS: dict[str, Any] = {}
+#: ``"module:function"`` -> (the module file's SHA-256 it was resolved for, the callable).
+_FUNCTIONS: dict[str, tuple[str, Any]] = {}
+#: Module name -> the SHA-256 of the file it was last (re)loaded for, by this module.
+_MODULE_SHA: dict[str, str] = {}
 
 
-def resolve_function(ref: str, pythonpath: Sequence[str] = ()) -> Any:
-    """The callable that ``"package.module:func"`` names (imported once per process)."""
-    fn = _FUNCTIONS.get(ref)
-    if fn is None:
-        ensure_path(pythonpath)
-        module, _, attr = ref.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        fn = _FUNCTIONS[ref] = obj
-    return fn
+def function_is_cached(ref: str, sha256: str = "") -> bool:
+    """Whether :func:`resolve_function` has ``ref`` for that version of its module."""
+    hit = _FUNCTIONS.get(ref)
+    return hit is not None and hit[0] == sha256
+
+
+def resolve_function(ref: str, pythonpath: Sequence[str] = (), sha256: str = "") -> Any:
+    """The callable that ``"package.module:func"`` names (imported once per process and
+    version of its module).
+
+    ``sha256`` is the hash of the module's file that the trial was keyed with (the config's
+    ``function_sha256``). A process that already holds the module from another version of the
+    file (a rerun in the same process after the user edited it, or a module imported by
+    someone else) reloads it, so a trial never runs code other than the code it is keyed by.
+    """
+    hit = _FUNCTIONS.get(ref)
+    if hit is not None and hit[0] == sha256:
+        return hit[1]
+    ensure_path(pythonpath)
+    module, _, attr = ref.partition(":")
+    loaded = module in sys.modules
+    obj: Any = importlib.import_module(module)
+    if sha256 and loaded and _MODULE_SHA.get(module) != sha256:
+        # Stale bytecode would survive an edit within the same second at the same size.
+        origin = getattr(getattr(obj, "__spec__", None), "origin", None)
+        if origin and origin.endswith(".py"):
+            with contextlib.suppress(Exception):
+                os.unlink(importlib.util.cache_from_source(origin))
+        obj = importlib.reload(obj)
+    if sha256:
+        _MODULE_SHA[module] = sha256
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    _FUNCTIONS[ref] = (sha256, obj)
+    return obj
 
 
 class InjectedFailure(RuntimeError):
@@ -261,7 +297,7 @@ def _run_body(body: str, arg: Any) -> Any:
     if body == "prime":
         return is_prime(arg)
     if body == "call":
-        fn = resolve_function(arg.function, arg.pythonpath)
+        fn = resolve_function(arg.function, arg.pythonpath, arg.sha256)
         return fn(*arg.args, **arg.kwargs)
     if body == "slack":
         return timer_slack_ns()
@@ -273,14 +309,14 @@ def _run_body(body: str, arg: Any) -> Any:
     raise ValueError(f"unknown task body {body!r}; allowed: {', '.join(BODIES)}")
 
 
-def _execute(task: Task, worker: str, pid: int) -> Outcome:
+def _execute(task: Task, worker: str, pid: int, in_process: bool = False) -> Outcome:
     if threading.get_ident() not in _SLACK_SET:
         _ensure_slack()
-    if task.body == "call" and task.arg.function not in _FUNCTIONS:
+    if task.body == "call" and not function_is_cached(task.arg.function, task.arg.sha256):
         # Import the user's module before the start stamp (once per process): importing is not
         # the function's time. A failure is reported by the body below, as the task's error.
         with contextlib.suppress(Exception):
-            resolve_function(task.arg.function, task.arg.pythonpath)
+            resolve_function(task.arg.function, task.arg.pythonpath, task.arg.sha256)
     # The reply's bytes are made before the start stamp: not the body's time (once per size and
     # process; a copy, see payload_bytes).
     out = payload_bytes(task.output_bytes) if task.output_bytes else None
@@ -291,15 +327,41 @@ def _execute(task: Task, worker: str, pid: int) -> Outcome:
     except Exception as exc:  # the task's failure is data, not a crash of the harness
         result, status, error = None, "error", f"{type(exc).__name__}: {exc}"
     end = time.time_ns()
+    size = None
+    if task.body == "call" and status == "ok" and not in_process:
+        # A user's result is pickled here, after the end stamp: its size is recorded, and one
+        # that cannot be pickled is this task's error, not the trial's (a process pool would
+        # fail to send the whole outcome back and lose every task of the trial with it). In
+        # the client process (serial, threads) nothing is sent: the runner measures it later.
+        try:
+            size = len(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception as exc:
+            result, status = None, "error"
+            error = f"result cannot be pickled: {type(exc).__name__}: {exc}"
+    received = len(task.payload) if task.payload is not None else 0
     # tuple.__new__ builds the record in C: NamedTuple's own __new__ is Python (about 0.3 us).
     return tuple.__new__(Outcome, (task.task_id, start, end, pid, _HOST, worker, status, error,
-                                   result, out))
+                                   result, out, size, received))
 
 
 def execute(task: Task) -> Outcome:
-    """Run one task and time its body only."""
+    """Run one task and time its body only (in a worker process: the outcome is pickled
+    back, so a ``call`` whose result cannot be pickled is that task's error)."""
     pid = os.getpid()
     return _execute(task, WORKER_LABEL or f"pid-{pid}", pid)
+
+
+def execute_here(task: Task) -> Outcome:
+    """:func:`execute` in the client process (serial): the outcome is not pickled, so any
+    result is kept."""
+    pid = os.getpid()
+    return _execute(task, WORKER_LABEL or f"pid-{pid}", pid, in_process=True)
+
+
+def execute_chunk(tasks: Sequence[Task]) -> list[Outcome]:
+    """:func:`execute` of each task of a chunk, in order (a pool's chunked map, made
+    explicit so the caller keeps the pool's own iterator and its timeout)."""
+    return [execute(t) for t in tasks]
 
 
 def noop(x: Any) -> Any:
@@ -309,7 +371,7 @@ def noop(x: Any) -> Any:
 
 def execute_in_thread(task: Task) -> Outcome:
     """:func:`execute`, labelled by thread: threads share a process and its pid."""
-    return _execute(task, threading.current_thread().name, os.getpid())
+    return _execute(task, threading.current_thread().name, os.getpid(), in_process=True)
 
 
 # -- the wire format of the map adapters ------------------------------------------------------

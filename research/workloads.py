@@ -7,9 +7,11 @@ before anything runs. :func:`build_tasks` turns a validated parameter dict into 
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
+import importlib.util
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,14 @@ import numpy as np
 
 from .errors import ParamError
 from .params import REQUIRED, Param, check_param
-from .tasks import SELECTABLE_BODIES, Call, Task, payload_bytes, resolve_function
+from .tasks import (
+    SELECTABLE_BODIES,
+    Call,
+    Task,
+    ensure_path,
+    payload_bytes,
+    resolve_function,
+)
 
 #: The talk's 15 numbers for the prime validation benchmark (see the seed digest).
 TALK_PRIMES: tuple[int, ...] = (
@@ -328,7 +337,8 @@ def arrival_offsets(params: Mapping[str, Any], n_tasks: int,
                     ctx: Context | None = None) -> list[float] | None:
     """Seconds from a trial's start at which each task is submitted; None for a batch (all
     at once). Poisson: exponential gaps drawn by ``RandomState(arrival_seed)`` at
-    ``rate_per_s``, the first task at 0. Trace: its ``arrival_s`` column."""
+    ``rate_per_s``, the first task at 0. Trace: its ``arrival_s`` column, shifted so that the
+    first arrival is at 0."""
     arrival = params.get("arrival", "batch")
     if arrival == "batch":
         return None
@@ -338,7 +348,9 @@ def arrival_offsets(params: Mapping[str, Any], n_tasks: int,
         return [0.0, *np.cumsum(gaps[:-1]).tolist()][:n_tasks]
     arrivals = _trace(params, ctx or Context())[1]
     assert arrivals is not None  # validated: arrival = 'trace' needs the column
-    return arrivals
+    # Counted from the first arrival: a trace cut from a longer log (arrival_s starting at
+    # 3600) does not make the trial wait an hour before its first task.
+    return [a - arrivals[0] for a in arrivals]
 
 
 def _resolve(ctx: Context, key: str, name: str) -> Path:
@@ -365,11 +377,16 @@ def file_sha256(path: Path) -> str:
 _TABLES: dict[tuple[str, str], Any] = {}
 
 
-def read_table(path: Path, key: str) -> Any:
-    """A data file as a pandas DataFrame (read once per content); ParamError if unreadable."""
+def read_table(path: Path, key: str, expect_sha256: str | None = None) -> Any:
+    """A data file as a pandas DataFrame (read once per content); ParamError if unreadable,
+    or if its content is not the one ``expect_sha256`` (the trial key's hash) says."""
     import pandas as pd
 
     sha = file_sha256(path)
+    if expect_sha256 is not None and sha != expect_sha256:
+        raise ParamError(key, f"{str(path)!r} changed after the config was read (its content "
+                              "hash is part of the trial key, so this trial is not the one "
+                              "its key names); run again to measure the new content")
     cached = _TABLES.get((str(path), sha))
     if cached is not None:
         return cached
@@ -393,7 +410,7 @@ def read_table(path: Path, key: str) -> Any:
 def _trace(p: Mapping[str, Any], ctx: Context) -> tuple[list[float], list[float] | None]:
     """A trace file's durations and arrival times (None without an arrival_s column)."""
     path = _resolve(ctx, "path", p["path"])
-    df = read_table(path, "path")
+    df = read_table(path, "path", p.get("sha256"))
     if "duration_s" not in df.columns:
         raise ParamError("path", f"{str(path)!r}: column 'duration_s' missing (seconds per task); "
                                  f"columns: {', '.join(map(str, df.columns))}")
@@ -435,7 +452,7 @@ def _call_rows(p: Mapping[str, Any], ctx: Context) -> list[tuple[tuple[Any, ...]
                                                f"table (keyword arguments), got {item!r}")
         return rows
     path = _resolve(ctx, "args_file", p["args_file"])
-    df = read_table(path, "args_file")
+    df = read_table(path, "args_file", p.get("args_sha256"))
     for i, rec in enumerate(df.to_dict("records")):
         kw = {str(k): v for k, v in rec.items()}
         rows.append(((), kw, _planned(kw.pop("planned_s", math.nan), f"args_file row {i}")))
@@ -460,7 +477,8 @@ def _validate_calls(out: dict[str, Any], ctx: Context) -> None:
     if not sep or not module or not attr:
         raise ParamError("function", f"expected 'package.module:function', got {ref!r}")
     try:
-        fn = resolve_function(ref, ctx.pythonpath)
+        sha = module_sha256(module, ctx.pythonpath)
+        fn = resolve_function(ref, ctx.pythonpath, sha)
     except Exception as exc:  # ImportError, AttributeError, or the module's own failure
         where = (f"; [experiment] pythonpath = {list(ctx.pythonpath)}" if ctx.pythonpath
                  else "; add its directory to [experiment] pythonpath")
@@ -468,6 +486,10 @@ def _validate_calls(out: dict[str, Any], ctx: Context) -> None:
                                      f"{where}") from None
     if not callable(fn):
         raise ParamError("function", f"{ref!r} is not callable")
+    if sha:
+        # The module's code is part of the trial key: an edited module reruns (and a process
+        # that holds the old version reloads it: tasks.resolve_function).
+        out["function_sha256"] = sha
     if out["args"] is None:
         del out["args"]
         out["args_sha256"] = file_sha256(_resolve(ctx, "args_file", out["args_file"]))
@@ -491,8 +513,32 @@ def _validate_calls(out: dict[str, Any], ctx: Context) -> None:
     out["n_tasks"] = len(rows)
 
 
+def module_sha256(module: str, pythonpath: Sequence[str] = ()) -> str:
+    """The SHA-256 of the file that defines ``module`` (a package: its ``__init__``), found
+    without running it where possible; "" when it has no file (builtin, namespace package).
+    Only that file: modules it imports are not hashed."""
+    ensure_path(pythonpath)
+    # The file a fresh import would load now (sys.path searched, nothing imported), not the
+    # one a module already in sys.modules came from: that may have moved or been edited.
+    spec: Any = None
+    search: Any = None
+    parts = module.split(".")
+    for i in range(len(parts)):
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), search)
+        if spec is None:
+            break
+        search = spec.submodule_search_locations
+    if spec is None:  # not on a path (a zip, a custom finder): as the import system finds it
+        spec = importlib.util.find_spec(module)
+    origin = spec.origin if spec is not None else None
+    if not origin or not Path(origin).is_file():
+        return ""
+    return file_sha256(Path(origin))
+
+
 def _calls(p: Mapping[str, Any], ctx: Context) -> list[tuple[str, Any, float]]:
-    return [("call", Call(p["function"], args, kwargs, ctx.pythonpath), planned)
+    sha = str(p.get("function_sha256", ""))
+    return [("call", Call(p["function"], args, kwargs, ctx.pythonpath, sha), planned)
             for args, kwargs, planned in _call_rows(p, ctx)]
 
 

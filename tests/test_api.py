@@ -222,3 +222,64 @@ def test_readme_example_names_only_what_exists() -> None:
     for name in ("research.run(", "research.load(", "research.summary(", "research.timeline("):
         assert name in code, name
     compile(code, "README", "exec")  # at least it parses
+
+
+_RUN_CALL = """research.run({{
+    "experiment": {{"name": "g", "n_workers": 2, "schedulers": ["mp-dynamic"]}},
+    "workloads": {{"u": {{"shape": "uniform", "n_tasks": 4, "duration_s": 0.01}}}}}},
+             out={out!r}, progress=False)"""
+
+
+def _script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "study.py"
+    script.write_text(textwrap.dedent(body))
+    # a bound for a hang only (a script without the guard used to take minutes)
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+
+
+def test_a_script_without_the_main_guard_is_refused_before_anything_runs(
+        tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _script(tmp_path, "import research\n" + _RUN_CALL.format(out=str(out)) + "\n")
+    assert proc.returncode == 1
+    assert 'research.run() must be called under `if __name__ == "__main__":`' in proc.stderr
+    assert proc.stderr.count("Traceback") == 1  # the script itself, no worker's
+    assert not out.exists()
+
+
+def test_run_in_a_worker_process_is_refused(tmp_path: Path) -> None:
+    call = textwrap.indent(_RUN_CALL.format(out=str(tmp_path / "out")), "        ")
+    proc = _script(tmp_path, f"""
+import multiprocessing
+import research
+
+
+def child(q):
+    try:
+{call}
+        q.put("ran")
+    except RuntimeError as exc:
+        q.put(str(exc))
+
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(q,))
+    p.start()
+    print(q.get(timeout=100))
+    p.join()
+""")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("research.run() was called in a worker process"), proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # runs a process pool
+def test_a_guarded_script_runs(tmp_path: Path, no_leaks: None) -> None:
+    out = tmp_path / "out"
+    call = textwrap.indent(_RUN_CALL.format(out=str(out)), "    ")
+    proc = _script(tmp_path, f"import research\n\nif __name__ == '__main__':\n{call}\n")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((out / "g").glob("*.parquet"))) >= 1

@@ -440,17 +440,28 @@ def payload_dominates(ctx: Context, claim: Claim) -> Outcome:
     floor = _tol(claim).abs
     shares: dict[str, float] = {}
     missing: list[str] = []
+    uneven: list[str] = []
     for sched in claim.schedulers:
         big, why_big = _per_task_us(ctx, claim.study, sched)
         base, why_base = _per_task_us(ctx, PAYLOAD_NONE, sched)
         if math.isfinite(big) and math.isfinite(base) and big > 0:
             shares[sched] = 1 - base / big
+            # wall / tasks carries a trial's fixed costs divided by its task count: the two
+            # sizes compare fairly only with the same count
+            counts = {int(pd.to_numeric(ctx.trials(st, sched)[0]["n_tasks"]).median())
+                      for st in (claim.study, PAYLOAD_NONE)}
+            if len(counts) > 1:
+                uneven.append(f"{sched} ran {' and '.join(map(str, sorted(counts)))} tasks")
         else:
             missing.append(why_big or why_base)
     if not shares:
         return not_run("; ".join(missing))
     note = ("no-op tasks with 10 MB of random bytes each way against the same without "
-            f"(study '{claim.study.experiment}', wall / tasks, one repeat of few tasks)")
+            f"(study '{claim.study.experiment}', wall / tasks, the same task count at both "
+            "sizes, one repeat of few tasks)")
+    if uneven:
+        note += ("; task counts differ, so fixed per-trial costs bias the shares: "
+                 + "; ".join(uneven))
     if missing:
         note += "; not run: " + "; ".join(missing)
     return Outcome(verdict(all(v >= floor for v in shares.values())),

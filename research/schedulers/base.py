@@ -140,8 +140,11 @@ class Scheduler(ABC):
             from . import REGISTRY, get_scheduler
 
             able = [n for n in REGISTRY if get_scheduler(n).supports_arrivals]
+            why = ("the trace's arrival_s column (arrival = 'trace' is the default when the "
+                   "trace has one)" if arrival == "trace" else f"arrival = {arrival!r}")
             return ("arrival", f"{cls.no_arrivals_because}, so it cannot take tasks arriving "
-                               f"over time (arrival = {arrival!r}); schedulers that can: "
+                               f"over time, as {why} asks; set arrival = \"batch\" to submit "
+                               f"them all at once, or use a scheduler that takes arrivals: "
                                f"{', '.join(able)}")
         if (params.get("input_bytes") or params.get("output_bytes")) and not cls.supports_payloads:
             key = "input_bytes" if params.get("input_bytes") else "output_bytes"
@@ -310,6 +313,48 @@ def timeout_error(timeout_s: float) -> str:
     return f"timeout after {timeout_s:g} s"
 
 
+class Arrivals(Mapping[int, float]):
+    """A trial's arrival offsets (task id -> seconds after the first hand-over), and what
+    :func:`paced` learns while it hands the tasks over: how late each hand-over was.
+
+    The runner sets one as :attr:`Scheduler.arrivals`; adapters pass it to :func:`paced` as
+    the plain mapping it also is, and the runner adds :meth:`info` to the trial's ``run_info``.
+    """
+
+    def __init__(self, offsets: Mapping[int, float]) -> None:
+        self.offsets = dict(offsets)
+        #: Seconds each hand-over came after its task's due time (in hand-over order).
+        self.lags: list[float] = []
+        #: Set to stop pacing at once (Ctrl-C, an error, a pool's shutdown): :func:`paced`
+        #: waits on it between tasks, so a pacing thread (a pool's task handler, Dask's
+        #: submitter) is never left sleeping until the next task is due.
+        self.stop = threading.Event()
+
+    def __getitem__(self, task_id: int) -> float:
+        return self.offsets[task_id]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def info(self) -> dict[str, Any]:
+        """``pacing_lag_max_s`` and ``pacing_lag_median_s``: how late tasks were handed over
+        after their due times (their ``submit_ns``); ``pacing_handed_over``: how many were."""
+        lags = sorted(self.lags)
+        n = len(lags)
+        median = (lags[n // 2] if n % 2 else (lags[n // 2 - 1] + lags[n // 2]) / 2) if n else None
+        return {"pacing_lag_max_s": lags[-1] if n else None, "pacing_lag_median_s": median,
+                "pacing_handed_over": n}
+
+
+def stop_pacing(arrivals: Mapping[int, float] | None) -> None:
+    """Make :func:`paced` stop handing over ``arrivals``' tasks (call it in a ``finally``)."""
+    if isinstance(arrivals, Arrivals):
+        arrivals.stop.set()
+
+
 def paced(tasks: Sequence[Task], arrivals: Mapping[int, float] | None,
           submit: dict[int, int], deadline: float | None = None) -> Iterator[Task]:
     """Yield each task when it is due, after stamping ``submit[task_id]``: the one pacing loop
@@ -317,23 +362,36 @@ def paced(tasks: Sequence[Task], arrivals: Mapping[int, float] | None,
     once).
 
     ``arrivals`` maps task id to seconds after the first ``next()``; None (a batch) yields
-    every task at once. Pacing stops at ``deadline`` (``time.monotonic()``): tasks not yet due
-    then are never submitted.
+    every task at once, each stamped when it is handed over. With arrivals, a task's
+    ``submit_ns`` is its due time (the wall clock of the first ``next()`` plus its offset),
+    not the moment it was handed over: a consumer that is busy when a task is due (serial
+    runs each task before asking for the next; a pool's task handler blocked on a full pipe)
+    keeps the task waiting, and that wait is queueing delay, not a later arrival. How late
+    the hand-overs were is recorded in ``arrivals.lags`` when ``arrivals`` is an
+    :class:`Arrivals`. Pacing stops at ``deadline`` (``time.monotonic()``): tasks not yet due
+    then are never submitted; and at once when the :class:`Arrivals`' ``stop`` event is set.
     """
     if not arrivals:
         for task in tasks:
             submit[task.task_id] = time.time_ns()
             yield task
         return
+    lags = arrivals.lags if isinstance(arrivals, Arrivals) else []
+    stop = arrivals.stop if isinstance(arrivals, Arrivals) else threading.Event()
+    # Wall clock first, then the monotonic one: a due time in wall nanoseconds is then never
+    # later than the moment the monotonic clock says it is due (start >= submit holds).
+    t0_ns = time.time_ns()
     t0 = time.monotonic()
     for task in tasks:
-        due = t0 + arrivals.get(task.task_id, 0.0)
+        offset = arrivals.get(task.task_id, 0.0)
+        due = t0 + offset
         if deadline is not None and due > deadline:
             return
         delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        submit[task.task_id] = time.time_ns()
+        if stop.wait(delay) if delay > 0 else stop.is_set():
+            return
+        submit[task.task_id] = t0_ns + round(offset * 1e9)
+        lags.append(max(0.0, time.monotonic() - due))
         yield task
 
 

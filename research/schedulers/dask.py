@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task
-from .base import RunOutput, paced, stamp_all, timeout_error
+from .base import RunOutput, paced, stamp_all, stop_pacing, timeout_error
 from .cluster import ClusterScheduler, check_worker_count
 
 if TYPE_CHECKING:
@@ -407,7 +407,11 @@ class Dask(ClusterScheduler):
     def _paced(self, tasks: Sequence[Task], keys: list[str], submit: dict[int, int],
                futures: list[Any], timeout_s: float) -> Iterator[tuple[Any, Any]]:
         """Tasks arriving over time: a thread submits each when it is due (``client.submit``)
-        while this generator yields (future, result) as each finishes, fetched at once."""
+        while this generator yields (future, result) as each finishes, fetched at once.
+
+        A failure in the submitting thread is raised here (not reported as a timeout); when
+        nothing is in flight the generator waits on a condition the submitter notifies, and
+        on any exit (Ctrl-C, an error) it stops the pacing before joining the thread."""
         import distributed
 
         from ..tasks import execute
@@ -415,18 +419,26 @@ class Dask(ClusterScheduler):
         deadline = time.monotonic() + timeout_s
         ac = distributed.as_completed([], loop=self.client.loop, with_results=True,
                                       raise_errors=False, timeout=timeout_s)
-        all_sent = threading.Event()
+        changed = threading.Condition()
+        state: dict[str, Any] = {"sent": False, "error": None}
         key_of = {t.task_id: k for t, k in zip(tasks, keys, strict=True)}
+        arrivals = self.arrivals
 
         def submitter() -> None:
             try:
-                for task in paced(tasks, self.arrivals, submit, deadline):
+                for task in paced(tasks, arrivals, submit, deadline):
                     fut = self.client.submit(execute, task, key=key_of[task.task_id],
                                              pure=False)
                     futures.append(fut)
                     ac.add(fut)
+                    with changed:
+                        changed.notify()
+            except BaseException as exc:  # handed to the consumer, which raises it
+                state["error"] = exc
             finally:
-                all_sent.set()
+                with changed:
+                    state["sent"] = True
+                    changed.notify()
 
         thread = threading.Thread(target=submitter, name="research-dask-pacer", daemon=True)
         thread.start()
@@ -434,16 +446,25 @@ class Dask(ClusterScheduler):
             while True:
                 try:
                     yield next(ac)
+                    continue
                 except StopIteration:  # nothing in flight: done, or the next task not yet due
-                    if all_sent.is_set() and ac.is_empty():
-                        if len(futures) < len(tasks):  # pacing reached the deadline
-                            raise TimeoutError from None
-                        return
-                    if time.monotonic() > deadline:
-                        raise TimeoutError from None
-                    time.sleep(0.0005)
+                    pass
+                with changed:
+                    while ac.is_empty() and not state["sent"]:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise TimeoutError
+                        changed.wait(left)
+                    sent = state["sent"]
+                if state["error"] is not None:
+                    raise state["error"]
+                if sent and ac.is_empty():
+                    if len(futures) < len(tasks):  # pacing reached the deadline
+                        raise TimeoutError
+                    return
         finally:
-            thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+            stop_pacing(arrivals)
+            thread.join(5.0)
 
     def info(self) -> dict[str, Any]:
         import distributed

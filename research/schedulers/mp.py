@@ -5,13 +5,13 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.pool
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..guard import init_worker
 from ..params import Param
-from ..tasks import Outcome, Task, execute_packed, noop, pack, unpack
-from .base import RunOutput, Scheduler, paced, stamp_all, timeout_error
+from ..tasks import Outcome, Task, execute, execute_chunk, execute_packed, noop, pack, unpack
+from .base import RunOutput, Scheduler, paced, stamp_all, stop_pacing, timeout_error
 from .pool import START_METHOD_OPTION
 
 
@@ -62,13 +62,23 @@ class MpMap(_PoolScheduler):
 
 
 class MpDynamic(_PoolScheduler):
-    """``Pool.imap_unordered`` with chunksize 1: each idle worker takes the next task."""
+    """``Pool.imap_unordered`` with chunksize 1: each idle worker takes the next task (with a
+    ``chunksize`` option: the next chunk of that many contiguous tasks)."""
 
     name = "mp-dynamic"
     description = "multiprocessing.Pool.imap_unordered, chunksize 1"
     # imap_unordered reads its iterable lazily, in the pool's task-handler thread: a paced
     # generator hands each task over when it arrives.
     supports_arrivals = True
+
+    @classmethod
+    def workload_refusal(cls, params: Mapping[str, Any],
+                         options: Mapping[str, Any]) -> tuple[str, str] | None:
+        if params.get("arrival", "batch") != "batch" and (options.get("chunksize") or 1) > 1:
+            return ("arrival", "tasks arriving over time go one at a time; chunksize "
+                               f"{options['chunksize']} would hold each chunk back until its "
+                               "last task arrived (use 1)")
+        return super().workload_refusal(params, options)
 
     def bare_noop(self, n_tasks: int) -> None:
         for _ in self.pool.imap_unordered(noop, range(n_tasks), self.options["chunksize"] or 1):
@@ -77,27 +87,40 @@ class MpDynamic(_PoolScheduler):
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
         deadline = time.monotonic() + timeout_s
         submit: dict[int, int] = {}
-        # Plain tuples on the wire (research.tasks.pack); a paced generator packs each task as
-        # it is handed over.
+        chunksize = self.options["chunksize"] or 1
         if self.arrivals:
-            items: Any = (tuple(t) for t in paced(tasks, self.arrivals, submit, deadline))
+            items: Any = paced(tasks, self.arrivals, submit, deadline)
         else:
-            items = pack(tasks)
-            submit = stamp_all(tasks, time.time_ns())
-        it = self.pool.imap_unordered(execute_packed, items,
-                                      chunksize=self.options["chunksize"] or 1)
-        new = tuple.__new__
+            submit, items = stamp_all(tasks, time.time_ns()), tasks
+        if chunksize > 1:
+            # imap_unordered with chunksize > 1 returns a plain generator over its iterator,
+            # which has no next(timeout=): chunk here (contiguous, as the pool does) and map
+            # the chunks one by one, keeping the pool's own iterator and its timeout.
+            chunks = [list(tasks[i:i + chunksize]) for i in range(0, len(tasks), chunksize)]
+            it: Any = self.pool.imap_unordered(execute_chunk, chunks, chunksize=1)
+            n_results = len(chunks)
+        else:
+            it = self.pool.imap_unordered(execute, items, chunksize=1)
+            n_results = len(tasks)
         outcomes: list[Outcome] = []
         receive: dict[int, int] = {}
-        for _ in range(len(tasks)):
-            try:
-                out = it.next(timeout=max(0.0, deadline - time.monotonic()))  # a packed outcome
-            except StopIteration:  # pacing reached the deadline: the rest was never submitted
-                self.broken = True
-                return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
-            except multiprocessing.TimeoutError:
-                self.broken = True
-                return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
-            receive[out[0]] = time.time_ns()
-            outcomes.append(new(Outcome, out))
+        try:
+            for _ in range(n_results):
+                try:
+                    got = it.next(timeout=max(0.0, deadline - time.monotonic()))
+                except StopIteration:  # pacing reached the deadline: the rest never went
+                    self.broken = True
+                    return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
+                except multiprocessing.TimeoutError:
+                    self.broken = True
+                    return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
+                now = time.time_ns()  # a chunk's outcomes come back together
+                chunk: list[Outcome] = got if chunksize > 1 else [got]
+                for out in chunk:
+                    receive[out.task_id] = now
+                    outcomes.append(out)
+        finally:
+            # The paced generator runs in the pool's task-handler thread, which terminate()
+            # joins: stop it now (Ctrl-C, a timeout), not when its next task is due.
+            stop_pacing(self.arrivals)
         return RunOutput(outcomes, submit, receive)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from ..tasks import Outcome, Task, execute, noop
+from ..tasks import Outcome, Task, execute_here, noop
 from .base import RunOutput, Scheduler, paced, timeout_error
 
 
@@ -41,7 +41,7 @@ class Serial(Scheduler):
             # A running task cannot be interrupted in-process; the deadline stops the rest.
             if time.monotonic() > deadline:
                 return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
-            outcomes.append(execute(task))
+            outcomes.append(execute_here(task))
             receive[task.task_id] = time.time_ns()
         if len(outcomes) < len(tasks):  # pacing reached the deadline
             return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
