@@ -123,7 +123,7 @@ def _cmd_talk_primes(args: argparse.Namespace) -> int:
     numbers = TALK_PRIMES[:n_numbers]
     print(f"timing the talk's prime benchmark on {len(numbers)} numbers "
           f"(number={args.number})...", file=sys.stderr)
-    repeat = min(args.repeat, 2) if args.quick else args.repeat
+    repeat = 1 if args.quick else args.repeat
     table = talkbench.run(numbers, number=args.number, repeat=repeat)
     if path.exists():
         supersede(path)
@@ -141,7 +141,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     try:
         report = make_report(args.results, args.out, max_timelines=args.max_timelines,
                              calibration=args.calibration, formats=args.format,
-                             figure_kinds=args.figure_kinds)
+                             figure_kinds=args.figure_kinds,
+                             fit_calibration=(args.calibration_out or args.results
+                                              / "calibration.json") if args.calibrate else None)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -301,6 +303,11 @@ def _add_analysis_commands(sub: Any) -> None:
     rep.add_argument("--calibration", type=Path, default=None,
                      help="the simulator's calibration file (python -m research calibrate "
                      "writes one); default: the package's shipped defaults")
+    rep.add_argument("--calibrate", action="store_true",
+                     help="fit the calibration on these results first (as `calibrate` does), "
+                     "write it (RESULTS_DIR/calibration.json or --calibration-out) and use it")
+    rep.add_argument("--calibration-out", type=Path, default=None,
+                     help="where --calibrate writes the calibration")
     rep.add_argument("--format", nargs="+", default=["png"], choices=["png", "svg"],
                      help="figure files (default png; svg adds vector copies)")
     rep.set_defaults(func=_cmd_report)
@@ -391,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--number", type=int, default=1, help="calls per timing (talk: 3)")
     tp.add_argument("--repeat", type=int, default=3, help="timings; the best is kept (talk: 3)")
     tp.add_argument("--quick", action="store_true",
-                    help="the first six numbers instead of nine, at most two repeats")
+                    help="the first six numbers instead of nine, one repeat")
     tp.add_argument("--all-numbers", action="store_true",
                     help="all fifteen of the talk's numbers (default: the first nine)")
     tp.add_argument("--force", action="store_true", help="redo even if the table exists")

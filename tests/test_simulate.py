@@ -197,3 +197,38 @@ def test_metg_interpolates_between_the_points_around_half() -> None:
     assert math.isnan(m) and "never reaches 50%" in why
     m, why = metg_of([1e-3, 1e-2], [0.7, 0.9])
     assert math.isnan(m) and "below that" in why
+
+
+@pytest.mark.slow
+def test_report_calibrate_fits_what_calibrate_fits(tmp_path: Path) -> None:
+    import json
+
+    from research.cli import main
+
+    cfg = tmp_path / "overhead.toml"
+    cfg.write_text("""
+[experiment]
+name = "overhead"
+n_workers = 2
+schedulers = ["threads", "mp-dynamic"]
+[workloads.noop]
+shape = "uniform"
+body = "noop"
+n_tasks = 50
+duration_s = 0.0
+[workloads.short]
+shape = "uniform"
+n_tasks = 8
+duration_s = 0.01
+""")
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert main(["calibrate", str(out), "--out", str(tmp_path / "alone.json")]) == 0
+    assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--calibrate",
+                 "--max-timelines", "1"]) == 0
+    alone = json.loads((tmp_path / "alone.json").read_text())
+    fitted = json.loads((out / "calibration.json").read_text())
+    assert fitted["schedulers"] == alone["schedulers"]
+    assert set(fitted["schedulers"]) == {"threads", "mp-dynamic"}
+    # The report used it, not the shipped defaults.
+    assert str(out / "calibration.json") in (tmp_path / "rep" / "report.md").read_text()

@@ -524,14 +524,35 @@ def make_report(results_dir: Path | str, out_dir: Path | str | None = None, *,
                 max_timelines: int = F.DEFAULT_MAX_TIMELINES,
                 calibration: Path | None = None,
                 formats: Sequence[str] = F.FORMATS,
-                figure_kinds: Sequence[str] | None = None) -> Report:
+                figure_kinds: Sequence[str] | None = None,
+                fit_calibration: Path | None = None) -> Report:
     """Load ``results_dir``, check the claims and write the whole report into ``out_dir``
-    (default ``results_dir/report``). Raises FileNotFoundError if ``results_dir`` is absent."""
+    (default ``results_dir/report``). Raises FileNotFoundError if ``results_dir`` is absent.
+
+    ``fit_calibration``: first fit the simulator's calibration on these results (as
+    ``python -m research calibrate`` does), write it there and use it, reading the results
+    once for both. If nothing can be fitted the report uses ``calibration`` (or the shipped
+    defaults) and says so."""
     results_dir = Path(results_dir)
     if not results_dir.exists():
         raise FileNotFoundError(f"{results_dir}: no such results directory")
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
     results = R.load_results(results_dir)
+    if fit_calibration is not None:
+        from ..simulate import calibration as cal_mod
+
+        try:
+            fitted = cal_mod.fit(results)
+        except Exception as exc:  # the report still comes, with the defaults
+            print(f"calibration failed ({type(exc).__name__}: {exc}); the report uses "
+                  f"{calibration or 'the shipped defaults'}", file=sys.stderr)
+        else:
+            if fitted.schedulers:
+                calibration = fitted.write(fit_calibration)
+            else:
+                print(f"{results_dir}: no completed trial of the studies "
+                      f"{', '.join(cal_mod.CALIBRATION_STUDIES)} to fit the calibration on",
+                      file=sys.stderr)
     claims, claims_error = evaluate_claims(results.summary, results_dir)
     return build_report(results_dir, out, claims, claims_error=claims_error, results=results,
                         max_timelines=max_timelines, calibration=calibration, formats=formats,
