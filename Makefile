@@ -19,7 +19,7 @@ REPORT_FLAGS := $(if $(QUICK),--max-timelines 4 --figure-kinds makespan sweep_wo
 
 README_FIGURES := paired_seed_worst_case_worst_w12_ipp-direct_vs_ipp-lb \
 	paired_seed_random_gamma_w12_ipp-direct_vs_ipp-lb makespan_seed_worst_case_worst \
-	sweep_tasklen_granularity_uniform_w4
+	sweep_tasklen_granularity_uniform_w4 metg predictions
 
 .PHONY: setup test test-fast lint experiments report figures bench bench-analysis readme-figures clean help
 
