@@ -242,7 +242,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     return print_benchmark(args.schedulers or list(REGISTRY), args.workers, args.tasks,
                            args.repeats, out=None if args.no_out else args.out,
-                           run_s=args.run_seconds or None)
+                           run_s=args.run_seconds or None,
+                           min_run_s=args.min_run_seconds or None)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -363,7 +364,8 @@ def _add_analysis_commands(sub: Any) -> None:
     be = sub.add_parser("bench", help="the harness overhead benchmark (no-op tasks per second)")
     be.add_argument("--tasks", type=int, default=2000)
     be.add_argument("--workers", type=int, default=2)
-    be.add_argument("--repeats", type=int, default=3)
+    be.add_argument("--repeats", type=int, default=5, help="pairs (bare, then harness) per "
+                    "row; default: %(default)s")
     be.add_argument("--schedulers", nargs="*", default=None,
                     help="default: every registered scheduler")
     be.add_argument("--out", type=Path, default=Path("results/bench/overhead.csv"),
@@ -372,6 +374,9 @@ def _add_analysis_commands(sub: Any) -> None:
     be.add_argument("--run-seconds", type=float, default=2.0,
                     help="a slow scheduler runs fewer tasks, so that one run takes about this "
                          "long (at least 200 tasks); 0: always --tasks. Default: %(default)s")
+    be.add_argument("--min-run-seconds", type=float, default=0.25,
+                    help="a fast scheduler runs more tasks (up to 50,000), so that one run takes "
+                         "at least this long; 0: never more than --tasks. Default: %(default)s")
     be.set_defaults(func=_cmd_bench)
 
 

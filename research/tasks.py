@@ -309,7 +309,10 @@ def _run_body(body: str, arg: Any) -> Any:
     raise ValueError(f"unknown task body {body!r}; allowed: {', '.join(BODIES)}")
 
 
-def _execute(task: Task, worker: str, pid: int, in_process: bool = False) -> Outcome:
+def _execute(task: Task, worker: str, pid: int, in_process: bool = False,
+             record: type = Outcome) -> Any:
+    """Run ``task`` between two stamps; its outcome as ``record`` (an :class:`Outcome`, or a
+    plain ``tuple`` of the same fields for the packed wire format)."""
     if threading.get_ident() not in _SLACK_SET:
         _ensure_slack()
     if task.body == "call" and not function_is_cached(task.arg.function, task.arg.sha256):
@@ -340,7 +343,7 @@ def _execute(task: Task, worker: str, pid: int, in_process: bool = False) -> Out
             error = f"result cannot be pickled: {type(exc).__name__}: {exc}"
     received = len(task.payload) if task.payload is not None else 0
     # tuple.__new__ builds the record in C: NamedTuple's own __new__ is Python (about 0.3 us).
-    return tuple.__new__(Outcome, (task.task_id, start, end, pid, _HOST, worker, status, error,
+    return tuple.__new__(record, (task.task_id, start, end, pid, _HOST, worker, status, error,
                                    result, out, size, received))
 
 
@@ -356,12 +359,6 @@ def execute_here(task: Task) -> Outcome:
     result is kept."""
     pid = os.getpid()
     return _execute(task, WORKER_LABEL or f"pid-{pid}", pid, in_process=True)
-
-
-def execute_chunk(tasks: Sequence[Task]) -> list[Outcome]:
-    """:func:`execute` of each task of a chunk, in order (a pool's chunked map, made
-    explicit so the caller keeps the pool's own iterator and its timeout)."""
-    return [execute(t) for t in tasks]
 
 
 def noop(x: Any) -> Any:
@@ -395,4 +392,40 @@ def unpack(outcomes: Sequence[tuple[Any, ...]]) -> list[Outcome]:
 
 def execute_packed(task: tuple[Any, ...]) -> tuple[Any, ...]:
     """:func:`execute` of a task sent as a plain tuple (:func:`pack`); its outcome as one."""
-    return tuple(execute(tuple.__new__(Task, task)))
+    pid = os.getpid()
+    return _execute(tuple.__new__(Task, task), WORKER_LABEL or f"pid-{pid}", pid, record=tuple)
+
+
+def execute_fields(*fields: Any) -> tuple[Any, ...]:
+    """:func:`execute_packed` of a task sent as its fields, one argument each (for a library
+    that walks tuple arguments looking for its own objects, as ``dask.delayed`` does)."""
+    return execute_packed(fields)
+
+
+def execute_block(block: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """:func:`execute_packed` of each task of a block, in order: one item of a map whose
+    chunks the adapter cut itself, as the library would (:func:`chunks`). The pid, the label
+    and the per-item costs of the library's own loop are paid once per block."""
+    pid = os.getpid()
+    worker = WORKER_LABEL or f"pid-{pid}"
+    new = tuple.__new__
+    return [_execute(new(Task, t), worker, pid, record=tuple) for t in block]
+
+
+def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    """``items`` cut into contiguous chunks of ``size`` (the last shorter), in order: what
+    ``multiprocessing.Pool.map`` and its look-alikes send as one message each."""
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def map_chunksize(n_items: int, n_workers: int) -> int:
+    """``multiprocessing.Pool.map``'s default chunk size: ``ceil(n / (4 x workers))`` (at
+    least 1); Ray's Pool uses the same rule."""
+    size, extra = divmod(n_items, n_workers * 4)
+    return max(1, size + (1 if extra else 0))
+
+
+def unpack_blocks(blocks: Sequence[Sequence[tuple[Any, ...]]]) -> list[Outcome]:
+    """The outcomes of :func:`execute_block` calls, flattened in order, as :class:`Outcome`."""
+    new = tuple.__new__
+    return [new(Outcome, o) for block in blocks for o in block]

@@ -25,6 +25,10 @@ def test_slow_schedulers_run_fewer_tasks_but_never_below_the_floor() -> None:
     assert overhead.tasks_for(1.0, 2000, 2.0) == overhead.MIN_TASKS
     assert overhead.tasks_for(1.0, 100, 2.0) == 100  # fewer asked than the floor
     assert overhead.tasks_for(1.0, 2000, None) == 2000
+    # Fast ones run more, so that a run lasts min_run_s (never above MAX_TASKS).
+    assert overhead.tasks_for(1e-5, 2000, 2.0, 0.25) == 25_000
+    assert overhead.tasks_for(1e-8, 2000, 2.0, 0.25) == overhead.MAX_TASKS
+    assert overhead.tasks_for(5e-3, 2000, 2.0, 0.25) == 400  # slow: min_run_s does not apply
 
 
 def test_every_scheduler_has_a_bare_baseline_and_a_row() -> None:
@@ -41,7 +45,8 @@ def test_every_scheduler_has_a_bare_baseline_and_a_row() -> None:
 
 
 def test_a_row_per_variant_with_its_verdict(no_leaks: None) -> None:
-    rows = overhead.run_all(["serial", "threads"], n_workers=2, n_tasks=300, repeats=2)
+    rows = overhead.run_all(["serial", "threads"], n_workers=2, n_tasks=300, repeats=2,
+                            min_run_s=None)
     table = overhead.table(rows)
     assert list(table.scheduler) == ["serial", "threads"]
     assert set(table.verdict) <= {overhead.MEETS, overhead.MISSES}

@@ -77,13 +77,14 @@ def test_worker_saturation_may_be_infinite(value: object) -> None:
 def test_options_are_checked() -> None:
     opts = Dask.validate_options({})
     assert opts == {"work_stealing": None, "worker_saturation": None, "address": None,
-                    "security": False}
+                    "security": False, "receive": "together"}
     assert Dask.validate_options({"worker_saturation": 1e9})["worker_saturation"] == 1e9
     for bad, key in [({"worker_saturation": 0}, "worker_saturation"),
                      ({"worker_saturation": -math.inf}, "worker_saturation"),
                      ({"worker_saturation": "lots"}, "worker_saturation"),
                      ({"work_stealing": "no"}, "work_stealing"),
                      ({"address": " "}, "address"),
+                     ({"receive": "later"}, "receive"),
                      ({"threads_per_worker": 2}, "threads_per_worker")]:
         with pytest.raises(ParamError) as err:
             Dask.validate_options(bad)
@@ -107,7 +108,7 @@ def test_toml_inf_reaches_the_trial(tmp_path: Path) -> None:
     """))
     (trial,) = config.load(path).trials
     assert trial.options == {"work_stealing": False, "worker_saturation": "inf", "address": None,
-                             "security": False}
+                             "security": False, "receive": "together"}
     json.dumps(trial.metadata(), allow_nan=False)  # stored as strict JSON
 
 
@@ -208,6 +209,30 @@ def test_native_witness_rows_per_task_and_fresh_keys(local: Scheduler) -> None:
     assert set(first.native.key).isdisjoint(second.native.key)
     starts = {o.task_id: o.start_ns for o in first.outcomes}
     assert all(o.start_ns > max(starts.values()) for o in second.outcomes)
+
+
+@pytest.mark.slow
+def test_receive_together_and_each(local: Scheduler) -> None:
+    # The default: one gather for all, one receive stamp after the last end; "each": the short
+    # tasks' results are fetched long before the long one's.
+    local.warm()
+    tasks = _sleeps([0.6, 0.05, 0.05, 0.05])
+    together = local.run(tasks, 60)
+    assert together.error is None and len(together.outcomes) == len(tasks)
+    assert len(set(together.receive_ns.values())) == 1
+    assert min(together.receive_ns.values()) >= max(o.end_ns for o in together.outcomes)
+    assert together.info["receive_stamps"].startswith("one for all")
+    local.options["receive"] = "each"
+    try:
+        each = local.run(tasks, 60)
+    finally:
+        local.options["receive"] = "together"
+    assert each.error is None and each.info["receive_stamps"] == "per task"
+    rows = _rows(tasks, each)
+    assert (rows.end_ns <= rows.receive_ns).all()
+    # (A short task may queue behind the long one on its worker: the first of them does not.)
+    assert rows.receive_ns[1:].min() < rows.receive_ns[0] - 0.2e9
+    assert rows.receive_ns.nunique() > 1
 
 
 def _rows(tasks: Sequence[Task], out) -> object:

@@ -26,7 +26,7 @@ from research.schedulers import RunOutput, get_scheduler
 from research.schedulers import ray as ray_adapter
 from research.schedulers.cluster import is_running, reap
 from research.schedulers.ray import Ray
-from research.tasks import Task, execute
+from research.tasks import Outcome, Task, execute_packed
 from research.witness import compare
 from research.workloads import worst_case
 
@@ -102,7 +102,9 @@ def test_registry_and_import_is_the_library() -> None:
 def test_options_are_checked() -> None:
     with pytest.raises(ParamError, match="address"):
         Ray.validate_options({"adress": "127.0.0.1:6379"})
-    assert Ray(2).options == {"address": None, "witness": False}
+    assert Ray(2).options == {"address": None, "witness": False, "receive": "together"}
+    with pytest.raises(ParamError, match="receive.*allowed: together, each"):
+        Ray.validate_options({"receive": "first"})
     # The witness (RAY_PROFILING) slows every task: off unless asked for.
     assert not Ray(2).collect_native and Ray(2, {"witness": True}).collect_native
     Ray.preflight(2, {"address": None})  # a cluster we start needs no check
@@ -117,18 +119,20 @@ def test_task_wrapper_adds_under_5_us() -> None:
     try:
         n = 20_000
 
-        def per_call(fn: object) -> float:
+        def per_call(fn: object, arg: object) -> float:
             best = float("inf")
             for _ in range(5):
                 t0 = time.perf_counter()
                 for _ in range(n):
-                    fn(task)  # type: ignore[operator]
+                    fn(arg)  # type: ignore[operator]
                 best = min(best, (time.perf_counter() - t0) / n)
             return best
 
-        extra = per_call(ray_adapter.execute_labelled) - per_call(execute)
+        packed = tuple(task)
+        extra = (per_call(ray_adapter.execute_labelled_packed, packed)
+                 - per_call(execute_packed, packed))
         assert extra < 5e-6, f"wrapper adds {extra * 1e6:.2f} us per task"
-        assert ray_adapter.execute_labelled(task).worker == "ray-test"
+        assert Outcome(*ray_adapter.execute_labelled_packed(packed)).worker == "ray-test"
     finally:
         tasks.WORKER_LABEL = old
 
@@ -221,11 +225,24 @@ class TestLocalCluster:
             busy[o.worker] = busy.get(o.worker, 0.0) + (o.end_ns - o.start_ns) / 1e9
         assert len(busy) == 2 and abs(max(busy.values()) - min(busy.values())) <= 0.35, busy
 
-    def test_receive_stamps_are_per_task(self, cluster: Ray) -> None:
+    def test_receive_together_is_one_stamp_after_the_last_end(self, cluster: Ray) -> None:
+        # The default: one ray.get for all, as a user's; every task gets its return.
+        tasks = [Task(i, "sleep", d, d) for i, d in enumerate([0.4, 0.05, 0.05])]
+        cluster.warm()
+        out = cluster.run(tasks, timeout_s=60)
+        assert out.error is None and len(out.outcomes) == 3
+        assert len(set(out.receive_ns.values())) == 1
+        assert min(out.receive_ns.values()) >= max(o.end_ns for o in out.outcomes)
+
+    def test_receive_each_stamps_per_task(self, cluster: Ray) -> None:
         durations = [0.8, 0.1, 0.1, 0.1, 0.1]
         tasks = [Task(i, "sleep", d, d) for i, d in enumerate(durations)]
         cluster.warm()
-        out = cluster.run(tasks, timeout_s=60)
+        cluster.options["receive"] = "each"
+        try:
+            out = cluster.run(tasks, timeout_s=60)
+        finally:
+            cluster.options["receive"] = "together"
         assert out.error is None
         rows = build_rows(_spec(2), tasks, out)
         assert (rows.end_ns <= rows.receive_ns).all() and (rows.submit_ns <= rows.start_ns).all()

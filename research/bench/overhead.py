@@ -1,8 +1,9 @@
 """What the harness costs: no-op tasks per second through our adapters and through bare loops
 of the same library calls, side by side, and the cost of the in-task wrapper alone.
 
-    python -m research bench [--tasks 2000] [--workers 2] [--repeats 3] [--schedulers ...]
-                             [--out results/bench/overhead.csv]
+    python -m research bench [--tasks 2000] [--workers 2] [--repeats 5] [--schedulers ...]
+                             [--out results/bench/overhead.csv] [--run-seconds 2]
+                             [--min-run-seconds 0.25]
     make bench
 
 Goal (issue 13): the harness costs at most max(5%, 5 us) per task over the bare loop, at
@@ -12,6 +13,7 @@ markdown and written to a CSV and a markdown file (the README cites one from a r
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -41,8 +43,8 @@ def wrapper_cost_us(n: int = 200_000) -> dict[str, float]:
 #: benchmark measures each beside the default. Ray's witness turns on RAY_PROFILING; Dask's
 #: security is TLS on every message; Celery's witness is three task events per task.
 COSTLY_OPTIONS: dict[str, tuple[dict[str, Any], ...]] = {
-    "ray": ({"witness": True},),
-    "dask": ({"security": True},),
+    "ray": ({"witness": True}, {"receive": "each"}),
+    "dask": ({"security": True}, {"receive": "each"}),
     "celery": ({"witness": True},),
 }
 
@@ -66,6 +68,13 @@ MIN_TASKS = 200
 #: ``make bench``'s bound on one run (seconds), so that the slow schedulers (Celery, ipp-lb:
 #: milliseconds per no-op) keep the whole benchmark within about five minutes.
 DEFAULT_RUN_S = 2.0
+#: The shortest run worth timing (seconds): a fast scheduler (a few us per no-op) runs more
+#: tasks, up to :data:`MAX_TASKS`, so that a pair is not decided by one context switch (2,000
+#: tasks through Pool.map take about 1 ms: a single scheduling hiccup doubled its time).
+DEFAULT_MIN_RUN_S = 0.25
+MAX_TASKS = 50_000
+#: Pairs per row by default (``--repeats``): the median of five is robust to one bad pair.
+DEFAULT_REPEATS = 5
 
 #: What a row compares, where the harness does more than the bare loop by the nature of its
 #: records (shown in the table's ``note`` column). Keys are scheduler names.
@@ -73,17 +82,20 @@ NOTES: dict[str, str] = {
     "serial": "bare: a loop of calls; harness: execute() + 2 stamps per task (no library cost "
               "to compare with)",
     "threads": "per-task receive stamps by done-callback; bare: submit + result()",
-    "mp-map": "one Pool.map both; one receive stamp for all",
+    "mp-map": "Pool.map both, the same chunks (the harness cuts them as Pool.map would and runs "
+              "each with one call); one receive stamp for all",
     "mp-dynamic": "imap_unordered both; per-task receive stamps",
     "futures": "submit per task both; per-task receive stamps by done-callback",
-    "ipp-direct": "DirectView.map both; receive stamps per engine block",
-    "ipp-lb": "LoadBalancedView.map both; receive stamps per message (task)",
-    "dask": "client.map both; harness: as_completed (per-task receive) + task stream, "
-            "bare: gather",
-    "ray": "remote calls both; harness: per-task receive callback, bare: one ray.get",
+    "ipp-direct": "DirectView.map both, one block per engine (the harness cuts them as the "
+                  "view would); receive stamps per block (ipyparallel's own)",
+    "ipp-lb": "LoadBalancedView.map both; receive stamps per message from ipyparallel's own "
+              "metadata",
+    "dask": "client.map + one gather both (receive = together); tasks as plain tuples",
+    "ray": "remote calls + one ray.get both (receive = together); tasks as plain tuples",
     "joblib": "Parallel generator_unordered both; per-task receive stamps",
-    "ray-pool": "Pool.map both; one receive stamp for all",
-    "dask-local": "dask.compute both; one receive stamp for all",
+    "ray-pool": "Pool.map both, the same chunks (cut by the harness, one call each); one "
+                "receive stamp for all",
+    "dask-local": "dask.compute both, tasks sent as their fields; one receive stamp for all",
     "parsl": "app calls both; per-task receive stamps by done-callback",
     "celery": "send_task per task both; per-task receive stamps from join_native's "
               "on_message",
@@ -107,22 +119,29 @@ def verdict(cost_us: float, bare_us_per_task: float) -> str:
     return MEETS if cost_us <= allowance_us(bare_us_per_task) else MISSES
 
 
-def tasks_for(per_task_s: float, n_tasks: int, run_s: float | None) -> int:
+def tasks_for(per_task_s: float, n_tasks: int, run_s: float | None,
+              min_run_s: float | None = None) -> int:
     """``n_tasks``, or fewer where one run of them would take longer than ``run_s`` seconds
     at ``per_task_s`` each (never below :data:`MIN_TASKS`): slow schedulers keep the
-    benchmark's time bounded."""
-    if not run_s or per_task_s <= 0:
+    benchmark's time bounded. With ``min_run_s``, more where one run would be shorter than
+    that (never above :data:`MAX_TASKS`): fast schedulers are timed over long enough runs."""
+    if per_task_s <= 0:
+        return n_tasks
+    if min_run_s and n_tasks * per_task_s < min_run_s:
+        return max(n_tasks, min(MAX_TASKS, math.ceil(min_run_s / per_task_s)))
+    if not run_s:
         return n_tasks
     return max(min(n_tasks, MIN_TASKS), min(n_tasks, int(run_s / per_task_s)))
 
 
-def throughput(name: str, n_workers: int, n_tasks: int, repeats: int = 3,
+def throughput(name: str, n_workers: int, n_tasks: int, repeats: int = DEFAULT_REPEATS,
                timeout_s: float = 300.0, options: dict[str, Any] | None = None,
-               run_s: float | None = None) -> dict[str, Any]:
+               run_s: float | None = None, min_run_s: float | None = None) -> dict[str, Any]:
     """Harness vs bare on one cluster: ``repeats`` pairs (bare, then harness, so drift hits
     both alike); tasks per second are medians, the cost per task the median of the pairs'
     differences (with their spread, the noise). With ``run_s``, a scheduler slower than
-    ``run_s / n_tasks`` per task (timed on the warm-up) runs fewer tasks (:func:`tasks_for`)."""
+    ``run_s / n_tasks`` per task (timed on the warm-up) runs fewer tasks, with ``min_run_s``
+    one faster than ``min_run_s / n_tasks`` more (:func:`tasks_for`)."""
     pairs: list[tuple[float, float]] = []  # (bare s, harness s)
     cpu: list[float] = []  # client CPU seconds, harness minus bare, per pair
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -134,7 +153,7 @@ def throughput(name: str, n_workers: int, n_tasks: int, repeats: int = 3,
         sched.run([Task(i, "noop", 0, 0.0) for i in range(n_warm)], timeout_s)
         t0 = time.perf_counter()  # the first calls' costs are out of the way; time a second
         sched.bare_noop(n_warm)
-        n_tasks = tasks_for((time.perf_counter() - t0) / n_warm, n_tasks, run_s)
+        n_tasks = tasks_for((time.perf_counter() - t0) / n_warm, n_tasks, run_s, min_run_s)
         tasks = [Task(i, "noop", 0, 0.0) for i in range(n_tasks)]
         for _ in range(repeats):
             c0, t0 = time.process_time(), time.perf_counter()
@@ -165,15 +184,17 @@ def throughput(name: str, n_workers: int, n_tasks: int, repeats: int = 3,
             "load_1min": load, "note": NOTES.get(name, "")}
 
 
-def run_all(names: Sequence[str], n_workers: int, n_tasks: int, repeats: int = 3,
-            run_s: float | None = DEFAULT_RUN_S) -> list[dict[str, Any]]:
+def run_all(names: Sequence[str], n_workers: int, n_tasks: int, repeats: int = DEFAULT_REPEATS,
+            run_s: float | None = DEFAULT_RUN_S,
+            min_run_s: float | None = DEFAULT_MIN_RUN_S) -> list[dict[str, Any]]:
     """:func:`throughput` for each scheduler; a scheduler that fails is a row with its error
     (verdict ``error``), not fatal."""
     rows = []
     default: dict[str, dict[str, Any]] = {}
     for name, opts in variants(names):
         try:
-            row = throughput(name, n_workers, n_tasks, repeats, options=opts, run_s=run_s)
+            row = throughput(name, n_workers, n_tasks, repeats, options=opts, run_s=run_s,
+                             min_run_s=min_run_s)
         except Exception as exc:
             rows.append({"scheduler": _label(name, opts), "verdict": "error",
                          "note": f"{type(exc).__name__}: {exc}"})
@@ -222,13 +243,14 @@ def markdown(df: pd.DataFrame, header: str = "") -> str:
 
 
 def machine_line(n_workers: int, n_tasks: int, repeats: int, wrapper_us: float,
-                 run_s: float | None) -> str:
+                 run_s: float | None, min_run_s: float | None = None) -> str:
     """One line on where and how the table was measured (for the markdown file)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else ()
     return (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs; "
             f"load average {', '.join(f'{x:.2f}' for x in load) or 'n/a'} (at the end); "
-            f"Python {platform.python_version()}; up to {n_tasks} no-op tasks (fewer where one "
-            f"run would pass {run_s:g} s: `n_tasks`) on {n_workers} workers, "
+            f"Python {platform.python_version()}; {n_tasks} no-op tasks (fewer where one "
+            f"run would pass {run_s or 0:g} s, more, up to {MAX_TASKS:,}, where it would be "
+            f"shorter than {min_run_s or 0:g} s: `n_tasks`) on {n_workers} workers, "
             f"{repeats} pairs (bare, then harness) per scheduler; task wrapper "
             f"{wrapper_us:.2f} us per task. Goal: harness cost per task <= max({GOAL_PCT:g}% "
             f"of the bare time, {GOAL_US:g} us) (`allowed_us`); `harness_us_per_task` is the "
@@ -237,8 +259,10 @@ def machine_line(n_workers: int, n_tasks: int, repeats: int, wrapper_us: float,
             "sensitive to other jobs; in-process schedulers only: all of their work).")
 
 
-def print_benchmark(names: Sequence[str], n_workers: int, n_tasks: int, repeats: int = 3,
-                    out: Path | None = DEFAULT_OUT, run_s: float | None = DEFAULT_RUN_S) -> int:
+def print_benchmark(names: Sequence[str], n_workers: int, n_tasks: int,
+                    repeats: int = DEFAULT_REPEATS, out: Path | None = DEFAULT_OUT,
+                    run_s: float | None = DEFAULT_RUN_S,
+                    min_run_s: float | None = DEFAULT_MIN_RUN_S) -> int:
     """Print the wrapper cost and the table (markdown), and write it to ``out`` (CSV) and
     ``out`` with suffix ``.md`` (markdown with a line on the machine) unless ``out`` is None.
 
@@ -246,7 +270,7 @@ def print_benchmark(names: Sequence[str], n_workers: int, n_tasks: int, repeats:
     w = wrapper_cost_us()
     print(f"task wrapper: {w['wrapper_us']:.2f} us per task "
           f"(execute {w['wrapped_us']:.2f} us, bare call {w['bare_us']:.2f} us)\n")
-    df = table(run_all(names, n_workers, n_tasks, repeats, run_s))
+    df = table(run_all(names, n_workers, n_tasks, repeats, run_s, min_run_s))
     print(markdown(df))
     met = int((df.verdict == MEETS).sum())
     print(f"{met} of {len(df)} rows meet the goal (harness cost <= max({GOAL_PCT:g}%, "
@@ -259,6 +283,6 @@ def print_benchmark(names: Sequence[str], n_workers: int, n_tasks: int, repeats:
         df.to_csv(out, index=False)
         md = out.with_suffix(".md")
         md.write_text(markdown(df, machine_line(n_workers, n_tasks, repeats, w["wrapper_us"],
-                                                   run_s)))
+                                                   run_s, min_run_s)))
         print(f"wrote {out} and {md}", file=sys.stderr)
     return 0

@@ -26,6 +26,18 @@ from ..errors import ParamError
 from ..params import REQUIRED, Param, check_param
 from ..tasks import Outcome, Task
 
+#: When a client-side scheduler's results are fetched (``receive``): ``"together"``, with one
+#: call once all are done, as its users' ``gather``/``get`` does (every task gets that call's
+#: receive stamp), or ``"each"``, as each task finishes (a receive stamp per task, at a cost
+#: per task that ``make bench`` measures). Tasks arriving over time always go ``"each"``: a
+#: response time needs its own stamp.
+RECEIVE_TOGETHER, RECEIVE_EACH = "together", "each"
+RECEIVE_OPTION = Param(
+    "str", RECEIVE_TOGETHER, (RECEIVE_TOGETHER, RECEIVE_EACH),
+    help="'together': one fetch once all are done, one receive stamp for all (what a user's "
+         "gather does); 'each': each result as its task finishes, a stamp per task (costs "
+         "per task: see make bench)")
+
 
 @dataclass
 class RunOutput:

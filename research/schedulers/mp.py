@@ -10,7 +10,17 @@ from typing import Any
 
 from ..guard import init_worker
 from ..params import Param
-from ..tasks import Outcome, Task, execute, execute_chunk, execute_packed, noop, pack, unpack
+from ..tasks import (
+    Outcome,
+    Task,
+    chunks,
+    execute_block,
+    execute_packed,
+    map_chunksize,
+    noop,
+    pack,
+    unpack_blocks,
+)
 from .base import RunOutput, Scheduler, paced, stamp_all, stop_pacing, timeout_error
 from .pool import START_METHOD_OPTION
 
@@ -49,11 +59,16 @@ class MpMap(_PoolScheduler):
         self.pool.map(noop, range(n_tasks), chunksize=self.options["chunksize"])
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
-        items = pack(tasks)  # plain tuples on the wire (research.tasks.pack)
+        # The chunks Pool.map would cut (its default size, or the option), cut here and sent
+        # one per item: the same messages, taken by whichever worker is free, as plain tuples
+        # run by one call per chunk (research.tasks.execute_block): the harness then costs
+        # about as much per task as the library's own loop.
+        size = self.options["chunksize"] or map_chunksize(len(tasks), self.n_workers)
+        blocks = chunks(pack(tasks), size)
         submit = stamp_all(tasks, time.time_ns())
-        result = self.pool.map_async(execute_packed, items, chunksize=self.options["chunksize"])
+        result = self.pool.map_async(execute_block, blocks, chunksize=1)
         try:
-            outcomes: list[Outcome] = unpack(result.get(timeout_s))
+            outcomes: list[Outcome] = unpack_blocks(result.get(timeout_s))
         except multiprocessing.TimeoutError:
             # Pool.map never returns if a worker died holding a chunk: the timeout is the guard.
             self.broken = True
@@ -92,18 +107,21 @@ class MpDynamic(_PoolScheduler):
             items: Any = paced(tasks, self.arrivals, submit, deadline)
         else:
             submit, items = stamp_all(tasks, time.time_ns()), tasks
+        # Plain tuples on the wire (research.tasks.pack): each task and outcome is pickled on
+        # its own, and a record class costs a lookup per pickle (several us each way).
         if chunksize > 1:
             # imap_unordered with chunksize > 1 returns a plain generator over its iterator,
             # which has no next(timeout=): chunk here (contiguous, as the pool does) and map
             # the chunks one by one, keeping the pool's own iterator and its timeout.
-            chunks = [list(tasks[i:i + chunksize]) for i in range(0, len(tasks), chunksize)]
-            it: Any = self.pool.imap_unordered(execute_chunk, chunks, chunksize=1)
-            n_results = len(chunks)
+            blocks = chunks(pack(tasks), chunksize)
+            it: Any = self.pool.imap_unordered(execute_block, blocks, chunksize=1)
+            n_results = len(blocks)
         else:
-            it = self.pool.imap_unordered(execute, items, chunksize=1)
+            it = self.pool.imap_unordered(execute_packed, map(tuple, items), chunksize=1)
             n_results = len(tasks)
         outcomes: list[Outcome] = []
         receive: dict[int, int] = {}
+        new = tuple.__new__
         try:
             for _ in range(n_results):
                 try:
@@ -115,10 +133,9 @@ class MpDynamic(_PoolScheduler):
                     self.broken = True
                     return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
                 now = time.time_ns()  # a chunk's outcomes come back together
-                chunk: list[Outcome] = got if chunksize > 1 else [got]
-                for out in chunk:
-                    receive[out.task_id] = now
-                    outcomes.append(out)
+                for out in (got if chunksize > 1 else (got,)):
+                    receive[out[0]] = now
+                    outcomes.append(new(Outcome, out))
         finally:
             # The paced generator runs in the pool's task-handler thread, which terminate()
             # joins: stop it now (Ctrl-C, a timeout), not when its next task is due.

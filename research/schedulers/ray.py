@@ -2,8 +2,11 @@
 
 Each task is one ``@ray.remote`` call with ``num_cpus=1`` and ``max_retries=0``: a node with
 ``num_cpus=n`` runs at most ``n`` of them at once and its raylet hands the next queued task to
-whichever worker process frees first, so assignment is dynamic. Results are collected with
-``ray.wait`` one by one, so every task gets its own receive stamp.
+whichever worker process frees first, so assignment is dynamic. Results come back with one
+``ray.get`` for all, as a user's would (every task gets that call's return as its receive
+stamp); with ``receive = "each"`` a callback per result stamps each as it arrives, at a cost per
+task that ``make bench`` measures beside the default. Tasks arriving over time are always
+stamped one by one. Tasks and outcomes travel as plain tuples (:func:`research.tasks.pack`).
 
 The local cluster is started with ``ray.init(num_cpus=n_workers)``, bound to 127.0.0.1, with
 usage stats off, token auth off (a local, loopback-only cluster) and profiling on; its session
@@ -33,7 +36,7 @@ from .. import tasks as _tasks
 from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task, execute
-from .base import ReceiveStamps, RunOutput, paced, timeout_error
+from .base import RECEIVE_EACH, RECEIVE_OPTION, ReceiveStamps, RunOutput, paced, timeout_error
 from .cluster import ClusterScheduler, check_worker_count
 
 #: How often workers send profile events to the GCS in a cluster we start (Ray's default,
@@ -89,6 +92,14 @@ def execute_labelled_packed(task: tuple[Any, ...]) -> tuple[Any, ...]:
     if _tasks.WORKER_LABEL is None:
         _label_worker()
     return _tasks.execute_packed(task)
+
+
+def execute_labelled_block(block: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """:func:`research.tasks.execute_block` in a Ray worker, labelled as
+    :func:`execute_labelled` is (one chunk of a pool's map, cut by the adapter)."""
+    if _tasks.WORKER_LABEL is None:
+        _label_worker()
+    return _tasks.execute_block(block)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -236,7 +247,7 @@ def native_table(events: Sequence[Event], ids: Mapping[str, int]) -> Any:
     """The trial's rows of Ray's timeline: one per task whose hex id is in ``ids``.
 
     Ray 2.60 records, per task and worker (``tid`` = ``worker:<worker id>``), a span
-    ``cat="task::<function name>"`` (here ``task::execute_labelled``; ``args.task_id`` = the
+    ``cat="task::<function name>"`` (here ``task::execute_labelled_packed``; ``args.task_id`` = the
     task's hex id) around deserialising the arguments, running the function and storing the
     outputs; inside it, an event ``cat="task:execute"`` (no task id) for the function call
     alone. The inner event is the one comparable with our in-task stamps: it gives
@@ -296,6 +307,26 @@ def _stamp_when_ready(refs: Mapping[Any, int], deadline: float
     return stamps.wait(deadline - time.monotonic()), values
 
 
+def _get_together(ray: ModuleType, refs: Mapping[Any, int], deadline: float,
+                  failures: tuple[type[BaseException], ...]
+                  ) -> tuple[dict[int, int], dict[int, Any]]:
+    """One ``ray.get`` for all, as a user's: every task gets its return as receive stamp.
+
+    A failure (a lost worker) ends the get at once: the others are waited for until the
+    deadline. Those then ready are stamped now, without values (the caller fetches them one
+    by one to tell the failures apart), the rest not."""
+    order = list(refs)
+    try:
+        got = ray.get(order, timeout=max(0.0, deadline - time.monotonic()))
+    except failures:
+        ready, _ = ray.wait(order, num_returns=len(order),
+                            timeout=max(0.0, deadline - time.monotonic()))
+        return dict.fromkeys([refs[r] for r in ready], time.time_ns()), {}
+    now = time.time_ns()
+    values = {refs[r]: v for r, v in zip(order, got, strict=True)}
+    return dict.fromkeys(values, now), values
+
+
 def _watch(ref: Any, tid: int, stamps: ReceiveStamps, values: dict[int, Any]) -> None:
     """Stamp ``tid`` (and keep its value) the moment ``ref``'s result is ready here."""
     def cb(value: Any) -> None:
@@ -309,16 +340,18 @@ def _watch(ref: Any, tid: int, stamps: ReceiveStamps, values: dict[int, Any]) ->
 
 
 class Ray(ClusterScheduler):
-    """One ``@ray.remote`` task per item (``num_cpus=1``, no retries), results as they arrive."""
+    """One ``@ray.remote`` task per item (``num_cpus=1``, no retries), results together."""
 
     name = "ray"
-    description = "Ray remote functions, one task per item, num_cpus=1, results as they arrive"
+    description = "Ray remote functions, one task per item, num_cpus=1, one ray.get"
     options_spec = {
         "address": Param("str", None, help="connect to this running cluster ('host:port' or "
                          "'auto') instead of starting one; its total CPUs must equal n_workers"),
         "witness": Param("bool", False, help="record Ray's own per-task timeline (the native "
                          "witness; turns RAY_PROFILING on, which slows every task)"),
+        "receive": RECEIVE_OPTION,
     }
+    run_options = frozenset({"receive"})  # how results are fetched: no new cluster needed
     existing_keys = ("address",)
     supports_arrivals = True  # one remote call per task, as each arrives (run)
     distributions: ClassVar[tuple[str, ...]] = ("ray",)
@@ -381,7 +414,7 @@ class Ray(ClusterScheduler):
             _check_cpus(self.n_workers, self.address, self._cluster_cpus)
         self._node_ip = ray.util.get_node_ip_address()
         # Built after init, on the function the workers import by module path.
-        self._remote = ray.remote(execute_labelled).options(max_retries=0, num_cpus=1)
+        self._remote = ray.remote(execute_labelled_packed).options(max_retries=0, num_cpus=1)
 
     def _start_local(self, ray: ModuleType) -> None:
         self.temp_dir = self._pick_temp_dir()
@@ -450,26 +483,33 @@ class Ray(ClusterScheduler):
 
     def _run(self, tasks: Sequence[Task], timeout_s: float, native: bool) -> RunOutput:
         import ray
-        from ray.exceptions import RayError, WorkerCrashedError
+        from ray.exceptions import GetTimeoutError, RayError, WorkerCrashedError
 
         deadline = time.monotonic() + timeout_s
         submit: dict[int, int] = {}
         refs: dict[Any, int] = {}
         outcomes: list[Outcome]
+        # Plain tuples on the wire (research.tasks.pack): Ray pickles each argument and each
+        # result with cloudpickle, which makes a Python call per record class otherwise.
         if self.arrivals:
             # Arriving over time: each result is watched from its submission on, so tasks that
             # finish while later ones are still to arrive get their receive stamps on time.
             stamps = ReceiveStamps(len(tasks))
             values: dict[int, Any] = {}
             for task in paced(tasks, self.arrivals, submit, deadline):
-                ref = self._remote.remote(task)
+                ref = self._remote.remote(tuple(task))
                 refs[ref] = task.task_id
                 _watch(ref, task.task_id, stamps, values)
             receive = stamps.wait(deadline - time.monotonic())
         else:
             for task in paced(tasks, None, submit):
-                refs[self._remote.remote(task)] = task.task_id
-            receive, values = _stamp_when_ready(refs, deadline)
+                refs[self._remote.remote(tuple(task))] = task.task_id
+            if self.options["receive"] == RECEIVE_EACH:
+                receive, values = _stamp_when_ready(refs, deadline)
+            else:
+                receive, values = _get_together(ray, refs, deadline, (GetTimeoutError, RayError))
+        new = tuple.__new__
+        values = {tid: new(Outcome, v) if type(v) is tuple else v for tid, v in values.items()}
         error: str | None = None
         crashed = 0
         # The callbacks were handed the results; only what is not an Outcome (a task error,
@@ -480,7 +520,7 @@ class Ray(ClusterScheduler):
         pending = [ref for ref, tid in refs.items() if tid not in receive]
         if ready and not values:  # the future API (older Ray): one get for all
             try:
-                outcomes = list(ray.get(ready))
+                outcomes = [new(Outcome, v) for v in ray.get(ready)]
                 ready = []
             except RayError:
                 outcomes = []
@@ -495,7 +535,7 @@ class Ray(ClusterScheduler):
                 self.broken = True
                 error = error or f"{type(exc).__name__}: {exc}"
                 continue
-            outcomes.append(out)
+            outcomes.append(new(Outcome, out))
         receive = {o.task_id: receive[o.task_id] for o in outcomes}
         if pending:
             # Force-cancel kills the workers running them, so the next trial starts clean.

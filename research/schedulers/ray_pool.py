@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from ..params import Param
-from ..tasks import Outcome, Task, pack, unpack
+from ..tasks import Outcome, Task, chunks, map_chunksize, pack, unpack_blocks
 from .base import RunOutput, stamp_all, timeout_error
-from .ray import Ray, execute_labelled_packed, import_ray, native_table, timeline_events
+from .ray import Ray, execute_labelled_block, import_ray, native_table, timeline_events
 
 METHODS = ("map", "imap", "imap_unordered")
 WARM_SLEEP_S = 0.1
@@ -56,7 +56,8 @@ class RayPool(Ray):
         "method": Param("str", "map", METHODS),
         "chunksize": Param("int>0", None, help="default: the library's (map: ceil(n / (4 x "
                            "actors)), imap/imap_unordered: 1)"),
-        **Ray.options_spec,
+        # Not Ray's `receive`: a pool's results come back as its method returns them.
+        **{k: v for k, v in Ray.options_spec.items() if k != "receive"},
     }
     run_options = frozenset({"method", "chunksize"})
     # distributions, process_names, slow_start: the ray adapter's (the same cluster)
@@ -117,27 +118,31 @@ class RayPool(Ray):
         receive: dict[int, int] = {}
         submit = stamp_all(tasks, time.time_ns())
         handle: Any = None
+        # The pool's chunks (its default size, or the option), cut here and sent one per item
+        # with chunksize 1: chunk k still goes to actor k mod n, as plain tuples run by one
+        # call per chunk (research.tasks.execute_block), not by the actor's loop per item.
+        if method == "map":
+            chunksize = chunksize or map_chunksize(len(items), self.n_workers)
+        else:
+            chunksize = chunksize or 1  # Pool.imap's own default
+        blocks = chunks(pack(items), chunksize)
+        new = tuple.__new__
         try:
             if method == "map":
-                # Plain tuples on the wire (research.tasks.pack): Ray pickles with cloudpickle,
-                # which makes a Python call per record otherwise.
-                handle = self.pool.map_async(execute_labelled_packed, pack(items),
-                                             chunksize=chunksize)
-                outcomes = unpack(handle.get(timeout_s))
+                handle = self.pool.map_async(execute_labelled_block, blocks, chunksize=1)
+                outcomes = unpack_blocks(handle.get(timeout_s))
                 receive = stamp_all(tasks, time.time_ns())
-                chunksize = chunksize or self.pool._calculate_chunksize(items)
             else:
-                # Pool.imap's own default (1) when unset; None would break its result count.
-                chunksize = chunksize or 1
-                handle = getattr(self.pool, method)(execute_labelled_packed, pack(items),
-                                                    chunksize=chunksize)
-                for _ in range(len(items)):
-                    out = handle.next(timeout=max(0.0, deadline - time.monotonic()))
-                    if isinstance(out, BaseException):
+                handle = getattr(self.pool, method)(execute_labelled_block, blocks, chunksize=1)
+                for _ in range(len(blocks)):
+                    got = handle.next(timeout=max(0.0, deadline - time.monotonic()))
+                    if isinstance(got, BaseException):
                         # imap hands a chunk's failure (a dead actor) back as a result
-                        raise out
-                    receive[out[0]] = time.time_ns()
-                    outcomes.append(tuple.__new__(Outcome, out))
+                        raise got
+                    now = time.time_ns()  # a chunk's outcomes come back together
+                    for out in got:
+                        receive[out[0]] = now
+                        outcomes.append(new(Outcome, out))
         except (TimeoutError, multiprocessing.TimeoutError):
             self.broken = True
             return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
