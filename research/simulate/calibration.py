@@ -39,7 +39,9 @@ from .core import Costs, _receive
 from .policies import base_name, policy_for
 
 FORMAT = "research.calibration"
-VERSION = 1
+VERSION = 2
+#: Versions :func:`load` reads (1: no body curves; the scalars serve every length).
+READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 CALIBRATION_STUDIES: tuple[str, ...] = ("overhead", "granularity")
 SHIPPED = Path(__file__).with_name("default_calibration.json")
 #: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms
@@ -117,9 +119,9 @@ def load(path: Path | str | None = None) -> Calibration:
         raise ValueError(f"{p}: cannot read a calibration file: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{p}: not a calibration file (format must be {FORMAT!r})")
-    if doc.get("version") != VERSION:
+    if doc.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"{p}: calibration version {doc.get('version')!r}; this package "
-                         f"reads version {VERSION}")
+                         f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     label = str(doc.get("label", ""))
     if path is None:
         label = f"shipped defaults ({label})" if label else "shipped defaults"
@@ -197,21 +199,43 @@ def _median(values: Sequence[float], default: float) -> float:
     return float(statistics.median(v)) if v else default
 
 
-def body_costs(trials: Sequence[TrialData]) -> dict[str, float]:
-    """Sleep overshoot, CPU stretch and no-op length: medians over the trials' tasks."""
+def body_costs(trials: Sequence[TrialData]) -> dict[str, Any]:
+    """Sleep overshoot, CPU stretch and no-op length: medians over the trials' tasks, overall
+    and per planned length (the curves: one knot per length with at least
+    :data:`KNOT_TASKS` tasks)."""
     over, scale, noop = [], [], []
+    by_sleep: dict[float, list[float]] = {}
+    by_cpu: dict[float, list[float]] = {}
     for d in trials:
         for b, p, m in zip(d.bodies, d.planned, d.body_s, strict=True):
             if not math.isfinite(m):
                 continue
-            if b == "sleep" and math.isfinite(p):
+            if b == "sleep" and math.isfinite(p) and p > 0:
                 over.append(m - p)
-            elif b == "cpu" and math.isfinite(p) and p >= 1e-3:
-                scale.append(m / p)
+                by_sleep.setdefault(p, []).append(m - p)
+            elif b == "cpu" and math.isfinite(p) and p > 0:
+                if p >= 1e-3:
+                    scale.append(m / p)
+                by_cpu.setdefault(p, []).append(m / p)
             elif b == "noop":
                 noop.append(m)
     return {"sleep_overshoot_s": max(0.0, _median(over, 0.0)), "cpu_scale": _median(scale, 1.0),
-            "noop_s": max(0.0, _median(noop, 0.0))}
+            "noop_s": max(0.0, _median(noop, 0.0)),
+            "sleep_curve": _curve(by_sleep, lambda v: max(0.0, v)),
+            "cpu_curve": _curve(by_cpu, lambda v: max(1e-3, v))}
+
+
+#: A length needs this many measured tasks to become a knot of a body curve (fewer: too noisy
+#: to trust a median of, e.g. the two tasks of a 1 s point, unless no other knot is near).
+KNOT_TASKS = 2
+
+
+def _curve(by: dict[float, list[float]], clip: Any) -> tuple[tuple[float, float], ...]:
+    """Knots (planned, median) of the lengths measured often enough; () with fewer than two
+    (the scalar then serves every length)."""
+    knots = tuple((float(p), float(clip(statistics.median(v))))
+                  for p, v in sorted(by.items()) if len(v) >= KNOT_TASKS)
+    return knots if len(knots) >= 2 else ()
 
 
 def log_error(pred: float, measured: float) -> float:
@@ -240,7 +264,7 @@ class _Search:
         self.errors: dict[Costs, float] = {}
         # (trial index, costs up to the task ends) -> (makespan, ends, ends sorted or None)
         self.schedules: dict[tuple[int, Costs], tuple[float, list[float], list[float] | None]] = {}
-        self.durations: dict[tuple[int, float, float, float], list[float]] = {}
+        self.durations: dict[tuple[Any, ...], list[float]] = {}
 
     def error(self, costs: Costs) -> float:
         """:func:`fit_error` of ``costs``."""
@@ -269,7 +293,8 @@ class _Search:
 
     def _durations(self, k: int, costs: Costs) -> list[float]:
         """The bodies of trial ``k`` under ``costs``, as :func:`simulate` computes them."""
-        key = (k, costs.sleep_overshoot_s, costs.cpu_scale, costs.noop_s)
+        key = (k, costs.sleep_overshoot_s, costs.cpu_scale, costs.noop_s, costs.sleep_curve,
+               costs.cpu_curve)
         out = self.durations.get(key)
         if out is None:
             d = self.trials[k]
@@ -301,12 +326,12 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
             "return_s": max(0.0, _median([d.last_return_s for d in trials], 0.0))}
     # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
     sample = [_shortened(d, 400) for d in trials]
-    best = {"dispatch_s": 0.0, "worker_s": 0.0, "result_s": 0.0}
+    best = {"dispatch_s": 0.0, "worker_s": 0.0, "result_s": 0.0, "requeue_s": 0.0}
     search = _Search(sample)
     best_err = search.error(Costs(**base, **best))
     for _ in range(passes):
         improved = False
-        for key in ("dispatch_s", "worker_s", "result_s"):
+        for key in ("dispatch_s", "worker_s", "requeue_s", "result_s"):
             for v in GRID:
                 trial = {**best, key: v}
                 err = search.error(Costs(**base, **trial))
@@ -348,8 +373,9 @@ def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
     for (name, trials), (costs, err) in zip(ordered, fitted, strict=True):
         scheds[name] = {"costs": costs.to_dict(), "n_trials": len(trials),
                         "fit_error": err, "trials": sorted(d.trial_id for d in trials)}
+    # The default takes the median of each number; the body curves stay per scheduler.
     default = Costs.from_dict({k: _median([e["costs"][k] for e in scheds.values()], 0.0)
-                               for k in Costs().to_dict()}) if scheds else Costs()
+                               for k in Costs().scalars()}) if scheds else Costs()
     return Calibration(scheds, default, label or f"fitted on {results.results_dir}",
                        str(results.results_dir),
                        _dt.datetime.now().isoformat(timespec="seconds"), tuple(studies))
