@@ -57,6 +57,9 @@ def test_dispatch_cost_limits_the_rate_and_worker_cost_adds_gaps() -> None:
     assert r.receive == [1, 2, 3] and r.wall_s == 3
     r = _run("dask", [1, 1], 1, Costs(worker_s=0.5))
     assert r.start == [0.5, 2.0] and r.makespan_s == 2.5
+    # A chunk is one message: it pays the dispatch cost once, whatever it carries.
+    r = _run("mp-map", [0] * 8, 2, Costs(dispatch_s=1.0), chunksize=4)
+    assert r.start == [1] * 4 + [2] * 4
 
 
 def test_celery_one_node_is_greedy_several_nodes_reserve() -> None:

@@ -1,8 +1,9 @@
 """The event bookkeeping every policy shares; a policy overrides :meth:`Policy.pick`.
 
 The model of one trial: the client hands the task list over in *units* (one task, a chunk or a
-contiguous block), one after the other, each unit costing ``dispatch_s`` per task it carries
-(serialisation and the scheduler's bookkeeping: a rate limit on the whole cluster). A unit goes
+contiguous block), one after the other, each unit costing ``dispatch_s`` (one message:
+serialisation and the scheduler's bookkeeping, a rate limit on the whole cluster; a chunk or a
+batch pays it once, which is why chunking pays). A unit goes
 to the worker the policy picks: a fixed one (blocks, round robin) or whichever is free first
 (greedy), where a worker may hold ``prefetch`` units at once (a bounded queue: ipp-lb's hwm,
 Celery's prefetch). A worker runs a unit's tasks in order, paying ``worker_s`` before each
@@ -215,7 +216,7 @@ class Policy:
         sent = 0.0
         p = self.prefetch
         for u, unit in enumerate(units):
-            sent += costs.dispatch_s * len(unit)
+            sent += costs.dispatch_s
             ready = sent + costs.start_s
             w = self.pick(u, ready, state)
             s = state.slots[w]
@@ -257,7 +258,7 @@ class Policy:
         heappush, heappop = heapq.heappush, heapq.heappop
         sent = 0.0
         for u, unit in enumerate(units):
-            sent += dispatch_s * len(unit)
+            sent += dispatch_s
             ready = sent + start_s
             while busy and busy[0][0] <= ready:
                 heappush(idle, heappop(busy)[1])
