@@ -233,6 +233,23 @@ def test_fit_recovers_known_costs() -> None:
     assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.1)
 
 
+def test_start_latency_grows_with_the_list_where_it_does() -> None:
+    """The first start's latency: a robust line against the task count (one outlier does not
+    move it), and the simulator delays the first unit by it."""
+    def trial(n: int, first: float) -> cal.TrialData:
+        return cal.TrialData(f"t{n}", "granularity", "dask", "w", 2, {}, ["noop"] * n, [0.0] * n,
+                             1.0, 1.0, [], [0.0] * n, first, 0.0)
+
+    grows = [trial(n, 0.01 + 2e-4 * n) for n in (2, 4, 11, 50, 400)] + [trial(33, 0.5)]
+    start, per = cal.start_line(grows)
+    assert per == pytest.approx(2e-4, rel=1e-6) and start == pytest.approx(0.01, rel=1e-6)
+    flat = [trial(n, 0.003 + (1e-4 if n % 2 else 0.0)) for n in (2, 4, 11, 50, 400)]
+    start, per = cal.start_line(flat)
+    assert per < 1e-6 and start == pytest.approx(0.003, abs=1e-4)
+    r = _run("dask", [0.0] * 10, 2, Costs(start_s=0.01, start_per_task_s=1e-3))
+    assert min(r.start) == pytest.approx(0.02)
+
+
 def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
     c = cal.Calibration({"dask": {"costs": Costs(dispatch_s=1e-3).to_dict(), "n_trials": 1,
                                   "fit_error": 0.0, "trials": ["t0"]}},

@@ -2,23 +2,29 @@
 
 The costs are fitted per scheduler from the studies named in :data:`CALIBRATION_STUDIES` (the
 no-op overhead study and the granularity sweep), never from the trial being predicted: body
-costs (sleep overshoot, CPU stretch, no-op length) and the start and return latencies are
-medians of what those trials measured; ``dispatch_s``, ``worker_s`` and ``result_s`` are chosen
-by a coordinate search that minimises the median |log(predicted / measured)| of their makespans
-and wall times.
+costs (sleep overshoot, CPU stretch, no-op length; and per planned length, the sleep and CPU
+curves), the return latency and the first start's latency (a robust line against the task
+count: :func:`start_line`) are read from what those trials measured; ``dispatch_s``,
+``worker_s``, ``requeue_s`` and ``result_s`` are chosen by a coordinate search that minimises
+the median |log(predicted / measured)| of their makespans and wall times.
 
 The file (JSON)::
 
-    {"format": "research.calibration", "version": 1, "label": "...", "source": "RESULTS",
+    {"format": "research.calibration", "version": 2, "label": "...", "source": "RESULTS",
      "created": "ISO time", "studies": ["overhead", "granularity"],
      "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
+                                       "start_per_task_s": ..., "requeue_s": ...,
                                        "return_s": ..., "result_s": ..., "sleep_overshoot_s": ...,
-                                       "cpu_scale": ..., "noop_s": ...},
+                                       "cpu_scale": ..., "noop_s": ...,
+                                       "sleep_curve": [[planned_s, overshoot_s], ...],
+                                       "cpu_curve": [[planned_s, stretch], ...]},
                              "n_trials": 21, "fit_error": 0.03, "trials": ["trial_id", ...]}},
      "default": {"costs": {...}}}
 
-``default`` (the median of the fitted schedulers' costs) serves a scheduler the file does not
-know. :data:`SHIPPED` is the package's own file, fitted on a quick run (its label says so).
+Version 1 files (no curves, no ``start_per_task_s`` or ``requeue_s``) still load: what they lack
+is 0 or empty, and the scalar body costs serve every length. ``default`` (the median of the
+fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
+:data:`SHIPPED` is the package's own file (its label says what it was fitted on).
 """
 
 from __future__ import annotations
@@ -238,6 +244,18 @@ def _curve(by: dict[float, list[float]], clip: Any) -> tuple[tuple[float, float]
     return knots if len(knots) >= 2 else ()
 
 
+def start_line(trials: Sequence[TrialData]) -> tuple[float, float]:
+    """(start_s, start_per_task_s): the first start's latency against the trial's task count,
+    a line fitted robustly (Theil-Sen: the median of the slopes between trials of different
+    lengths, not below 0; the intercept the median of what is left). Flat where the latency
+    does not grow with the list (the slope's median is then about 0)."""
+    pts = [(len(d.bodies), d.first_start_s) for d in trials if math.isfinite(d.first_start_s)]
+    slopes = [(y2 - y1) / (n2 - n1) for i, (n1, y1) in enumerate(pts) for n2, y2 in pts[i + 1:]
+              if n2 != n1]
+    slope = max(0.0, _median(slopes, 0.0))
+    return max(0.0, _median([y - slope * n for n, y in pts], 0.0)), slope
+
+
 def log_error(pred: float, measured: float) -> float:
     """|log(pred / measured)|; inf when either is not positive."""
     if not (pred > 0 and measured > 0):
@@ -321,8 +339,8 @@ class _Search:
 
 def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, float]:
     """Costs fitted to ``trials`` (one scheduler's), and their fit error."""
-    base = {**body_costs(trials),
-            "start_s": max(0.0, _median([d.first_start_s for d in trials], 0.0)),
+    start_s, per_task = start_line(trials)
+    base = {**body_costs(trials), "start_s": start_s, "start_per_task_s": per_task,
             "return_s": max(0.0, _median([d.last_return_s for d in trials], 0.0))}
     # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
     sample = [_shortened(d, 400) for d in trials]
@@ -383,4 +401,4 @@ def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
 
 __all__ = ["CALIBRATION_STUDIES", "FORMAT", "SHIPPED", "VERSION", "Calibration", "TrialData",
            "body_costs", "collect", "fit", "fit_error", "fit_scheduler", "load", "log_error",
-           "trial_data"]
+           "start_line", "trial_data"]

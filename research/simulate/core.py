@@ -1,17 +1,20 @@
-"""The event bookkeeping every policy shares; a policy overrides :meth:`Policy.pick`.
+"""The event bookkeeping every policy shares; a policy overrides :meth:`Policy.pick` (or how
+the list is cut, :meth:`Policy.units`).
 
-The model of one trial: the client hands the task list over in *units* (one task, a chunk or a
-contiguous block), one after the other, each unit costing ``dispatch_s`` (one message:
-serialisation and the scheduler's bookkeeping, a rate limit on the whole cluster; a chunk or a
-batch pays it once, which is why chunking pays). A unit goes
-to the worker the policy picks: a fixed one (blocks, round robin) or whichever is free first
-(greedy), where a worker may hold ``prefetch`` units at once (a bounded queue: ipp-lb's hwm,
-Celery's prefetch). A worker runs a unit's tasks in order, paying ``worker_s`` before each
+The model of one trial: the client hands the task list over in *units* (one task, a chunk, a
+batch or a contiguous block), one after the other, each unit costing ``dispatch_s`` (one
+message: serialisation and the scheduler's bookkeeping, a rate limit on the whole cluster; a
+chunk pays it once, which is why chunking pays). The first unit leaves ``start_s +
+start_per_task_s x tasks`` after the first submit (the client prepares the whole list first). A
+unit goes to the worker the policy picks: a fixed one (blocks, round robin, Celery's nodes) or
+whichever is free first (greedy), where a worker may hold ``prefetch`` units at once (a bounded
+queue: ipp-lb's hwm) and a freed slot is refilled ``requeue_s`` later (the scheduler hears of
+the end, then sends). A worker runs a unit's tasks in order, paying ``worker_s`` before each
 (deserialising, bookkeeping, its share of the result's way back). Each body lasts its planned
-time, adjusted per body kind: ``sleep`` bodies overshoot by ``sleep_overshoot_s`` (timer slack),
-``cpu`` bodies are stretched by ``cpu_scale`` (contention), ``noop`` bodies last ``noop_s``.
-Results reach the client ``return_s`` after their end, and the client takes them in one at a
-time, ``result_s`` each (deserialising, bookkeeping). Times start at the first submit (0).
+time, adjusted per body kind: ``sleep`` bodies overshoot (``sleep_curve`` by planned length, or
+``sleep_overshoot_s``), ``cpu`` bodies are stretched (``cpu_curve`` or ``cpu_scale``), ``noop``
+bodies last ``noop_s``. Results reach the client ``return_s`` after their end, and the client
+takes them in one at a time, ``result_s`` each. Times start at the first submit (0).
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ class Costs:
     dispatch_s: float = 0.0
     worker_s: float = 0.0
     start_s: float = 0.0
+    #: The part of the first start's latency that grows with the list: the client prepares
+    #: and hands over the whole list before the first task runs (Dask's and Parsl's graphs,
+    #: ipyparallel's submits); the first unit leaves ``start_s + start_per_task_s x tasks``
+    #: after the first submit.
+    start_per_task_s: float = 0.0
     return_s: float = 0.0
     result_s: float = 0.0
     sleep_overshoot_s: float = 0.0
@@ -206,10 +214,11 @@ class Policy:
         units = self.units(n, n_workers)
         if (self.greedy and costs.dispatch_s >= 0 and costs.requeue_s >= 0
                 and math.isfinite(costs.dispatch_s + costs.start_s + costs.worker_s
-                                  + costs.requeue_s)
+                                  + costs.start_per_task_s + costs.requeue_s)
                 and math.isfinite(sum(durations))):  # inf or NaN anywhere: not finite
             return self._schedule_greedy(durations, n_workers, costs, units)
         hold = costs.requeue_s if self.bounded else 0.0
+        lead = costs.start_s + costs.start_per_task_s * n
         state = State(n_workers, [0.0] * n_workers, [[] for _ in range(n_workers)],
                       [0] * n_workers, [[] for _ in range(n_workers)], hold)
         worker, start, end = [0] * n, [0.0] * n, [0.0] * n
@@ -217,7 +226,7 @@ class Policy:
         p = self.prefetch
         for u, unit in enumerate(units):
             sent += costs.dispatch_s
-            ready = sent + costs.start_s
+            ready = sent + lead
             w = self.pick(u, ready, state)
             s = state.slots[w]
             t = max(state.free_at[w], ready, s[-p] + hold if hold and len(s) >= p else 0.0)
@@ -246,7 +255,8 @@ class Policy:
         is not an exact one) the scan itself decides, as :meth:`pick` would.
         """
         n, p = len(durations), self.prefetch
-        dispatch_s, start_s, worker_s = costs.dispatch_s, costs.start_s, costs.worker_s
+        dispatch_s, worker_s = costs.dispatch_s, costs.worker_s
+        start_s = costs.start_s + costs.start_per_task_s * n
         hold = costs.requeue_s
         state = State(n_workers, [0.0] * n_workers, [[] for _ in range(n_workers)],
                       [0] * n_workers, [[] for _ in range(n_workers)], hold)
