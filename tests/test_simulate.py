@@ -103,6 +103,18 @@ def test_requeue_round_trip_only_where_the_queue_is_bounded() -> None:
     assert _run("ipp-direct", [1, 1, 1, 1], 2, Costs(requeue_s=0.5)).makespan_s == 2
 
 
+def test_pull_serves_a_unit_only_when_a_slot_is_free() -> None:
+    # Push: the scheduler sends every 0.5 s from the start, whatever the workers do.
+    push = _run("dask", [1, 1, 1, 1], 2, Costs(dispatch_s=0.5))
+    assert push.start == [0.5, 1.0, 1.5, 2.0]
+    # Pull: it serves task 2 only when worker 0 is free (1.5), so its 0.5 s fall between.
+    pull = _run("dask", [1, 1, 1, 1], 2, Costs(dispatch_s=0.5, pull=1.0))
+    assert pull.start == [0.5, 1.0, 2.0, 2.5] and pull.makespan_s == 3.0
+    # Dealt out ahead (round robin): pull does not apply.
+    assert _run("ray-pool", [1] * 4, 2, Costs(dispatch_s=0.5, pull=1.0), method="imap").start \
+        == _run("ray-pool", [1] * 4, 2, Costs(dispatch_s=0.5), method="imap").start
+
+
 def test_dask_local_and_mp_dynamic_chunks() -> None:
     r = _run("mp-dynamic", [1] * 8, 2, chunksize=4)
     assert r.worker == [0] * 4 + [1] * 4
@@ -157,7 +169,7 @@ def test_greedy_heap_path_is_the_scan_float_for_float(prefetch: int) -> None:
                      if rng.random() < 0.7 else [rng.expovariate(10.0) for _ in range(80)])
         costs = Costs(dispatch_s=rng.choice([0.0, 1e-3, 0.1]), worker_s=rng.choice([0.0, 0.1]),
                       start_s=rng.choice([0.0, 0.2]), return_s=1e-3, result_s=1e-4,
-                      requeue_s=rng.choice([0.0, 0.0, 0.05, 0.3]))
+                      requeue_s=rng.choice([0.0, 0.0, 0.05, 0.3]), pull=rng.choice([0.0, 1.0]))
         got = fast.run(durations, n_workers, costs)
         want = _Scan(prefetch).run(durations, n_workers, costs)
         assert (got.worker, got.start, got.end, got.receive) == (

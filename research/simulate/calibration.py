@@ -6,14 +6,16 @@ costs (sleep overshoot, CPU stretch, no-op length; and per planned length, the s
 curves), the return latency and the first start's latency (a robust line against the task
 count: :func:`start_line`) are read from what those trials measured; ``dispatch_s``,
 ``worker_s``, ``requeue_s`` and ``result_s`` are chosen by a coordinate search that minimises
-the median |log(predicted / measured)| of their makespans and wall times.
+the median |log(predicted / measured)| of their makespans and wall times, once with the
+scheduler pushing the list and once pulling (``pull``: where the policy's units wait for a free
+slot), keeping the better of the two.
 
 The file (JSON)::
 
     {"format": "research.calibration", "version": 2, "label": "...", "source": "RESULTS",
      "created": "ISO time", "studies": ["overhead", "granularity"],
      "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
-                                       "start_per_task_s": ..., "requeue_s": ...,
+                                       "start_per_task_s": ..., "requeue_s": ..., "pull": 0,
                                        "return_s": ..., "result_s": ..., "sleep_overshoot_s": ...,
                                        "cpu_scale": ..., "noop_s": ...,
                                        "sleep_curve": [[planned_s, overshoot_s], ...],
@@ -21,8 +23,8 @@ The file (JSON)::
                              "n_trials": 21, "fit_error": 0.03, "trials": ["trial_id", ...]}},
      "default": {"costs": {...}}}
 
-Version 1 files (no curves, no ``start_per_task_s`` or ``requeue_s``) still load: what they lack
-is 0 or empty, and the scalar body costs serve every length. ``default`` (the median of the
+Version 1 files (no curves, no ``start_per_task_s``, ``requeue_s`` or ``pull``) still load: what
+they lack is 0 or empty, and the scalar body costs serve every length. ``default`` (the median of the
 fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
 :data:`SHIPPED` is the package's own file (its label says what it was fitted on).
 """
@@ -343,9 +345,19 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
     base = {**body_costs(trials), "start_s": start_s, "start_per_task_s": per_task,
             "return_s": max(0.0, _median([d.last_return_s for d in trials], 0.0))}
     # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
-    sample = [_shortened(d, 400) for d in trials]
+    search = _Search([_shortened(d, 400) for d in trials])
+    costs, err = _search_costs(search, base, passes)
+    if trials and policy_for(trials[0].scheduler, trials[0].options).bounded:
+        # Push or pull (Costs.pull): a structural choice, made on the calibration trials too.
+        pulled, pulled_err = _search_costs(search, {**base, "pull": 1.0}, passes)
+        if pulled_err < err - 1e-12:
+            costs, err = pulled, pulled_err
+    return costs, err
+
+
+def _search_costs(search: _Search, base: dict[str, Any], passes: int) -> tuple[Costs, float]:
+    """The coordinate search over the grid for the costs not read off the trials."""
     best = {"dispatch_s": 0.0, "worker_s": 0.0, "result_s": 0.0, "requeue_s": 0.0}
-    search = _Search(sample)
     best_err = search.error(Costs(**base, **best))
     for _ in range(passes):
         improved = False

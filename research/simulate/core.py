@@ -49,6 +49,12 @@ class Costs:
     #: the result goes back before the next task comes). Paid only when the worker waits for
     #: the scheduler, unlike ``worker_s``; greedy policies (:meth:`Policy.pick`) only.
     requeue_s: float = 0.0
+    #: 1: the scheduler serves (pays ``dispatch_s`` for) a unit only once a worker has a free
+    #: slot for it, one at a time (a central loop that hears of an end, then sends the next:
+    #: its cost then lies between a worker's end and its next start whenever it is the
+    #: bottleneck); 0: it pushes the list into a queue as fast as it can. Chosen per scheduler
+    #: by the calibration (whichever fits the calibration studies better); bounded policies only.
+    pull: float = 0.0
     #: (planned_s, overshoot_s) knots: the sleep overshoot as it depends on the planned length
     #: (timer slack, wake-up latency), interpolated in log(planned) and held flat beyond the
     #: ends; empty: ``sleep_overshoot_s`` for every length.
@@ -218,6 +224,7 @@ class Policy:
                 and math.isfinite(sum(durations))):  # inf or NaN anywhere: not finite
             return self._schedule_greedy(durations, n_workers, costs, units)
         hold = costs.requeue_s if self.bounded else 0.0
+        pull = self.bounded and costs.pull >= 0.5
         lead = costs.start_s + costs.start_per_task_s * n
         state = State(n_workers, [0.0] * n_workers, [[] for _ in range(n_workers)],
                       [0] * n_workers, [[] for _ in range(n_workers)], hold)
@@ -225,10 +232,18 @@ class Policy:
         sent = 0.0
         p = self.prefetch
         for u, unit in enumerate(units):
-            sent += costs.dispatch_s
-            ready = sent + lead
-            w = self.pick(u, ready, state)
-            s = state.slots[w]
+            if pull:
+                # The scheduler serves a unit once it is free and a worker has a free slot.
+                look = max(sent, lead)
+                w = self.pick(u, look, state)
+                s = state.slots[w]
+                sent = max(look, s[-p] + hold if len(s) >= p else 0.0) + costs.dispatch_s
+                ready = sent
+            else:
+                sent += costs.dispatch_s
+                ready = sent + lead
+                w = self.pick(u, ready, state)
+                s = state.slots[w]
             t = max(state.free_at[w], ready, s[-p] + hold if hold and len(s) >= p else 0.0)
             state.starts[w].append(t)
             for i in unit:
@@ -267,9 +282,13 @@ class Policy:
         busy = [(0.0, w) for w in range(n_workers)]  # already a heap
         heappush, heappop = heapq.heappush, heapq.heappop
         sent = 0.0
+        pull = costs.pull >= 0.5
         for u, unit in enumerate(units):
-            sent += dispatch_s
-            ready = sent + start_s
+            if pull:
+                ready = sent if sent >= start_s else start_s  # when the scheduler can serve
+            else:
+                sent += dispatch_s
+                ready = sent + start_s
             while busy and busy[0][0] <= ready:
                 heappush(idle, heappop(busy)[1])
             if idle:
@@ -293,6 +312,10 @@ class Policy:
                     w = best[1]
                     for x in ties:
                         heappush(busy, x)
+            if pull:
+                # Served once both the scheduler and a slot of w are free.
+                sent = (ready if ready >= accept[w] else accept[w]) + dispatch_s
+                ready = sent
             t = free_at[w] if free_at[w] >= ready else ready  # max(free_at[w], ready)
             if accept[w] > t:  # a full queue: the slot is refilled a round trip later
                 t = accept[w]
