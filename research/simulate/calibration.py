@@ -24,8 +24,8 @@ The file (JSON)::
      "default": {"costs": {...}}}
 
 Version 1 files (no curves, no ``start_per_task_s``, ``requeue_s`` or ``pull``) still load: what
-they lack is 0 or empty, and the scalar body costs serve every length. ``default`` (the median of the
-fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
+they lack is 0 or empty, and the scalar body costs serve every length. ``default`` (the median
+of the fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
 :data:`SHIPPED` is the package's own file (its label says what it was fitted on).
 """
 
