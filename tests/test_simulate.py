@@ -262,6 +262,24 @@ def test_start_latency_grows_with_the_list_where_it_does() -> None:
     assert min(r.start) == pytest.approx(0.02)
 
 
+def test_a_long_noop_trial_shortened_for_the_fit_keeps_its_latencies() -> None:
+    """The fitter cuts long no-op lists: the cut trial is what the same costs give for the
+    shorter list (the span scales, the start and return latencies do not)."""
+    costs = Costs(dispatch_s=1e-4, worker_s=2e-5, start_s=0.02, start_per_task_s=1e-5,
+                  return_s=0.01, noop_s=1e-6)
+    def measured(n: int) -> cal.TrialData:
+        r = simulate(policy_for("dask"), ["noop"] * n, [0.0] * n, 2, costs)
+        return cal.TrialData("t", "overhead", "dask", "noop", 2, {}, ["noop"] * n, [0.0] * n,
+                             r.makespan_s, r.wall_s, r.counts, [1e-6] * n, min(r.start),
+                             max(r.receive) - max(r.end))
+    cut = cal._shortened(measured(2000), 400, costs.start_per_task_s)
+    want = measured(400)
+    assert len(cut.bodies) == 400
+    assert cut.wall_s == pytest.approx(want.wall_s, rel=0.02)
+    assert cut.makespan_s == pytest.approx(want.makespan_s, rel=0.02)
+    assert cut.first_start_s == pytest.approx(want.first_start_s, rel=0.02)
+
+
 def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
     c = cal.Calibration({"dask": {"costs": Costs(dispatch_s=1e-3).to_dict(), "n_trials": 1,
                                   "fit_error": 0.0, "trials": ["t0"]}},

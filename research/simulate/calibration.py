@@ -345,7 +345,7 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
     base = {**body_costs(trials), "start_s": start_s, "start_per_task_s": per_task,
             "return_s": max(0.0, _median([d.last_return_s for d in trials], 0.0))}
     # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
-    search = _Search([_shortened(d, 400) for d in trials])
+    search = _Search([_shortened(d, 400, per_task) for d in trials])
     costs, err = _search_costs(search, base, passes)
     if trials and policy_for(trials[0].scheduler, trials[0].options).bounded:
         # Push or pull (Costs.pull): a structural choice, made on the calibration trials too.
@@ -372,17 +372,22 @@ def _search_costs(search: _Search, base: dict[str, Any], passes: int) -> tuple[C
     return Costs(**base, **best), best_err
 
 
-def _shortened(d: TrialData, most: int) -> TrialData:
-    """A no-op trial of many tasks, cut to ``most`` tasks with its times scaled alike."""
+def _shortened(d: TrialData, most: int, start_per_task_s: float = 0.0) -> TrialData:
+    """A no-op trial of many tasks, cut to ``most`` tasks with its times scaled alike (the
+    first start's latency less what the dropped tasks added to it, ``start_per_task_s`` each,
+    as the simulator times the shorter list)."""
     n = len(d.bodies)
     if n <= most or any(b != "noop" for b in d.bodies):
         return d
     f = most / n
+    first = d.first_start_s - start_per_task_s * (n - most)
     return TrialData(d.trial_id, d.experiment, d.scheduler, d.workload, d.n_workers, d.options,
                      d.bodies[:most], d.planned[:most], d.makespan_s * f,
-                     d.wall_s * f - (1 - f) * (d.first_start_s + d.last_return_s)
+                     # The span scales, the latencies at either end do not.
+                     d.wall_s * f + (1 - f) * (d.first_start_s + d.last_return_s)
+                     - start_per_task_s * (n - most)
                      if math.isfinite(d.first_start_s) else d.wall_s * f,
-                     d.counts, d.body_s[:most], d.first_start_s, d.last_return_s)
+                     d.counts, d.body_s[:most], first, d.last_return_s)
 
 
 def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
