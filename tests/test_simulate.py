@@ -15,7 +15,7 @@ from research.analysis.metg import metg_of
 from research.simulate import Costs, policy_for, simulate
 from research.simulate import calibration as cal
 from research.simulate.core import Policy, State, greedy_free_times
-from research.simulate.policies import DEFAULT_POLICY, POLICIES
+from research.simulate.policies import DEFAULT_POLICY, POLICIES, Prefetching
 
 
 def _run(sched: str, durations: list[float], n: int, costs: Costs | None = None,
@@ -57,13 +57,76 @@ def test_dispatch_cost_limits_the_rate_and_worker_cost_adds_gaps() -> None:
     assert r.receive == [1, 2, 3] and r.wall_s == 3
     r = _run("dask", [1, 1], 1, Costs(worker_s=0.5))
     assert r.start == [0.5, 2.0] and r.makespan_s == 2.5
+    # A chunk is one message: it pays the dispatch cost once, whatever it carries.
+    r = _run("mp-map", [0] * 8, 2, Costs(dispatch_s=1.0), chunksize=4)
+    assert r.start == [1] * 4 + [2] * 4
 
 
-def test_prefetch_queues_behind_a_long_task() -> None:
-    # prefetch 2: worker 0 takes tasks 0 and 1 at once, so task 1 waits behind the long one.
-    r = _run("celery", [5, 1, 1, 1], 2, prefetch_multiplier=2)
-    assert r.worker == [0, 0, 1, 1] and r.makespan_s == 6
-    assert _run("celery", [5, 1, 1, 1], 2, prefetch_multiplier=1).makespan_s == 5
+def test_celery_one_node_is_greedy_several_nodes_reserve() -> None:
+    # One node of 2 processes: its processes take its messages in order, whatever the prefetch.
+    for pm in (1, 2, 4):
+        r = _run("celery", [5, 1, 1, 1], 2, prefetch_multiplier=pm, nodes=1)
+        assert r.worker == [0, 1, 1, 1] and r.makespan_s == 5
+    # Two nodes of one process: messages are dealt to the nodes in turn while they have room,
+    # so the third waits behind the long task on node 0 (celery_prefetch's replay).
+    r = _run("celery", [5, 1, 1, 1], 2, prefetch_multiplier=2, nodes=2)
+    assert r.worker == [0, 1, 0, 1] and r.makespan_s == 6
+    # A node whose window is full takes nothing more until one of its messages starts.
+    r = _run("celery", [5, 5, 1, 1, 1, 1], 2, prefetch_multiplier=1, nodes=2)
+    assert r.worker[:2] == [0, 1] and r.makespan_s == 7
+
+
+def test_celery_matches_the_prefetch_model_without_costs() -> None:
+    """Zero costs: the simulator's Celery is models.celery_prefetch within its dealing order."""
+    from research.analysis.models import celery_prefetch
+
+    rng = random.Random(3)
+    for _ in range(40):
+        nodes = rng.choice([1, 2, 4])
+        pm = rng.choice([1, 2, 4])
+        d = [rng.choice([0.1, 0.5, 1.0, 2.0]) for _ in range(rng.choice([8, 20, 40]))]
+        got = _run("celery", d, 4, nodes=nodes, prefetch_multiplier=pm).makespan_s
+        assert got == pytest.approx(celery_prefetch(d, 4, nodes, pm), rel=0.25)
+        if nodes == 1:
+            assert got == pytest.approx(max(greedy_free_times(d, 4)))
+
+
+def test_requeue_round_trip_only_where_the_queue_is_bounded() -> None:
+    # ipp-lb (hwm 1): each engine waits a round trip for its next task after each end.
+    r = _run("ipp-lb", [1, 1, 1, 1], 2, Costs(requeue_s=0.5))
+    assert r.start == [0, 0, 1.5, 1.5] and r.makespan_s == 2.5
+    # A queue of 2 per engine: the slot task 0 frees (at 1) is refilled at 1.5, before the
+    # engine is free (2); with a round trip of 1.5 the third task comes after (2.5).
+    assert _run("ipp-lb", [1, 1, 1], 1, Costs(requeue_s=0.5), hwm=2).start == [0, 1, 2]
+    assert _run("ipp-lb", [1, 1, 1], 1, Costs(requeue_s=1.5), hwm=2).start == [0, 1, 2.5]
+    # Dealt out ahead (blocks): no round trip.
+    assert _run("ipp-direct", [1, 1, 1, 1], 2, Costs(requeue_s=0.5)).makespan_s == 2
+
+
+def test_pull_serves_a_unit_only_when_a_slot_is_free() -> None:
+    # Push: the scheduler sends every 0.5 s from the start, whatever the workers do.
+    push = _run("dask", [1, 1, 1, 1], 2, Costs(dispatch_s=0.5))
+    assert push.start == [0.5, 1.0, 1.5, 2.0]
+    # Pull: it serves task 2 only when worker 0 is free (1.5), so its 0.5 s fall between.
+    pull = _run("dask", [1, 1, 1, 1], 2, Costs(dispatch_s=0.5, pull=1.0))
+    assert pull.start == [0.5, 1.0, 2.0, 2.5] and pull.makespan_s == 3.0
+    # Dealt out ahead (round robin): pull does not apply.
+    assert _run("ray-pool", [1] * 4, 2, Costs(dispatch_s=0.5, pull=1.0), method="imap").start \
+        == _run("ray-pool", [1] * 4, 2, Costs(dispatch_s=0.5), method="imap").start
+
+
+def test_dask_local_and_mp_dynamic_chunks() -> None:
+    r = _run("mp-dynamic", [1] * 8, 2, chunksize=4)
+    assert r.worker == [0] * 4 + [1] * 4
+    assert _run("mp-dynamic", [3, 1, 1, 1], 2).worker == [0, 1, 1, 1]  # default: greedy
+    # Dask's local scheduler: chunks of a shuffled list (the same shuffle every time).
+    a = _run("dask-local", list(range(12)), 2, chunksize=3)
+    b = _run("dask-local", list(range(12)), 2, chunksize=3)
+    assert a.worker == b.worker and a.counts == [6, 6]
+    units = policy_for("dask-local", {"chunksize": 3}).units(12, 2)
+    assert sorted(i for u in units for i in u) == list(range(12)) and units != [
+        [0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    assert policy_for("dask-local", {"chunksize": 1}).units(3, 2) == [[0], [1], [2]]
 
 
 def test_ipp_lb_chunksize_and_hwm() -> None:
@@ -97,15 +160,16 @@ def test_greedy_heap_path_is_the_scan_float_for_float(prefetch: int) -> None:
     """The greedy fast path (heaps) gives the schedule of the plain scan exactly, near ties
     from rounding (sums of 0.1, 0.2, 0.3; times above 10 s) included."""
     rng = random.Random(prefetch)
-    fast = policy_for("celery", {"prefetch": prefetch})
-    assert type(fast).pick is Policy.pick
+    fast = Prefetching({"prefetch": prefetch})
+    assert type(fast).pick is Policy.pick and fast.greedy
     for _ in range(150):
         n_workers = rng.choice([1, 2, 3, 4, 12])
         base = rng.choice([0.1, 0.01, 1 / 3, 7.0])
         durations = ([base * rng.choice([1, 2, 3]) for _ in range(rng.choice([5, 60, 300]))]
                      if rng.random() < 0.7 else [rng.expovariate(10.0) for _ in range(80)])
         costs = Costs(dispatch_s=rng.choice([0.0, 1e-3, 0.1]), worker_s=rng.choice([0.0, 0.1]),
-                      start_s=rng.choice([0.0, 0.2]), return_s=1e-3, result_s=1e-4)
+                      start_s=rng.choice([0.0, 0.2]), return_s=1e-3, result_s=1e-4,
+                      requeue_s=rng.choice([0.0, 0.0, 0.05, 0.3]), pull=rng.choice([0.0, 1.0]))
         got = fast.run(durations, n_workers, costs)
         want = _Scan(prefetch).run(durations, n_workers, costs)
         assert (got.worker, got.start, got.end, got.receive) == (
@@ -134,6 +198,22 @@ def test_body_costs() -> None:
     assert c.body_s("sleep", 0.01) == pytest.approx(0.0101)
     assert c.body_s("cpu", 0.01) == pytest.approx(0.015)
     assert c.body_s("noop", 0.0) == 2e-6
+
+
+def test_body_curves_interpolate_in_log_length_and_hold_at_the_ends() -> None:
+    c = Costs(sleep_overshoot_s=1.0, cpu_scale=9.0,
+              sleep_curve=((1e-3, 1e-4), (1e-1, 3e-4)), cpu_curve=((1e-3, 2.0), (1.0, 1.0)))
+    assert c.body_s("sleep", 1e-2) == pytest.approx(1e-2 + 2e-4)  # halfway in log
+    assert c.body_s("sleep", 1e-5) == pytest.approx(1e-5 + 1e-4)  # below: the first knot
+    assert c.body_s("sleep", 10.0) == pytest.approx(10.0 + 3e-4)  # above: the last knot
+    assert c.body_s("cpu", math.sqrt(1e-3)) == pytest.approx(math.sqrt(1e-3) * 1.5)
+    # The curves come from the per-length medians of the calibration trials' bodies.
+    d = cal.TrialData("t", "granularity", "x", "w", 1, {}, ["sleep"] * 4 + ["cpu"] * 4,
+                      [1e-3, 1e-3, 1e-2, 1e-2] * 2, 1.0, 1.0, [],
+                      [1.1e-3, 1.3e-3, 1.05e-2, 1.05e-2, 2e-3, 2e-3, 1.5e-2, 1.5e-2])
+    got = cal.body_costs([d])
+    assert [x for k in got["sleep_curve"] for x in k] == pytest.approx([1e-3, 2e-4, 1e-2, 5e-4])
+    assert [x for k in got["cpu_curve"] for x in k] == pytest.approx([1e-3, 2.0, 1e-2, 1.5])
 
 
 def _synthetic(costs: Costs, sched: str = "dask") -> list[cal.TrialData]:
@@ -165,13 +245,58 @@ def test_fit_recovers_known_costs() -> None:
     assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.1)
 
 
+def test_start_latency_grows_with_the_list_where_it_does() -> None:
+    """The first start's latency: a robust line against the task count (one outlier does not
+    move it), and the simulator delays the first unit by it."""
+    def trial(n: int, first: float) -> cal.TrialData:
+        return cal.TrialData(f"t{n}", "granularity", "dask", "w", 2, {}, ["noop"] * n, [0.0] * n,
+                             1.0, 1.0, [], [0.0] * n, first, 0.0)
+
+    grows = [trial(n, 0.01 + 2e-4 * n) for n in (2, 4, 11, 50, 400)] + [trial(33, 0.5)]
+    start, per = cal.start_line(grows)
+    assert per == pytest.approx(2e-4, rel=1e-6) and start == pytest.approx(0.01, rel=1e-6)
+    flat = [trial(n, 0.003 + (1e-4 if n % 2 else 0.0)) for n in (2, 4, 11, 50, 400)]
+    start, per = cal.start_line(flat)
+    assert per < 1e-6 and start == pytest.approx(0.003, abs=1e-4)
+    r = _run("dask", [0.0] * 10, 2, Costs(start_s=0.01, start_per_task_s=1e-3))
+    assert min(r.start) == pytest.approx(0.02)
+
+
+def test_a_long_noop_trial_shortened_for_the_fit_keeps_its_latencies() -> None:
+    """The fitter cuts long no-op lists: the cut trial is what the same costs give for the
+    shorter list (the span scales, the start and return latencies do not)."""
+    costs = Costs(dispatch_s=1e-4, worker_s=2e-5, start_s=0.02, start_per_task_s=1e-5,
+                  return_s=0.01, noop_s=1e-6)
+    def measured(n: int) -> cal.TrialData:
+        r = simulate(policy_for("dask"), ["noop"] * n, [0.0] * n, 2, costs)
+        return cal.TrialData("t", "overhead", "dask", "noop", 2, {}, ["noop"] * n, [0.0] * n,
+                             r.makespan_s, r.wall_s, r.counts, [1e-6] * n, min(r.start),
+                             max(r.receive) - max(r.end))
+    cut = cal._shortened(measured(2000), 400, costs.start_per_task_s)
+    want = measured(400)
+    assert len(cut.bodies) == 400
+    assert cut.wall_s == pytest.approx(want.wall_s, rel=0.02)
+    assert cut.makespan_s == pytest.approx(want.makespan_s, rel=0.02)
+    assert cut.first_start_s == pytest.approx(want.first_start_s, rel=0.02)
+
+
 def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
     c = cal.Calibration({"dask": {"costs": Costs(dispatch_s=1e-3).to_dict(), "n_trials": 1,
                                   "fit_error": 0.0, "trials": ["t0"]}},
                         Costs(dispatch_s=2e-3), "test")
+    curved = Costs(requeue_s=1e-3, sleep_curve=((1e-3, 1e-4), (1.0, 2e-4)))
+    c.schedulers["ray"] = {"costs": curved.to_dict(), "n_trials": 1, "fit_error": 0.0,
+                           "trials": []}
     path = c.write(tmp_path / "cal.json")
     back = cal.load(path)
     assert back.costs("dask") == (Costs(dispatch_s=1e-3), True)
+    assert back.costs("ray") == (curved, True)
+    # A version 1 file (no curves, no requeue) still loads: its scalars serve every length.
+    doc = json.loads(path.read_text())
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps({**doc, "version": 1, "schedulers": {"dask": doc["schedulers"][
+        "dask"]}}))
+    assert cal.load(old).costs("dask") == (Costs(dispatch_s=1e-3), True)
     assert back.costs("dask[x=1]")[0].dispatch_s == 1e-3
     assert back.costs("unknown") == (Costs(dispatch_s=2e-3), False)
     assert back.trials("dask") == {"t0"}

@@ -2,23 +2,31 @@
 
 The costs are fitted per scheduler from the studies named in :data:`CALIBRATION_STUDIES` (the
 no-op overhead study and the granularity sweep), never from the trial being predicted: body
-costs (sleep overshoot, CPU stretch, no-op length) and the start and return latencies are
-medians of what those trials measured; ``dispatch_s``, ``worker_s`` and ``result_s`` are chosen
-by a coordinate search that minimises the median |log(predicted / measured)| of their makespans
-and wall times.
+costs (sleep overshoot, CPU stretch, no-op length; and per planned length, the sleep and CPU
+curves), the return latency and the first start's latency (a robust line against the task
+count: :func:`start_line`) are read from what those trials measured; ``dispatch_s``,
+``worker_s``, ``requeue_s`` and ``result_s`` are chosen by a coordinate search that minimises
+the median |log(predicted / measured)| of their makespans and wall times, once with the
+scheduler pushing the list and once pulling (``pull``: where the policy's units wait for a free
+slot), keeping the better of the two.
 
 The file (JSON)::
 
-    {"format": "research.calibration", "version": 1, "label": "...", "source": "RESULTS",
+    {"format": "research.calibration", "version": 2, "label": "...", "source": "RESULTS",
      "created": "ISO time", "studies": ["overhead", "granularity"],
      "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
+                                       "start_per_task_s": ..., "requeue_s": ..., "pull": 0,
                                        "return_s": ..., "result_s": ..., "sleep_overshoot_s": ...,
-                                       "cpu_scale": ..., "noop_s": ...},
+                                       "cpu_scale": ..., "noop_s": ...,
+                                       "sleep_curve": [[planned_s, overshoot_s], ...],
+                                       "cpu_curve": [[planned_s, stretch], ...]},
                              "n_trials": 21, "fit_error": 0.03, "trials": ["trial_id", ...]}},
      "default": {"costs": {...}}}
 
-``default`` (the median of the fitted schedulers' costs) serves a scheduler the file does not
-know. :data:`SHIPPED` is the package's own file, fitted on a quick run (its label says so).
+Version 1 files (no curves, no ``start_per_task_s``, ``requeue_s`` or ``pull``) still load: what
+they lack is 0 or empty, and the scalar body costs serve every length. ``default`` (the median
+of the fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
+:data:`SHIPPED` is the package's own file (its label says what it was fitted on).
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ from .core import Costs, _receive
 from .policies import base_name, policy_for
 
 FORMAT = "research.calibration"
-VERSION = 1
+VERSION = 2
+#: Versions :func:`load` reads (1: no body curves; the scalars serve every length).
+READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 CALIBRATION_STUDIES: tuple[str, ...] = ("overhead", "granularity")
 SHIPPED = Path(__file__).with_name("default_calibration.json")
 #: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms
@@ -117,9 +127,9 @@ def load(path: Path | str | None = None) -> Calibration:
         raise ValueError(f"{p}: cannot read a calibration file: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{p}: not a calibration file (format must be {FORMAT!r})")
-    if doc.get("version") != VERSION:
+    if doc.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"{p}: calibration version {doc.get('version')!r}; this package "
-                         f"reads version {VERSION}")
+                         f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     label = str(doc.get("label", ""))
     if path is None:
         label = f"shipped defaults ({label})" if label else "shipped defaults"
@@ -197,21 +207,55 @@ def _median(values: Sequence[float], default: float) -> float:
     return float(statistics.median(v)) if v else default
 
 
-def body_costs(trials: Sequence[TrialData]) -> dict[str, float]:
-    """Sleep overshoot, CPU stretch and no-op length: medians over the trials' tasks."""
+def body_costs(trials: Sequence[TrialData]) -> dict[str, Any]:
+    """Sleep overshoot, CPU stretch and no-op length: medians over the trials' tasks, overall
+    and per planned length (the curves: one knot per length with at least
+    :data:`KNOT_TASKS` tasks)."""
     over, scale, noop = [], [], []
+    by_sleep: dict[float, list[float]] = {}
+    by_cpu: dict[float, list[float]] = {}
     for d in trials:
         for b, p, m in zip(d.bodies, d.planned, d.body_s, strict=True):
             if not math.isfinite(m):
                 continue
-            if b == "sleep" and math.isfinite(p):
+            if b == "sleep" and math.isfinite(p) and p > 0:
                 over.append(m - p)
-            elif b == "cpu" and math.isfinite(p) and p >= 1e-3:
-                scale.append(m / p)
+                by_sleep.setdefault(p, []).append(m - p)
+            elif b == "cpu" and math.isfinite(p) and p > 0:
+                if p >= 1e-3:
+                    scale.append(m / p)
+                by_cpu.setdefault(p, []).append(m / p)
             elif b == "noop":
                 noop.append(m)
     return {"sleep_overshoot_s": max(0.0, _median(over, 0.0)), "cpu_scale": _median(scale, 1.0),
-            "noop_s": max(0.0, _median(noop, 0.0))}
+            "noop_s": max(0.0, _median(noop, 0.0)),
+            "sleep_curve": _curve(by_sleep, lambda v: max(0.0, v)),
+            "cpu_curve": _curve(by_cpu, lambda v: max(1e-3, v))}
+
+
+#: A length needs this many measured tasks to become a knot of a body curve (fewer: too noisy
+#: to trust a median of, e.g. the two tasks of a 1 s point, unless no other knot is near).
+KNOT_TASKS = 2
+
+
+def _curve(by: dict[float, list[float]], clip: Any) -> tuple[tuple[float, float], ...]:
+    """Knots (planned, median) of the lengths measured often enough; () with fewer than two
+    (the scalar then serves every length)."""
+    knots = tuple((float(p), float(clip(statistics.median(v))))
+                  for p, v in sorted(by.items()) if len(v) >= KNOT_TASKS)
+    return knots if len(knots) >= 2 else ()
+
+
+def start_line(trials: Sequence[TrialData]) -> tuple[float, float]:
+    """(start_s, start_per_task_s): the first start's latency against the trial's task count,
+    a line fitted robustly (Theil-Sen: the median of the slopes between trials of different
+    lengths, not below 0; the intercept the median of what is left). Flat where the latency
+    does not grow with the list (the slope's median is then about 0)."""
+    pts = [(len(d.bodies), d.first_start_s) for d in trials if math.isfinite(d.first_start_s)]
+    slopes = [(y2 - y1) / (n2 - n1) for i, (n1, y1) in enumerate(pts) for n2, y2 in pts[i + 1:]
+              if n2 != n1]
+    slope = max(0.0, _median(slopes, 0.0))
+    return max(0.0, _median([y - slope * n for n, y in pts], 0.0)), slope
 
 
 def log_error(pred: float, measured: float) -> float:
@@ -240,7 +284,7 @@ class _Search:
         self.errors: dict[Costs, float] = {}
         # (trial index, costs up to the task ends) -> (makespan, ends, ends sorted or None)
         self.schedules: dict[tuple[int, Costs], tuple[float, list[float], list[float] | None]] = {}
-        self.durations: dict[tuple[int, float, float, float], list[float]] = {}
+        self.durations: dict[tuple[Any, ...], list[float]] = {}
 
     def error(self, costs: Costs) -> float:
         """:func:`fit_error` of ``costs``."""
@@ -269,7 +313,8 @@ class _Search:
 
     def _durations(self, k: int, costs: Costs) -> list[float]:
         """The bodies of trial ``k`` under ``costs``, as :func:`simulate` computes them."""
-        key = (k, costs.sleep_overshoot_s, costs.cpu_scale, costs.noop_s)
+        key = (k, costs.sleep_overshoot_s, costs.cpu_scale, costs.noop_s, costs.sleep_curve,
+               costs.cpu_curve)
         out = self.durations.get(key)
         if out is None:
             d = self.trials[k]
@@ -296,17 +341,27 @@ class _Search:
 
 def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, float]:
     """Costs fitted to ``trials`` (one scheduler's), and their fit error."""
-    base = {**body_costs(trials),
-            "start_s": max(0.0, _median([d.first_start_s for d in trials], 0.0)),
+    start_s, per_task = start_line(trials)
+    base = {**body_costs(trials), "start_s": start_s, "start_per_task_s": per_task,
             "return_s": max(0.0, _median([d.last_return_s for d in trials], 0.0))}
     # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
-    sample = [_shortened(d, 400) for d in trials]
-    best = {"dispatch_s": 0.0, "worker_s": 0.0, "result_s": 0.0}
-    search = _Search(sample)
+    search = _Search([_shortened(d, 400, per_task) for d in trials])
+    costs, err = _search_costs(search, base, passes)
+    if trials and policy_for(trials[0].scheduler, trials[0].options).bounded:
+        # Push or pull (Costs.pull): a structural choice, made on the calibration trials too.
+        pulled, pulled_err = _search_costs(search, {**base, "pull": 1.0}, passes)
+        if pulled_err < err - 1e-12:
+            costs, err = pulled, pulled_err
+    return costs, err
+
+
+def _search_costs(search: _Search, base: dict[str, Any], passes: int) -> tuple[Costs, float]:
+    """The coordinate search over the grid for the costs not read off the trials."""
+    best = {"dispatch_s": 0.0, "worker_s": 0.0, "result_s": 0.0, "requeue_s": 0.0}
     best_err = search.error(Costs(**base, **best))
     for _ in range(passes):
         improved = False
-        for key in ("dispatch_s", "worker_s", "result_s"):
+        for key in ("dispatch_s", "worker_s", "requeue_s", "result_s"):
             for v in GRID:
                 trial = {**best, key: v}
                 err = search.error(Costs(**base, **trial))
@@ -317,17 +372,22 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
     return Costs(**base, **best), best_err
 
 
-def _shortened(d: TrialData, most: int) -> TrialData:
-    """A no-op trial of many tasks, cut to ``most`` tasks with its times scaled alike."""
+def _shortened(d: TrialData, most: int, start_per_task_s: float = 0.0) -> TrialData:
+    """A no-op trial of many tasks, cut to ``most`` tasks with its times scaled alike (the
+    first start's latency less what the dropped tasks added to it, ``start_per_task_s`` each,
+    as the simulator times the shorter list)."""
     n = len(d.bodies)
     if n <= most or any(b != "noop" for b in d.bodies):
         return d
     f = most / n
+    first = d.first_start_s - start_per_task_s * (n - most)
     return TrialData(d.trial_id, d.experiment, d.scheduler, d.workload, d.n_workers, d.options,
                      d.bodies[:most], d.planned[:most], d.makespan_s * f,
-                     d.wall_s * f - (1 - f) * (d.first_start_s + d.last_return_s)
+                     # The span scales, the latencies at either end do not.
+                     d.wall_s * f + (1 - f) * (d.first_start_s + d.last_return_s)
+                     - start_per_task_s * (n - most)
                      if math.isfinite(d.first_start_s) else d.wall_s * f,
-                     d.counts, d.body_s[:most], d.first_start_s, d.last_return_s)
+                     d.counts, d.body_s[:most], first, d.last_return_s)
 
 
 def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
@@ -348,8 +408,9 @@ def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
     for (name, trials), (costs, err) in zip(ordered, fitted, strict=True):
         scheds[name] = {"costs": costs.to_dict(), "n_trials": len(trials),
                         "fit_error": err, "trials": sorted(d.trial_id for d in trials)}
+    # The default takes the median of each number; the body curves stay per scheduler.
     default = Costs.from_dict({k: _median([e["costs"][k] for e in scheds.values()], 0.0)
-                               for k in Costs().to_dict()}) if scheds else Costs()
+                               for k in Costs().scalars()}) if scheds else Costs()
     return Calibration(scheds, default, label or f"fitted on {results.results_dir}",
                        str(results.results_dir),
                        _dt.datetime.now().isoformat(timespec="seconds"), tuple(studies))
@@ -357,4 +418,4 @@ def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
 
 __all__ = ["CALIBRATION_STUDIES", "FORMAT", "SHIPPED", "VERSION", "Calibration", "TrialData",
            "body_costs", "collect", "fit", "fit_error", "fit_scheduler", "load", "log_error",
-           "trial_data"]
+           "start_line", "trial_data"]

@@ -1,20 +1,25 @@
-"""The event bookkeeping every policy shares; a policy overrides :meth:`Policy.pick`.
+"""The event bookkeeping every policy shares; a policy overrides :meth:`Policy.pick` (or how
+the list is cut, :meth:`Policy.units`).
 
-The model of one trial: the client hands the task list over in *units* (one task, a chunk or a
-contiguous block), one after the other, each unit costing ``dispatch_s`` per task it carries
-(serialisation and the scheduler's bookkeeping: a rate limit on the whole cluster). A unit goes
-to the worker the policy picks: a fixed one (blocks, round robin) or whichever is free first
-(greedy), where a worker may hold ``prefetch`` units at once (a bounded queue: ipp-lb's hwm,
-Celery's prefetch). A worker runs a unit's tasks in order, paying ``worker_s`` before each
+The model of one trial: the client hands the task list over in *units* (one task, a chunk, a
+batch or a contiguous block), one after the other, each unit costing ``dispatch_s`` (one
+message: serialisation and the scheduler's bookkeeping, a rate limit on the whole cluster; a
+chunk pays it once, which is why chunking pays). The first unit leaves ``start_s +
+start_per_task_s x tasks`` after the first submit (the client prepares the whole list first). A
+unit goes to the worker the policy picks: a fixed one (blocks, round robin, Celery's nodes) or
+whichever is free first (greedy), where a worker may hold ``prefetch`` units at once (a bounded
+queue: ipp-lb's hwm) and a freed slot is refilled ``requeue_s`` later (the scheduler hears of
+the end, then sends). A worker runs a unit's tasks in order, paying ``worker_s`` before each
 (deserialising, bookkeeping, its share of the result's way back). Each body lasts its planned
-time, adjusted per body kind: ``sleep`` bodies overshoot by ``sleep_overshoot_s`` (timer slack),
-``cpu`` bodies are stretched by ``cpu_scale`` (contention), ``noop`` bodies last ``noop_s``.
-Results reach the client ``return_s`` after their end, and the client takes them in one at a
-time, ``result_s`` each (deserialising, bookkeeping). Times start at the first submit (0).
+time, adjusted per body kind: ``sleep`` bodies overshoot (``sleep_curve`` by planned length, or
+``sleep_overshoot_s``), ``cpu`` bodies are stretched (``cpu_curve`` or ``cpu_scale``), ``noop``
+bodies last ``noop_s``. Results reach the client ``return_s`` after their end, and the client
+takes them in one at a time, ``result_s`` each. Times start at the first submit (0).
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Mapping, Sequence
@@ -29,21 +34,60 @@ class Costs:
     dispatch_s: float = 0.0
     worker_s: float = 0.0
     start_s: float = 0.0
+    #: The part of the first start's latency that grows with the list: the client prepares
+    #: and hands over the whole list before the first task runs (Dask's and Parsl's graphs,
+    #: ipyparallel's submits); the first unit leaves ``start_s + start_per_task_s x tasks``
+    #: after the first submit.
+    start_per_task_s: float = 0.0
     return_s: float = 0.0
     result_s: float = 0.0
     sleep_overshoot_s: float = 0.0
     cpu_scale: float = 1.0
     noop_s: float = 0.0
+    #: A worker's round trip under a bounded queue: from the end of the unit that frees a slot
+    #: until the scheduler has heard of it and a waiting unit can start there (ipp-lb's hwm:
+    #: the result goes back before the next task comes). Paid only when the worker waits for
+    #: the scheduler, unlike ``worker_s``; greedy policies (:meth:`Policy.pick`) only.
+    requeue_s: float = 0.0
+    #: 1: the scheduler serves (pays ``dispatch_s`` for) a unit only once a worker has a free
+    #: slot for it, one at a time (a central loop that hears of an end, then sends the next:
+    #: its cost then lies between a worker's end and its next start whenever it is the
+    #: bottleneck); 0: it pushes the list into a queue as fast as it can. Chosen per scheduler
+    #: by the calibration (whichever fits the calibration studies better); bounded policies only.
+    pull: float = 0.0
+    #: (planned_s, overshoot_s) knots: the sleep overshoot as it depends on the planned length
+    #: (timer slack, wake-up latency), interpolated in log(planned) and held flat beyond the
+    #: ends; empty: ``sleep_overshoot_s`` for every length.
+    sleep_curve: tuple[tuple[float, float], ...] = ()
+    #: (planned_s, stretch) knots: the CPU stretch by planned length (short bodies run from
+    #: cache, longer ones meet the GIL's switch interval or another process on the core);
+    #: empty: ``cpu_scale`` for every length.
+    cpu_curve: tuple[tuple[float, float], ...] = ()
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Costs:
         """The costs in ``raw`` (unknown keys ignored, missing ones default)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: float(v) for k, v in raw.items() if k in names})
+        out: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            v = raw[f.name]
+            if f.name in CURVES:
+                out[f.name] = tuple(sorted((float(a), float(b)) for a, b in (v or ())))
+            else:
+                out[f.name] = float(v)
+        return cls(**out)
 
-    def to_dict(self) -> dict[str, float]:
-        """The costs as a plain dict (for the calibration file)."""
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """The costs as a plain dict (for the calibration file; curves as lists of pairs)."""
+        d = asdict(self)
+        for k in CURVES:
+            d[k] = [list(x) for x in d[k]]
+        return d
+
+    def scalars(self) -> dict[str, float]:
+        """The costs that are single numbers (what a default can take the median of)."""
+        return {k: v for k, v in asdict(self).items() if k not in CURVES}
 
     def body_s(self, body: str, planned_s: float) -> float:
         """How long a body of ``planned_s`` lasts under these costs."""
@@ -52,10 +96,30 @@ class Costs:
         if not math.isfinite(planned_s):
             return 0.0
         if body == "cpu":
+            if self.cpu_curve:
+                return planned_s * _interp_log(self.cpu_curve, planned_s)
             return planned_s * self.cpu_scale
         if body == "sleep":
+            if self.sleep_curve:
+                return planned_s + _interp_log(self.sleep_curve, planned_s)
             return planned_s + self.sleep_overshoot_s
         return planned_s
+
+
+#: The fields of :class:`Costs` that are curves, not numbers.
+CURVES: tuple[str, ...] = ("sleep_curve", "cpu_curve")
+
+
+def _interp_log(knots: Sequence[tuple[float, float]], x: float) -> float:
+    """Piecewise-linear in log(x) through ``knots`` (sorted by x), flat beyond the ends."""
+    if x <= knots[0][0] or len(knots) == 1:
+        return knots[0][1]
+    if x >= knots[-1][0]:
+        return knots[-1][1]
+    i = bisect.bisect_right([k[0] for k in knots], x)
+    (x0, y0), (x1, y1) = knots[i - 1], knots[i]
+    f = math.log(x / x0) / math.log(x1 / x0)
+    return y0 + f * (y1 - y0)
 
 
 @dataclass
@@ -95,6 +159,8 @@ class State:
     free_at: list[float]  # when each worker finishes what it was given
     slots: list[list[float]] = field(default_factory=list)  # end times of its last units
     n_units: list[int] = field(default_factory=list)
+    starts: list[list[float]] = field(default_factory=list)  # start times of its units
+    requeue_s: float = 0.0  # Costs.requeue_s: a freed slot takes this long to be refilled
 
 
 class Policy:
@@ -106,6 +172,9 @@ class Policy:
 
     name = "greedy"
     description = "greedy: each task to the first free worker"
+    #: Whether units wait at the scheduler for a free slot (then a freed slot is refilled
+    #: ``Costs.requeue_s`` later); False where they are dealt out ahead, whatever the workers do.
+    bounded = True
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -114,6 +183,12 @@ class Policy:
     def prefetch(self) -> int:
         """Units a worker may hold at once (1: it asks for the next when it is free)."""
         return 1
+
+    @property
+    def greedy(self) -> bool:
+        """Whether :meth:`pick` is :class:`Policy`'s own (then :meth:`schedule` takes its fast
+        path); a subclass whose ``pick`` falls back to it for some options may say so."""
+        return type(self).pick is Policy.pick
 
     def units(self, n_tasks: int, n_workers: int) -> list[list[int]]:
         """How the task list is handed over: one unit per task."""
@@ -125,7 +200,7 @@ class Policy:
         best, best_t = 0, math.inf
         for w in range(state.n_workers):
             s = state.slots[w]
-            accept = s[-self.prefetch] if len(s) >= self.prefetch else 0.0
+            accept = s[-self.prefetch] + state.requeue_s if len(s) >= self.prefetch else 0.0
             t = max(accept, ready_s)
             if t < best_t - 1e-15:
                 best, best_t = w, t
@@ -143,19 +218,34 @@ class Policy:
         (``dispatch_s``, ``start_s``, ``worker_s``); :meth:`run` adds the client's side."""
         n = len(durations)
         units = self.units(n, n_workers)
-        if (type(self).pick is Policy.pick and costs.dispatch_s >= 0
-                and math.isfinite(costs.dispatch_s + costs.start_s + costs.worker_s)
+        if (self.greedy and costs.dispatch_s >= 0 and costs.requeue_s >= 0
+                and math.isfinite(costs.dispatch_s + costs.start_s + costs.worker_s
+                                  + costs.start_per_task_s + costs.requeue_s)
                 and math.isfinite(sum(durations))):  # inf or NaN anywhere: not finite
             return self._schedule_greedy(durations, n_workers, costs, units)
+        hold = costs.requeue_s if self.bounded else 0.0
+        pull = self.bounded and costs.pull >= 0.5
+        lead = costs.start_s + costs.start_per_task_s * n
         state = State(n_workers, [0.0] * n_workers, [[] for _ in range(n_workers)],
-                      [0] * n_workers)
+                      [0] * n_workers, [[] for _ in range(n_workers)], hold)
         worker, start, end = [0] * n, [0.0] * n, [0.0] * n
         sent = 0.0
+        p = self.prefetch
         for u, unit in enumerate(units):
-            sent += costs.dispatch_s * len(unit)
-            ready = sent + costs.start_s
-            w = self.pick(u, ready, state)
-            t = max(state.free_at[w], ready)
+            if pull:
+                # The scheduler serves a unit once it is free and a worker has a free slot.
+                look = max(sent, lead)
+                w = self.pick(u, look, state)
+                s = state.slots[w]
+                sent = max(look, s[-p] + hold if len(s) >= p else 0.0) + costs.dispatch_s
+                ready = sent
+            else:
+                sent += costs.dispatch_s
+                ready = sent + lead
+                w = self.pick(u, ready, state)
+                s = state.slots[w]
+            t = max(state.free_at[w], ready, s[-p] + hold if hold and len(s) >= p else 0.0)
+            state.starts[w].append(t)
             for i in unit:
                 t += costs.worker_s
                 worker[i], start[i] = w, t
@@ -180,9 +270,11 @@ class Policy:
         is not an exact one) the scan itself decides, as :meth:`pick` would.
         """
         n, p = len(durations), self.prefetch
-        dispatch_s, start_s, worker_s = costs.dispatch_s, costs.start_s, costs.worker_s
+        dispatch_s, worker_s = costs.dispatch_s, costs.worker_s
+        start_s = costs.start_s + costs.start_per_task_s * n
+        hold = costs.requeue_s
         state = State(n_workers, [0.0] * n_workers, [[] for _ in range(n_workers)],
-                      [0] * n_workers)
+                      [0] * n_workers, [[] for _ in range(n_workers)], hold)
         free_at, slots = state.free_at, state.slots
         worker, start, end = [0] * n, [0.0] * n, [0.0] * n
         accept = [0.0] * n_workers
@@ -190,9 +282,13 @@ class Policy:
         busy = [(0.0, w) for w in range(n_workers)]  # already a heap
         heappush, heappop = heapq.heappush, heapq.heappop
         sent = 0.0
+        pull = costs.pull >= 0.5
         for u, unit in enumerate(units):
-            sent += dispatch_s * len(unit)
-            ready = sent + start_s
+            if pull:
+                ready = sent if sent >= start_s else start_s  # when the scheduler can serve
+            else:
+                sent += dispatch_s
+                ready = sent + start_s
             while busy and busy[0][0] <= ready:
                 heappush(idle, heappop(busy)[1])
             if idle:
@@ -216,7 +312,14 @@ class Policy:
                     w = best[1]
                     for x in ties:
                         heappush(busy, x)
+            if pull:
+                # Served once both the scheduler and a slot of w are free.
+                sent = (ready if ready >= accept[w] else accept[w]) + dispatch_s
+                ready = sent
             t = free_at[w] if free_at[w] >= ready else ready  # max(free_at[w], ready)
+            if accept[w] > t:  # a full queue: the slot is refilled a round trip later
+                t = accept[w]
+            state.starts[w].append(t)
             for i in unit:
                 t += worker_s
                 worker[i] = w
@@ -227,7 +330,7 @@ class Policy:
             s = slots[w]
             s.append(t)
             state.n_units[w] += 1
-            a = s[-p] if len(s) >= p else 0.0
+            a = s[-p] + hold if len(s) >= p else 0.0
             accept[w] = a
             heappush(busy, (a, w))
         return worker, start, end
@@ -276,4 +379,4 @@ def greedy_free_times(durations: Sequence[float], n_workers: int) -> list[float]
     return sorted(free)
 
 
-__all__ = ["Costs", "Policy", "SimResult", "State", "greedy_free_times", "simulate"]
+__all__ = ["CURVES", "Costs", "Policy", "SimResult", "State", "greedy_free_times", "simulate"]

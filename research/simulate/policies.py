@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +26,7 @@ class Blocks(Policy):
 
     name = "blocks"
     description = "contiguous blocks, one per worker"
+    bounded = False
 
     def units(self, n_tasks: int, n_workers: int) -> list[list[int]]:
         out, i = [], 0
@@ -78,6 +81,7 @@ class RoundRobin(ChunkedGreedy):
 
     name = "round-robin"
     description = "chunks dealt to workers in turn"
+    bounded = False
 
     def chunksize(self, n_tasks: int, n_workers: int) -> int:
         # imap and imap_unordered default to chunks of one; map to multiprocessing's formula.
@@ -88,6 +92,89 @@ class RoundRobin(ChunkedGreedy):
 
     def pick(self, unit_index: int, ready_s: float, state: State) -> int:
         return unit_index % state.n_workers
+
+
+class DaskChunks(ChunkedGreedy):
+    """Greedy over chunks of ``chunksize`` (default 1): Dask's local scheduler and
+    ``mp-dynamic`` (``imap_unordered`` with a chunksize)."""
+
+    name = "greedy-chunks"
+    description = "greedy over chunks of chunksize (default 1)"
+    default_chunksize = None
+
+
+class DaskLocal(DaskChunks):
+    """Dask's local scheduler: its ready tasks leave in an order of its own (a new one in every
+    run, not the submission order), cut in chunks of ``chunksize`` (default 1), greedy over
+    the chunks. The order is modelled as a fixed pseudo-random permutation (seeded by the
+    task count, so a prediction is reproducible): with chunks, which tasks share a chunk
+    matters more than any one order."""
+
+    name = "dask-local"
+    description = "greedy over chunks of chunksize of a shuffled task list"
+
+    def units(self, n_tasks: int, n_workers: int) -> list[list[int]]:
+        size = self.chunksize(n_tasks, n_workers)
+        order = list(range(n_tasks))
+        if size > 1:
+            random.Random(n_tasks).shuffle(order)
+        return [order[i:i + size] for i in range(0, n_tasks, size)]
+
+
+class CeleryNodes(Policy):
+    """Celery: ``nodes`` worker nodes of ``n / nodes`` pool processes each. A node reserves
+    messages while it holds fewer than ``prefetch_multiplier x processes`` not yet started
+    (with ``acks_late``: not yet finished); its processes take its messages in order. The
+    shared queue deals each message to the node that has room first, in turn on ties (the
+    replay of :func:`~research.analysis.models.celery_prefetch`). One node is greedy."""
+
+    name = "celery"
+    description = "nodes reserve prefetch_multiplier x processes messages; greedy within"
+    bounded = False  # the nodes fetch from the broker themselves: no hub to hear back from
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self._turn = 0
+
+    def layout(self, n_workers: int) -> tuple[int, int, float, bool]:
+        """(nodes, processes per node, window, acks_late) for ``n_workers``."""
+        nodes = self.options.get("nodes")
+        nodes = nodes if isinstance(nodes, int) and nodes > 0 else 1
+        if self.options.get("pool") == "solo":
+            nodes = n_workers
+        nodes = min(nodes, max(1, n_workers))
+        per = max(1, n_workers // nodes)
+        pm = self.options.get("prefetch_multiplier")
+        pm = pm if isinstance(pm, int) and pm >= 0 else 4
+        acks_late = str(self.options.get("acks_late")).lower() in ("true", "1")
+        return nodes, per, (pm * per if pm > 0 else math.inf), acks_late
+
+    @property
+    def greedy(self) -> bool:
+        n = self.options.get("nodes")
+        return (n in (None, 1) and self.options.get("pool") != "solo")
+
+    def pick(self, unit_index: int, ready_s: float, state: State) -> int:
+        nodes, per, window, acks_late = self.layout(state.n_workers)
+        if unit_index == 0:
+            self._turn = 0
+        best_k, best_t = 0, math.inf
+        for j in range(nodes):
+            k = (self._turn + j) % nodes
+            held: list[float] = []  # when each message the node holds leaves the window
+            for w in range(k * per, min((k + 1) * per, state.n_workers)):
+                marks = state.slots[w] if acks_late else state.starts[w]
+                for x in reversed(marks):  # non-decreasing per worker: the held ones last
+                    if x <= ready_s:
+                        break
+                    held.append(x)
+            m = len(held)
+            t = ready_s if m < window else sorted(held)[m - int(window)]
+            if t < best_t - 1e-15:
+                best_k, best_t = k, t
+        self._turn = (best_k + 1) % nodes
+        ws = range(best_k * per, min((best_k + 1) * per, state.n_workers))
+        return min(ws, key=lambda w: (state.free_at[w], w))
 
 
 class Prefetching(Greedy):
@@ -105,10 +192,10 @@ class Prefetching(Greedy):
 
 #: Registry name -> policy class. Names not listed get :data:`DEFAULT_POLICY`.
 POLICIES: dict[str, type[Policy]] = {
-    "serial": Greedy, "threads": Greedy, "mp-dynamic": Greedy, "futures": Greedy,
-    "dask": Greedy, "ray": Greedy, "parsl": Greedy, "dask-local": Greedy, "joblib": Greedy,
+    "serial": Greedy, "threads": Greedy, "mp-dynamic": DaskChunks, "futures": Greedy,
+    "dask": Greedy, "ray": Greedy, "parsl": Greedy, "dask-local": DaskLocal, "joblib": Greedy,
     "mp-map": ChunkedGreedy, "ipp-direct": Blocks, "ipp-lb": LoadBalanced,
-    "ray-pool": RoundRobin, "celery": Prefetching,
+    "ray-pool": RoundRobin, "celery": CeleryNodes,
 }
 DEFAULT_POLICY: type[Policy] = Greedy
 
@@ -123,5 +210,6 @@ def policy_for(scheduler: str, options: Mapping[str, Any] | None = None) -> Poli
     return POLICIES.get(base_name(scheduler), DEFAULT_POLICY)(options)
 
 
-__all__ = ["DEFAULT_POLICY", "POLICIES", "Blocks", "ChunkedGreedy", "Greedy", "LoadBalanced",
+__all__ = ["DEFAULT_POLICY", "POLICIES", "Blocks", "CeleryNodes", "ChunkedGreedy", "DaskChunks",
+           "Greedy", "LoadBalanced",
            "Prefetching", "RoundRobin", "base_name", "policy_for"]
