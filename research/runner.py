@@ -348,6 +348,10 @@ class Sweep:
         if out.error:
             self.result.failed.append((spec.trial_id, out.error))
             self.log(f"trial failed: {spec.trial_id}: {out.error}")
+        if "receive_stamps" not in out.info and out.receive_ns:
+            # What a receive stamp marks, for the report (adapters that know more say so).
+            one = len(set(out.receive_ns.values())) == 1 and len(out.receive_ns) > 1
+            out.info = {**out.info, "receive_stamps": "one for all" if one else "per task"}
         meta = {
             **spec.metadata(),
             "trial_status": status, "trial_error": out.error,

@@ -45,7 +45,7 @@ GROUP_METRICS: tuple[str, ...] = (*METRICS, "model_s")
 CONTEXT_COLUMNS: tuple[str, ...] = (
     "params_variant", "shape", "task_s_mean", "body", "sleep_error_median_s", "sleep_error_p95_s",
     "timer_slack_ns", "trial_status", "trial_error", "note", "first_error",
-    "oversubscribed", "host", "scheduler_options", "source",
+    "oversubscribed", "host", "scheduler_options", "receive_stamps", "source",
 )
 #: What a group of repeats is keyed by. ``params_variant`` separates trials that share the
 #: other keys but ran different workload parameters (serial runs once per parameter set at
@@ -266,6 +266,8 @@ def _trial_rows(
             "host": system.get("host") or (str(hosts.iloc[0]) if len(hosts) else ""),
             "scheduler_options": json.dumps(options, sort_keys=True, default=str)
             if isinstance(options, dict) else "",
+            # What ran: how results came back (one fetch for all, per task, per block).
+            "receive_stamps": str((tmeta.get("run_info") or {}).get("receive_stamps", "")),
             "source": rel if tid is None else f"{rel}#{tid}",
             "_params": json.dumps(tmeta.get("params", {}), sort_keys=True, default=str),
         }
@@ -390,7 +392,7 @@ def load_results(results_dir: Path | str, n_jobs: int | None = None) -> Results:
 METADATA_COLUMNS: tuple[str, ...] = (
     "source", "shape", "params", "scheduler_options", "trial_status", "trial_error",
     "oversubscribed", "timer_slack_ns", "trial_key", "run_host", "git_commit", "python_version",
-    "cpu_model", "cpu_count",
+    "cpu_model", "cpu_count", "receive_stamps",
 )
 
 
@@ -416,6 +418,7 @@ def _metadata_values(rel: str, meta: dict[str, Any]) -> dict[str, Any]:
         "git_commit": system.get("git_commit"),
         "python_version": system.get("python_version"),
         "cpu_model": system.get("cpu_model"),
+        "receive_stamps": (trial.get("run_info") or {}).get("receive_stamps"),
         "cpu_count": int(count) if isinstance(count, int | float) else None,
     }
 
@@ -493,6 +496,8 @@ def _meta_from_columns(part: pd.DataFrame) -> dict[str, Any]:
     slack = _value(part, "timer_slack_ns")
     if slack is not None:  # stored as the summary's text, "a/b": the same text comes back
         trial["timer_slack_ns"] = {"workers": str(slack).split("/")}
+    if _value(part, "receive_stamps") is not None:
+        trial["run_info"] = {"receive_stamps": str(_value(part, "receive_stamps"))}
     host = _value(part, "run_host")
     return {"trial": trial, "system": {"host": str(host)} if host is not None else {}}
 

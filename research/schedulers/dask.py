@@ -410,7 +410,7 @@ class Dask(ClusterScheduler):
                                            callback_timeout=timeout_s)
                     now = time.time_ns()
                     outcomes = [new(Outcome, r) for r in got]
-                    receive = stamp_all(outcomes, now)
+                    receive = dict.fromkeys((o.task_id for o in outcomes), now)
                     if len(outcomes) < len(futures):
                         for fut in futures:
                             if fut.status in ("error", "cancelled"):
@@ -422,7 +422,7 @@ class Dask(ClusterScheduler):
                     with contextlib.suppress(Exception):
                         got = self.client.gather(done, errors="skip")
                         outcomes = [new(Outcome, r) for r in got]
-                        receive = stamp_all(outcomes, time.time_ns())
+                        receive = dict.fromkeys((o.task_id for o in outcomes), time.time_ns())
             finally:
                 # Release everything (results held on workers) and stop what has not run; a
                 # task already running goes on in its worker: the run is marked broken below.

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from ..guard import init_worker
-from ..tasks import Task, execute, noop
+from ..tasks import Task, execute_packed, noop
 from .base import RunOutput, Scheduler
 from .pool import START_METHOD_OPTION, submit_and_collect
 
@@ -41,6 +41,8 @@ class Futures(Scheduler):
             fut.result()
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
-        out = submit_and_collect(self.pool, execute, tasks, timeout_s, self.arrivals)
+        # Plain tuples on the wire: the pool pickles each task and outcome on its own.
+        out = submit_and_collect(self.pool, execute_packed, tasks, timeout_s, self.arrivals,
+                                 packed=True)
         self.broken = self.broken or out.error is not None
         return out

@@ -152,12 +152,18 @@ def _describe(exc: BaseException) -> str:
 
 
 def _outcomes(result: Any) -> list[Outcome]:
-    """The outcomes in one message's result (a map chunk: a list, maybe nested once more)."""
-    if isinstance(result, Outcome):
-        return [result]
-    if isinstance(result, tuple):  # a packed outcome (research.tasks.execute_packed)
-        return [tuple.__new__(Outcome, result)]
-    return [o for r in result for o in _outcomes(r)]
+    """The outcomes in one message's result (a map chunk: a list, maybe nested once more, of
+    outcomes packed as plain tuples by research.tasks.execute_packed/execute_block)."""
+    new = tuple.__new__
+    if isinstance(result, tuple):
+        return [result if isinstance(result, Outcome) else new(Outcome, result)]
+    out: list[Outcome] = []
+    for r in result:
+        if type(r) is tuple:  # the common case, one check per task
+            out.append(new(Outcome, r))
+        else:
+            out.extend(_outcomes(r))
+    return out
 
 
 class _Ipp(ClusterScheduler):
@@ -379,10 +385,13 @@ class _Ipp(ClusterScheduler):
                 got = _outcomes(part.get(0))
                 outcomes.extend(got)
             stamps = [utc_ns(md.get("received")) for md in metadata]
-        # Each task gets its message's arrival (a map block's tasks arrive together).
+        # Each task gets its message's arrival (a map block's tasks arrive together); a reply
+        # without one (never seen here) gets the moment it was read.
         where = {tid: i for i, ids in enumerate(blocks) for tid in ids}
+        now = time.time_ns()
         for o in outcomes:
-            receive[o.task_id] = stamps[where[o.task_id]]
+            stamp = stamps[where[o.task_id]]
+            receive[o.task_id] = now if stamp is None else stamp
         problems = []
         n_messages = len(tasks) if ar is None else len(msg_ids)
         if arrived < n_messages:

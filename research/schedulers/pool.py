@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
+from typing import Any
 
 from ..params import Param
 from ..tasks import Outcome, Task
@@ -19,8 +20,8 @@ START_METHOD_OPTION = Param("str", "forkserver", START_METHODS)
 
 
 def submit_and_collect(
-    pool: Executor, fn: Callable[[Task], Outcome], tasks: Sequence[Task], timeout_s: float,
-    arrivals: Mapping[int, float] | None = None,
+    pool: Executor, fn: Callable[[Any], Any], tasks: Sequence[Task], timeout_s: float,
+    arrivals: Mapping[int, float] | None = None, packed: bool = False,
 ) -> RunOutput:
     """Submit one future per task (each when it arrives: :func:`paced`), then wait for all of
     them until the deadline.
@@ -29,9 +30,12 @@ def submit_and_collect(
     client process the moment the result is there. Every call on a future takes its lock (and,
     in a thread pool, competes for the GIL with the workers), so each future is touched twice
     only: its callback is added, and a stamped (hence finished) one is read once.
+
+    ``packed``: ``fn`` takes and returns plain tuples (:func:`research.tasks.execute_packed`),
+    for a process pool that pickles each task and each outcome on its own.
     """
     submit: dict[int, int] = {}
-    futures: list[tuple[int, Future[Outcome]]] = []
+    futures: list[tuple[int, Future[Any]]] = []
     stamps = ReceiveStamps(len(tasks))
     deadline = time.monotonic() + timeout_s
     # Our thread pool stamps in its worker threads, right after setting each result.
@@ -40,18 +44,19 @@ def submit_and_collect(
         if stamped is not None:
             fut = stamped(fn, task, stamps)
         else:
-            fut = pool.submit(fn, task)
+            fut = pool.submit(fn, tuple(task) if packed else task)
             fut.add_done_callback(stamps.callback(task.task_id))
         futures.append((task.task_id, fut))
     receive = stamps.wait(deadline - time.monotonic())
     outcomes: list[Outcome] = []
+    new = tuple.__new__
     error = timeout_error(timeout_s) if len(receive) < len(tasks) else None
     for tid, fut in futures:
         if tid not in receive:  # not finished by the deadline (a stamp means done)
             fut.cancel()
             continue
         try:
-            outcomes.append(fut.result(0))
+            outcomes.append(new(Outcome, fut.result(0)) if packed else fut.result(0))
         except Exception as exc:  # the pool itself failed (e.g. a worker process died)
             error = error or f"{type(exc).__name__}: {exc}"
             del receive[tid]
