@@ -357,7 +357,7 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
 
 def _search_costs(search: _Search, base: dict[str, Any], passes: int) -> tuple[Costs, float]:
     """The coordinate search over the grid for the costs not read off the trials."""
-    best = {"dispatch_s": 0.0, "worker_s": 0.0, "result_s": 0.0, "requeue_s": 0.0}
+    best: dict[str, Any] = {"dispatch_s": 0.0, "worker_s": 0.0, "result_s": 0.0, "requeue_s": 0.0}
     best_err = search.error(Costs(**base, **best))
     for _ in range(passes):
         improved = False
