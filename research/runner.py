@@ -33,7 +33,7 @@ import pandas as pd
 from . import guard, metadata, schema
 from .config import Experiment, TrialSpec
 from .schedulers import RunOutput, Scheduler, get_scheduler
-from .schedulers.base import Arrivals, stop_pacing
+from .schedulers.base import Arrivals, gc_frozen, stop_pacing
 from .tasks import Outcome, Task, calibrate_spin, ensure_path, timer_slack_ns
 from .workloads import arrival_offsets, build_tasks
 
@@ -332,7 +332,8 @@ class Sweep:
                     arrivals = Arrivals({t.task_id: s
                                          for t, s in zip(tasks, offsets, strict=True)})
                     sched.arrivals = arrivals
-                out = sched.run(tasks, spec.timeout_s)
+                with gc_frozen():  # no collector pass over the whole heap mid-trial
+                    out = sched.run(tasks, spec.timeout_s)
             except Exception as exc:
                 sched.broken = True
                 out = RunOutput([], {}, {}, error=f"{type(exc).__name__}: {exc}")

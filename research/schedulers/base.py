@@ -284,6 +284,9 @@ class ReceiveStamps:
 
     def __init__(self, n_expected: int) -> None:
         self.stamps: dict[int, int] = {}
+        #: Results handed over with their stamps (a stamping pool's, see threads.py): read
+        #: from here, the futures need not be touched again.
+        self.values: dict[int, Any] = {}
         self._n = n_expected
         self._all = threading.Event()
         if n_expected == 0:
@@ -405,6 +408,25 @@ def paced(tasks: Sequence[Task], arrivals: Mapping[int, float] | None,
         submit[task.task_id] = t0_ns + round(offset * 1e9)
         lags.append(max(0.0, time.monotonic() - due))
         yield task
+
+
+@contextlib.contextmanager
+def gc_frozen() -> Iterator[None]:
+    """Keep the objects alive now out of the garbage collector's passes for the block.
+
+    A trial builds a record per task; each full collection during it would walk every object
+    the process holds (the libraries imported, earlier trials' tables), a pause that grows
+    with the heap, not with the trial, and lands in its timeline. ``gc.freeze()`` moves them
+    to a permanent generation, so collections during the trial walk only what it creates
+    (its own garbage is still collected: unlike ``gc.disable()``, a user's function that makes
+    cycles cannot grow memory without bound). Unfrozen on leaving."""
+    import gc
+
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def stamp_all(tasks: Sequence[Task], ns: int) -> dict[int, int]:

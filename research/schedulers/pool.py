@@ -51,9 +51,13 @@ def submit_and_collect(
     outcomes: list[Outcome] = []
     new = tuple.__new__
     error = timeout_error(timeout_s) if len(receive) < len(tasks) else None
+    values = stamps.values  # a stamping pool's results (each future's lock not taken again)
     for tid, fut in futures:
         if tid not in receive:  # not finished by the deadline (a stamp means done)
             fut.cancel()
+            continue
+        if tid in values:
+            outcomes.append(values[tid])
             continue
         try:
             outcomes.append(new(Outcome, fut.result(0)) if packed else fut.result(0))

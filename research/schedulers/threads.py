@@ -45,6 +45,8 @@ class DaemonThreadPool(Executor):
                 fut.set_exception(exc)
             else:
                 fut.set_result(result)
+                if stamps is not None:  # the client reads it from there, not the future
+                    stamps.values[args[0].task_id] = result
             if stamps is not None:  # the result is in the future now: the client has it
                 stamps._on_done(args[0].task_id, fut)
 
