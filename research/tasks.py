@@ -417,6 +417,23 @@ def execute_packed(task: tuple[Any, ...]) -> tuple[Any, ...]:
     return _execute(_new(Task, task), WORKER_LABEL or f"pid-{pid}", pid, record=tuple)
 
 
+def execute_pickled(blob: bytes) -> bytes:
+    """:func:`execute_packed` of a task sent as one pickle (:func:`pickled`), its outcome
+    returned as one: for a library that serialises tuples element by element (Dask frames
+    each item of a tuple result; about 0.4 ms per task here, against one bytes object)."""
+    return pickle.dumps(execute_packed(pickle.loads(blob)), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def pickled(task: Task) -> bytes:
+    """``task`` as :func:`execute_pickled` takes it."""
+    return pickle.dumps(tuple(task), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpickled(blob: bytes) -> Outcome:
+    """The :class:`Outcome` in what :func:`execute_pickled` returned."""
+    return tuple.__new__(Outcome, pickle.loads(blob))
+
+
 def execute_fields(*fields: Any) -> tuple[Any, ...]:
     """:func:`execute_packed` of a task sent as its fields, one argument each (for a library
     that walks tuple arguments looking for its own objects, as ``dask.delayed`` does)."""
