@@ -434,12 +434,6 @@ def unpickled(blob: bytes) -> Outcome:
     return tuple.__new__(Outcome, pickle.loads(blob))
 
 
-def execute_fields(*fields: Any) -> tuple[Any, ...]:
-    """:func:`execute_packed` of a task sent as its fields, one argument each (for a library
-    that walks tuple arguments looking for its own objects, as ``dask.delayed`` does)."""
-    return execute_packed(fields)
-
-
 def execute_block(block: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """:func:`execute_packed` of each task of a block, in order: one item of a map whose
     chunks the adapter cut itself, as the library would (:func:`chunks`). The pid, the label

@@ -17,6 +17,10 @@ def test_the_goal_is_five_percent_or_five_microseconds() -> None:
     assert overhead.verdict(5.1, 10.0) == overhead.MISSES
     assert overhead.verdict(49.0, 1000.0) == overhead.MEETS
     assert overhead.verdict(-3.0, 1000.0) == overhead.MEETS  # harness faster: noise
+    # Above the allowance: a miss only when even the cheapest pair is above it.
+    assert overhead.verdict(80.0, 1000.0, pairs_min_us=60.0) == overhead.MISSES
+    assert overhead.verdict(80.0, 1000.0, pairs_min_us=-10.0) == overhead.UNCLEAR
+    assert overhead.verdict(40.0, 1000.0, pairs_min_us=-10.0) == overhead.MEETS
 
 
 def test_slow_schedulers_run_fewer_tasks_but_never_below_the_floor() -> None:
@@ -49,12 +53,13 @@ def test_a_row_per_variant_with_its_verdict(no_leaks: None) -> None:
                             min_run_s=None)
     table = overhead.table(rows)
     assert list(table.scheduler) == ["serial", "threads"]
-    assert set(table.verdict) <= {overhead.MEETS, overhead.MISSES}
+    assert set(table.verdict) <= {overhead.MEETS, overhead.MISSES, overhead.UNCLEAR}
     assert (table.n_workers == [1, 2]).all()
     # The verdict follows from the row's own numbers.
     for row in table.itertuples():
         assert row.allowed_us == pytest.approx(overhead.allowance_us(row.bare_us_per_task))
         assert (row.verdict == overhead.MEETS) == (row.harness_us_per_task <= row.allowed_us)
+        assert (row.verdict == overhead.MISSES) == (row.pairs_us_min > row.allowed_us)
         assert row.pairs_us_min <= row.harness_us_per_task <= row.pairs_us_max
 
 

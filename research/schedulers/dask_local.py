@@ -52,7 +52,7 @@ import psutil
 from .. import tasks as _tasks
 from ..errors import ParamError
 from ..params import Param
-from ..tasks import Outcome, Task, execute_in_thread, noop
+from ..tasks import Outcome, Task, execute_in_thread, noop, pickled, unpickled
 from .base import RunOutput, Scheduler, stamp_all, timeout_error
 from .cluster import EXIT_WAIT_S, reap
 
@@ -60,19 +60,20 @@ SCHEDULERS = ("processes", "threads", "synchronous")
 THREAD_PREFIX = "dask-local"
 
 
-def execute_labelled(*fields: Any) -> tuple[Any, ...]:
-    """:func:`~research.tasks.execute_fields` labelled ``dask-local-<pid>`` (set on the first
-    call): a task sent as its fields, its outcome a plain tuple.
+def execute_labelled(blob: bytes) -> bytes:
+    """:func:`~research.tasks.execute_pickled` labelled ``dask-local-<pid>`` (set on the first
+    call): a task sent as one pickle, its outcome returned as one.
 
-    Not a :class:`~research.tasks.Task`: ``dask.delayed`` walks a (named) tuple argument
-    looking for its own objects, and the process pool pickles each task and each result on
-    its own with cloudpickle, which looks a record class up on every pickle: together about
-    0.3 ms per task here, 30% of a no-op's time through this scheduler."""
+    Not a :class:`~research.tasks.Task`, nor its fields: ``dask.delayed`` walks every argument
+    (a named tuple element by element) looking for its own objects, about 15 us per argument,
+    and the process pool pickles each task and each result on its own with cloudpickle, which
+    looks a record class up on every pickle. One bytes argument costs what the bare loop's int
+    does."""
     if _tasks.WORKER_LABEL is None:
         import os
 
         _tasks.set_worker_label(f"dask-local-{os.getpid()}")
-    return _tasks.execute_packed(fields)
+    return _tasks.execute_pickled(blob)
 
 
 class DaskLocal(Scheduler):
@@ -175,7 +176,7 @@ class DaskLocal(Scheduler):
                              "tasks in this process: a crash task cannot be injected")
         # pure=False: keys are unique per call, so equal tasks are never merged or cached.
         if self.options["scheduler"] == "processes":
-            work = [dask.delayed(execute_labelled, pure=False)(*t) for t in tasks]
+            work = [dask.delayed(execute_labelled, pure=False)(pickled(t)) for t in tasks]
         else:  # in this process: nothing is pickled
             work = [dask.delayed(execute_in_thread, pure=False)(t) for t in tasks]
         kwargs = self._compute_kwargs()
@@ -208,8 +209,7 @@ class DaskLocal(Scheduler):
             exc = box["exc"]
             self.broken = True  # a dead worker breaks a ProcessPoolExecutor for good
             return RunOutput([], submit, {}, error=f"{type(exc).__name__}: {exc}")
-        new = tuple.__new__
-        outcomes: list[Outcome] = [new(Outcome, o) for o in box["out"]]
+        outcomes: list[Outcome] = [unpickled(o) if type(o) is bytes else o for o in box["out"]]
         if self.options["scheduler"] == "synchronous":
             outcomes = [o._replace(worker="dask-local-sync") for o in outcomes]
         return RunOutput(outcomes, submit, stamp_all(tasks, received))
