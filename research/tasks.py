@@ -405,12 +405,6 @@ def pack(tasks: Sequence[Task]) -> list[tuple[Any, ...]]:
     return [tuple(t) for t in tasks]
 
 
-def unpack(outcomes: Sequence[tuple[Any, ...]]) -> list[Outcome]:
-    """The outcomes :func:`execute_packed` returned, as :class:`Outcome` records."""
-    new = tuple.__new__
-    return [new(Outcome, o) for o in outcomes]
-
-
 def execute_packed(task: tuple[Any, ...]) -> tuple[Any, ...]:
     """:func:`execute` of a task sent as a plain tuple (:func:`pack`); its outcome as one."""
     pid = _PID

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, NamedTuple
 from .. import tasks as _tasks
 from ..errors import ParamError
 from ..params import Param
-from ..tasks import Outcome, Task, execute
+from ..tasks import Outcome, Task
 from .base import RECEIVE_EACH, RECEIVE_OPTION, ReceiveStamps, RunOutput, paced, timeout_error
 from .cluster import ClusterScheduler, check_worker_count
 
@@ -76,27 +76,21 @@ def _label_worker() -> None:
     _tasks.set_worker_label("ray-" + ray.get_runtime_context().get_worker_id()[:8])
 
 
-def execute_labelled(task: Task) -> Outcome:
-    """:func:`~research.tasks.execute` in a Ray worker, labelled ``ray-<worker id prefix>``.
+def execute_labelled_packed(task: tuple[Any, ...]) -> tuple[Any, ...]:
+    """:func:`~research.tasks.execute_packed` in a Ray worker, labelled ``ray-<worker id
+    prefix>`` (a task with a bytes payload, sent as a plain tuple: :func:`research.tasks.pack`).
 
     The label is looked up on the first call in each worker process and cached there, so later
-    calls cost one attribute check.
-    """
-    if _tasks.WORKER_LABEL is None:
-        _label_worker()
-    return execute(task)
-
-
-def execute_labelled_packed(task: tuple[Any, ...]) -> tuple[Any, ...]:
-    """:func:`execute_labelled` on the plain-tuple wire format (:func:`research.tasks.pack`)."""
+    calls cost one attribute check."""
     if _tasks.WORKER_LABEL is None:
         _label_worker()
     return _tasks.execute_packed(task)
 
 
 def execute_labelled_pickled(blob: bytes) -> bytes:
-    """:func:`execute_labelled` of a task sent as one pickle (:func:`research.tasks.pickled`),
-    its outcome returned as one: Ray serialises a bytes object more cheaply than a tuple."""
+    """:func:`execute_labelled_packed` of a task sent as one pickle
+    (:func:`research.tasks.pickled`), its outcome returned as one: Ray serialises a bytes
+    object more cheaply than a tuple."""
     if _tasks.WORKER_LABEL is None:
         _label_worker()
     return _tasks.execute_pickled(blob)
@@ -114,7 +108,7 @@ def _as_outcome(value: Any) -> Any:
 
 def execute_labelled_block(block: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """:func:`research.tasks.execute_block` in a Ray worker, labelled as
-    :func:`execute_labelled` is (one chunk of a pool's map, cut by the adapter)."""
+    :func:`execute_labelled_packed` is (one chunk of a pool's map, cut by the adapter)."""
     if _tasks.WORKER_LABEL is None:
         _label_worker()
     return _tasks.execute_block(block)
