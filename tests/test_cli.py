@@ -269,7 +269,8 @@ def test_report_claims_figures_and_trace_commands(tmp_path: Path,
 def test_bench_command(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     out_csv = tmp_path / "bench" / "overhead.csv"
     assert main(["bench", "--schedulers", "serial", "threads", "--tasks", "200",
-                 "--repeats", "1", "--workers", "2", "--out", str(out_csv)]) == 0
+                 "--repeats", "1", "--workers", "2", "--min-run-seconds", "0",
+                 "--out", str(out_csv)]) == 0
     out = capsys.readouterr().out
     assert "task wrapper:" in out and "us per task" in out
     assert "serial" in out and "threads" in out and "harness_tasks_per_s" in out
@@ -277,7 +278,7 @@ def test_bench_command(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     # The same table, as a CSV and a markdown file saying how it was measured.
     table = pd.read_csv(out_csv)
     assert list(table.scheduler) == ["serial", "threads"]
-    assert set(table.verdict) <= {"meets", "misses"}
+    assert set(table.verdict) <= {"meets", "misses", "unclear (noise)"}
     assert (table.allowed_us >= 5.0).all() and (table.n_tasks == 200).all()
     md = out_csv.with_suffix(".md").read_text()
     assert "| serial |" in md and "max(5%" in md and "load average" in md
