@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+from array import array
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -434,7 +435,95 @@ def execute_block(block: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     and the per-item costs of the library's own loop are paid once per block."""
     pid = _PID
     worker = WORKER_LABEL or f"pid-{pid}"
-    return [_execute(_new(Task, t), worker, pid, record=tuple) for t in block]
+    if _get_ident() not in _SLACK_SET:
+        _ensure_slack()
+    out: list[tuple[Any, ...]] = []
+    append = out.append
+    time_ns = _time_ns
+    for t in block:
+        if t[1] == "noop" and t[4] is None and not t[5]:
+            # A no-op without payloads: exactly what _execute records for it (two stamps, no
+            # body), without the call and the unpacking: 0.4 us less per task, in a map whose
+            # own cost per task is a fraction of a microsecond.
+            start = time_ns()
+            append((t[0], start, time_ns(), pid, _HOST, worker, "ok", "", None, None, None, 0))
+        else:
+            append(_execute(_new(Task, t), worker, pid, record=tuple))
+    return out
+
+
+class PackedBlock(NamedTuple):
+    """A block's outcomes as :func:`execute_packed_block` sends them back: who ran it once, the
+    task ids and the (start, end) stamps of its plain outcomes as int64 arrays, and every other
+    outcome (an error, a result, a payload, a size) as a plain tuple.
+
+    Why: a chunk's outcomes as 6,250 tuples are a 260 KB pickle of 80,000 objects; this is 150
+    KB of two bytes objects, built and read without a Python object per field. The size matters
+    beyond the pickling: ``multiprocessing.Pool``'s worker-handler thread waits on the result
+    pipe too (CPython 3.11 ``Pool._get_sentinels``), and spins, taking the GIL, for as long as a
+    reply sits in that pipe unread: measured, a ``Pool.map`` of no-ops took 3.3 us per task
+    with tuple replies and 1.4 us with packed ones (0.3 us bare).
+    """
+
+    pid: int
+    host: str
+    worker: str
+    #: ``array('q')`` bytes: the plain outcomes' task ids.
+    ids: bytes
+    #: ``array('q')`` bytes: their start and end stamps, interleaved.
+    stamps: bytes
+    #: The other outcomes, as plain tuples of :class:`Outcome`'s fields.
+    others: list[tuple[Any, ...]]
+
+
+def execute_packed_block(block: Sequence[tuple[Any, ...]] | bytes) -> PackedBlock:
+    """:func:`execute_block`, its outcomes sent back as a :class:`PackedBlock`. The block may
+    come as one pickle of its plain tuples (for a library that serialises with cloudpickle,
+    whose ``reducer_override`` is a Python call per object)."""
+    items: Sequence[tuple[Any, ...]] = (pickle.loads(block) if isinstance(block, bytes)
+                                         else block)
+    pid = _PID
+    worker = WORKER_LABEL or f"pid-{pid}"
+    if _get_ident() not in _SLACK_SET:
+        _ensure_slack()
+    ids, stamps = array("q"), array("q")
+    add_id, add_stamp = ids.append, stamps.append
+    others: list[tuple[Any, ...]] = []
+    time_ns = _time_ns
+    for t in items:
+        if t[1] == "noop" and t[4] is None and not t[5]:
+            # A no-op without payloads: what _execute records for it, without the call.
+            start = time_ns()
+            end = time_ns()
+            add_id(t[0])
+            add_stamp(start)
+            add_stamp(end)
+            continue
+        o = _execute(_new(Task, t), worker, pid, record=tuple)
+        if o[6] == "ok" and o[8] is None and o[9] is None and o[10] is None and not o[11]:
+            add_id(o[0])
+            add_stamp(o[1])
+            add_stamp(o[2])
+        else:
+            others.append(o)
+    return PackedBlock(pid, _HOST, worker, ids.tobytes(), stamps.tobytes(), others)
+
+
+def unpack_block(block: PackedBlock | Sequence[tuple[Any, ...]]) -> list[Outcome]:
+    """The :class:`Outcome` of each task in one :func:`execute_packed_block` (or
+    :func:`execute_block`) reply; a packed block's plain outcomes first, then the others."""
+    new = tuple.__new__
+    if not isinstance(block, PackedBlock):
+        return [new(Outcome, o) for o in block]
+    pid, host, worker, id_bytes, stamp_bytes, others = block
+    ids, stamps = array("q"), array("q")
+    ids.frombytes(id_bytes)
+    stamps.frombytes(stamp_bytes)
+    it = iter(stamps)
+    out = [new(Outcome, (tid, start, end, pid, host, worker, "ok", "", None, None, None, 0))
+           for tid, start, end in zip(ids, it, it, strict=True)]
+    out.extend(new(Outcome, o) for o in others)
+    return out
 
 
 def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
@@ -450,7 +539,10 @@ def map_chunksize(n_items: int, n_workers: int) -> int:
     return max(1, size + (1 if extra else 0))
 
 
-def unpack_blocks(blocks: Sequence[Sequence[tuple[Any, ...]]]) -> list[Outcome]:
-    """The outcomes of :func:`execute_block` calls, flattened in order, as :class:`Outcome`."""
-    new = tuple.__new__
-    return [new(Outcome, o) for block in blocks for o in block]
+def unpack_blocks(blocks: Sequence[PackedBlock | Sequence[tuple[Any, ...]]]) -> list[Outcome]:
+    """The outcomes of :func:`execute_packed_block` (or :func:`execute_block`) calls,
+    block after block (:func:`unpack_block`), as :class:`Outcome`."""
+    out: list[Outcome] = []
+    for block in blocks:
+        out.extend(unpack_block(block))
+    return out

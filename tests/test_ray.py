@@ -17,10 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from research import schema
+from research import schema, watchdog
 from research.cli import main as cli_main
 from research.config import TrialSpec
 from research.errors import ParamError
+from research.guard import TOKEN_ENV
 from research.runner import build_rows, read_cluster_file
 from research.schedulers import RunOutput, get_scheduler
 from research.schedulers import ray as ray_adapter
@@ -313,17 +314,25 @@ class TestLocalCluster:
 def existing_cluster() -> Iterator[tuple[str, str]]:
     """``ray start --head`` from the venv on loopback, with its own temp dir and ports; only
     its own processes are stopped afterwards, by pid (``ray stop`` would stop every Ray of the
-    user on this machine)."""
+    user on this machine).
+
+    The package never stops an existing cluster, so only this fixture's teardown does; a
+    pytest killed before it (SIGKILL, a CI timeout) runs none. The cluster is therefore started
+    with a token of its own and watched by the package's watchdog, which stops it if this
+    process dies first."""
     import tempfile
+    import uuid
 
     temp_dir = tempfile.mkdtemp(prefix="rx-", dir="/tmp")
     port = _free_port()
+    token = f"existing-ray-{uuid.uuid4().hex}"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           "RAY_PROFILING": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+           "RAY_PROFILING": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", TOKEN_ENV: token}
     env.pop("RAY_ADDRESS", None)
     cmd = [str(VENV_BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
            "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--include-dashboard=false",
            f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats"]
+    dog = watchdog.start(token)
     try:
         subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=120)
         yield f"127.0.0.1:{port}", temp_dir
@@ -333,6 +342,7 @@ def existing_cluster() -> Iterator[tuple[str, str]]:
             with contextlib.suppress(psutil.Error):
                 p.terminate()
         reap(procs, 2)  # gcs_server and raylet ignore it: then killed, as --force does
+        watchdog.stop(dog)
         import shutil
 
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -346,6 +356,8 @@ def test_existing_cluster_is_used_and_left_running(existing_cluster: tuple[str, 
     cluster_procs = [p for p in _procs_under(temp_dir) if p.name() in ("gcs_server", "raylet")]
     assert len(cluster_procs) == 2
     assert _listen_addrs(_procs_under(temp_dir)) <= set(LOOPBACK)
+    # The fixture's watchdog finds them by their token if this test process is killed.
+    assert all(p.environ().get(TOKEN_ENV, "").startswith("existing-ray-") for p in cluster_procs)
 
     Ray.preflight(2, {"address": address})
     with pytest.raises(ParamError) as err:

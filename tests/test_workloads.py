@@ -140,3 +140,44 @@ def test_tasks_run_with_minimal_timer_slack() -> None:
     th.join()
     assert seen["after"] == T.TIMER_SLACK_NS
     assert seen["before"] is not None and seen["before"] >= seen["after"]
+
+
+def test_packed_blocks_carry_every_outcome_field() -> None:
+    """A map chunk answered as a PackedBlock (arrays for the plain outcomes, tuples for the
+    rest) unpacks to the outcomes execute_block builds: same fields but the stamps, which
+    still bracket each body."""
+    import pickle
+
+    from research.tasks import (
+        PackedBlock,
+        Task,
+        execute_block,
+        execute_packed_block,
+        pack,
+        unpack_block,
+        unpack_blocks,
+    )
+
+    tasks = [Task(0, "noop", 0, 0.0), Task(1, "sleep", 0.001, 0.001), Task(2, "fail", 0, 0.0),
+             Task(3, "prime", 7, 0.0), Task(4, "noop", 0, 0.0, b"x" * 10, 5),
+             Task(5, "cpu", 1000, 0.0), Task(6, "noop", 0, 0.0)]
+    block = pack(tasks)
+    packed = execute_packed_block(block)
+    assert isinstance(packed, PackedBlock)
+    # Through a pickle, as a pool sends it, and sent as one pickle too (Ray's Pool).
+    got = {o.task_id: o for o in unpack_block(pickle.loads(pickle.dumps(packed)))}
+    also = {o.task_id: o for o in unpack_blocks([execute_packed_block(pickle.dumps(block))])}
+    want = {o.task_id: o for o in unpack_blocks([execute_block(block)])}
+    assert sorted(got) == sorted(also) == sorted(want) == list(range(7))
+    for tid, o in got.items():
+        assert o.start_ns <= o.end_ns
+        assert o[3:] == want[tid][3:] == also[tid][3:], tid
+    assert got[1].end_ns - got[1].start_ns >= 1_000_000  # the sleep's own time is inside
+    assert got[2].status == "error" and "InjectedFailure" in got[2].error
+    assert got[3].result is True and len(got[4].payload) == 5 and got[4].input_bytes == 10
+    # Only the plain outcomes (no result, payload or error) travel in the arrays.
+    plain = {t for t, o in want.items() if o.status == "ok" and o.result is None
+             and o.payload is None}
+    assert plain == {0, 1, 6}  # the cpu body returns its last value
+    assert len(packed.ids) // 8 == len(plain)
+    assert {o[0] for o in packed.others} == set(range(7)) - plain

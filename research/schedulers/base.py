@@ -308,6 +308,15 @@ class ReceiveStamps:
     def _stamp(self, task_id: int) -> None:
         self._on_done(task_id, None)
 
+    def hand_over(self, task_id: int, value: Any) -> None:
+        """Stamp ``task_id`` now and keep its result ``value`` in :attr:`values` (a stamping
+        pool's worker, right after it has set the future's result)."""
+        self.values[task_id] = value
+        stamps = self.stamps
+        stamps[task_id] = time.time_ns()
+        if len(stamps) >= self._n:
+            self._all.set()
+
     def wait(self, timeout_s: float) -> dict[int, int]:
         """Wait until every result is stamped or ``timeout_s`` passes; the stamps so far."""
         self._all.wait(max(0.0, timeout_s))

@@ -14,11 +14,12 @@ from ..tasks import (
     Outcome,
     Task,
     chunks,
-    execute_block,
     execute_packed,
+    execute_packed_block,
     map_chunksize,
     noop,
     pack,
+    unpack_block,
     unpack_blocks,
 )
 from .base import RunOutput, Scheduler, paced, stamp_all, stop_pacing, timeout_error
@@ -61,19 +62,21 @@ class MpMap(_PoolScheduler):
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
         # The chunks Pool.map would cut (its default size, or the option), cut here and sent
         # one per item: the same messages, taken by whichever worker is free, as plain tuples
-        # run by one call per chunk (research.tasks.execute_block): the harness then costs
+        # run by one call per chunk and answered as packed arrays (research.tasks.
+        # execute_packed_block): the harness then costs
         # about as much per task as the library's own loop.
         size = self.options["chunksize"] or map_chunksize(len(tasks), self.n_workers)
         blocks = chunks(pack(tasks), size)
         submit = stamp_all(tasks, time.time_ns())
-        result = self.pool.map_async(execute_block, blocks, chunksize=1)
+        result = self.pool.map_async(execute_packed_block, blocks, chunksize=1)
         try:
-            outcomes: list[Outcome] = unpack_blocks(result.get(timeout_s))
+            replies = result.get(timeout_s)
         except multiprocessing.TimeoutError:
             # Pool.map never returns if a worker died holding a chunk: the timeout is the guard.
             self.broken = True
             return RunOutput([], submit, {}, error=timeout_error(timeout_s))
-        return RunOutput(outcomes, submit, stamp_all(tasks, time.time_ns()))
+        receive = stamp_all(tasks, time.time_ns())  # the moment the results are here
+        return RunOutput(unpack_blocks(replies), submit, receive)
 
 
 class MpDynamic(_PoolScheduler):
@@ -114,7 +117,7 @@ class MpDynamic(_PoolScheduler):
             # which has no next(timeout=): chunk here (contiguous, as the pool does) and map
             # the chunks one by one, keeping the pool's own iterator and its timeout.
             blocks = chunks(pack(tasks), chunksize)
-            it: Any = self.pool.imap_unordered(execute_block, blocks, chunksize=1)
+            it: Any = self.pool.imap_unordered(execute_packed_block, blocks, chunksize=1)
             n_results = len(blocks)
         else:
             it = self.pool.imap_unordered(execute_packed, map(tuple, items), chunksize=1)
@@ -133,9 +136,13 @@ class MpDynamic(_PoolScheduler):
                     self.broken = True
                     return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))
                 now = time.time_ns()  # a chunk's outcomes come back together
-                for out in (got if chunksize > 1 else (got,)):
-                    receive[out[0]] = now
-                    outcomes.append(new(Outcome, out))
+                if chunksize > 1:
+                    got_outcomes = unpack_block(got)
+                    receive.update(dict.fromkeys((o[0] for o in got_outcomes), now))
+                    outcomes.extend(got_outcomes)
+                else:
+                    receive[got[0]] = now
+                    outcomes.append(new(Outcome, got))
         finally:
             # The paced generator runs in the pool's task-handler thread, which terminate()
             # joins: stop it now (Ctrl-C, a timeout), not when its next task is due.

@@ -40,13 +40,22 @@ def submit_and_collect(
     deadline = time.monotonic() + timeout_s
     # Our thread pool stamps in its worker threads, right after setting each result.
     stamped = getattr(pool, "submit_stamped", None)
-    for task in paced(tasks, arrivals, submit, deadline):
-        if stamped is not None:
-            fut = stamped(fn, task, stamps)
-        else:
-            fut = pool.submit(fn, tuple(task) if packed else task)
-            fut.add_done_callback(stamps.callback(task.task_id))
-        futures.append((task.task_id, fut))
+    if stamped is not None and not arrivals:
+        # A batch into a stamping pool: paced()'s loop inlined (a generator step is about
+        # 0.3 us per task, taken under the GIL the pool's threads are waiting for).
+        time_ns = time.time_ns
+        for task in tasks:
+            tid = task[0]
+            submit[tid] = time_ns()
+            futures.append((tid, stamped(fn, task, stamps)))
+    else:
+        for task in paced(tasks, arrivals, submit, deadline):
+            if stamped is not None:
+                fut = stamped(fn, task, stamps)
+            else:
+                fut = pool.submit(fn, tuple(task) if packed else task)
+                fut.add_done_callback(stamps.callback(task.task_id))
+            futures.append((task.task_id, fut))
     receive = stamps.wait(deadline - time.monotonic())
     outcomes: list[Outcome] = []
     new = tuple.__new__

@@ -106,12 +106,12 @@ def _as_outcome(value: Any) -> Any:
     return value
 
 
-def execute_labelled_block(block: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """:func:`research.tasks.execute_block` in a Ray worker, labelled as
+def execute_labelled_block(block: Sequence[tuple[Any, ...]] | bytes) -> _tasks.PackedBlock:
+    """:func:`research.tasks.execute_packed_block` in a Ray worker, labelled as
     :func:`execute_labelled_packed` is (one chunk of a pool's map, cut by the adapter)."""
     if _tasks.WORKER_LABEL is None:
         _label_worker()
-    return _tasks.execute_block(block)
+    return _tasks.execute_packed_block(block)
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import pickle
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..params import Param
-from ..tasks import Outcome, Task, chunks, map_chunksize, pack, unpack_blocks
+from ..tasks import Outcome, Task, chunks, map_chunksize, pack, unpack_block, unpack_blocks
 from .base import RunOutput, stamp_all, timeout_error
 from .ray import Ray, execute_labelled_block, import_ray, native_table, timeline_events
 
@@ -125,13 +126,19 @@ class RayPool(Ray):
             chunksize = chunksize or map_chunksize(len(items), self.n_workers)
         else:
             chunksize = chunksize or 1  # Pool.imap's own default
-        blocks = chunks(pack(items), chunksize)
-        new = tuple.__new__
+        blocks: list[Any] = chunks(pack(items), chunksize)
+        if not any(t.payload is not None for t in items):
+            # Each chunk as one pickle (and answered as a PackedBlock): Ray serialises a list
+            # of tuples with cloudpickle, a Python call per object (a 6,250-task chunk's
+            # outcomes: 5 us per task, against 2 us as bytes). A bytes payload stays a plain
+            # tuple's field, so that it is not copied into a pickle first.
+            blocks = [pickle.dumps(b, protocol=pickle.HIGHEST_PROTOCOL) for b in blocks]
         try:
             if method == "map":
                 handle = self.pool.map_async(execute_labelled_block, blocks, chunksize=1)
-                outcomes = unpack_blocks(handle.get(timeout_s))
-                receive = stamp_all(tasks, time.time_ns())
+                got = handle.get(timeout_s)
+                receive = stamp_all(tasks, time.time_ns())  # the moment the results are here
+                outcomes = unpack_blocks(got)
             else:
                 handle = getattr(self.pool, method)(execute_labelled_block, blocks, chunksize=1)
                 for _ in range(len(blocks)):
@@ -140,9 +147,9 @@ class RayPool(Ray):
                         # imap hands a chunk's failure (a dead actor) back as a result
                         raise got
                     now = time.time_ns()  # a chunk's outcomes come back together
-                    for out in got:
-                        receive[out[0]] = now
-                        outcomes.append(new(Outcome, out))
+                    got_outcomes = unpack_block(got)
+                    receive.update(dict.fromkeys((o[0] for o in got_outcomes), now))
+                    outcomes.extend(got_outcomes)
         except (TimeoutError, multiprocessing.TimeoutError):
             self.broken = True
             return RunOutput(outcomes, submit, receive, error=timeout_error(timeout_s))

@@ -32,8 +32,9 @@ class DaemonThreadPool(Executor):
             t.start()
 
     def _work(self) -> None:
+        get = self._queue.get
         while True:
-            item = self._queue.get()
+            item = get()
             if item is None:
                 return
             fut, fn, args, kwargs, stamps = item
@@ -43,12 +44,15 @@ class DaemonThreadPool(Executor):
                 result = fn(*args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the future, as the stdlib does
                 fut.set_exception(exc)
-            else:
-                fut.set_result(result)
-                if stamps is not None:  # the client reads it from there, not the future
-                    stamps.values[args[0].task_id] = result
-            if stamps is not None:  # the result is in the future now: the client has it
-                stamps._on_done(args[0].task_id, fut)
+                if stamps is not None:  # done: the client reads the exception from the future
+                    stamps._stamp(args[0].task_id)
+                continue
+            fut.set_result(result)
+            if stamps is not None:
+                # The result and its stamp in one call, in this thread (no done-callback, and
+                # the client does not take the future's lock again): every step here runs
+                # under the GIL the client and the other workers wait for.
+                stamps.hand_over(args[0].task_id, result)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue ``fn(*args, **kwargs)``; its future."""
