@@ -243,7 +243,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return print_benchmark(args.schedulers or list(REGISTRY), args.workers, args.tasks,
                            args.repeats, out=None if args.no_out else args.out,
                            run_s=args.run_seconds or None,
-                           min_run_s=args.min_run_seconds or None)
+                           min_run_s=args.min_run_seconds or None,
+                           extra_repeats=args.extra_repeats)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -366,6 +367,9 @@ def _add_analysis_commands(sub: Any) -> None:
     be.add_argument("--workers", type=int, default=2)
     be.add_argument("--repeats", type=int, default=5, help="pairs (bare, then harness) per "
                     "row; default: %(default)s")
+    be.add_argument("--extra-repeats", type=int, default=6,
+                    help="more pairs for a row whose verdict is unclear after --repeats (its "
+                         "verdict then uses all of them); 0: none. Default: %(default)s")
     be.add_argument("--schedulers", nargs="*", default=None,
                     help="default: every registered scheduler")
     be.add_argument("--out", type=Path, default=Path("results/bench/overhead.csv"),

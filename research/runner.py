@@ -33,7 +33,7 @@ import pandas as pd
 from . import guard, metadata, schema
 from .config import Experiment, TrialSpec
 from .schedulers import RunOutput, Scheduler, get_scheduler
-from .schedulers.base import Arrivals, gc_frozen, stop_pacing
+from .schedulers.base import TRIAL_GC_THRESHOLD, Arrivals, gc_frozen, stop_pacing
 from .tasks import Outcome, Task, calibrate_spin, ensure_path, timer_slack_ns
 from .workloads import arrival_offsets, build_tasks
 
@@ -365,6 +365,9 @@ class Sweep:
             "started_at": started_at, "n_tasks": len(tasks),
             "cpu_iters_per_s": rate, "oversubscribed": oversubscribed,
             "run_info": out.info, "timer_slack_ns": slack,
+            # The client's collector during the trial (base.gc_frozen): heap frozen, and these
+            # thresholds.
+            "gc_threshold": list(TRIAL_GC_THRESHOLD),
             **({"arrival_span_s": offsets[-1] if offsets else math.nan,
                 "arrival": spec.params.get("arrival")} if offsets is not None else {}),
         }

@@ -336,6 +336,12 @@ def _execute(task: Task, worker: str, pid: int, in_process: bool = False,
     if _get_ident() not in _SLACK_SET:
         _ensure_slack()
     task_id, body, arg, _planned, payload, output_bytes = task
+    if body == "noop" and payload is None and not output_bytes:
+        # A no-op's time is all the harness's: its two stamps and its record, nothing else.
+        start = _time_ns()
+        end = _time_ns()
+        return _new(record, (task_id, start, end, pid, _HOST, worker, "ok", "", None, None, None,
+                             0))
     if body == "call" and not function_is_cached(arg.function, arg.sha256):
         # Import the user's module before the start stamp (once per process): importing is not
         # the function's time. A failure is reported by the body below, as the task's error.
@@ -346,7 +352,7 @@ def _execute(task: Task, worker: str, pid: int, in_process: bool = False,
     out = payload_bytes(output_bytes) if output_bytes else None
     start = _time_ns()
     try:
-        # A no-op's time is all the harness's: not even a call to _run_body.
+        # A no-op (with payloads) is still not even a call to _run_body.
         result = None if body == "noop" else _run_body(body, arg)
         status, error = "ok", ""  # schema.STATUS_OK; schema is not imported in workers
     except Exception as exc:  # the task's failure is data, not a crash of the harness
@@ -388,9 +394,28 @@ def noop(x: Any) -> Any:
     return x
 
 
+#: Each pool thread's label (its name), looked up once per thread.
+_THREAD = threading.local()
+
+
 def execute_in_thread(task: Task) -> Outcome:
-    """:func:`execute`, labelled by thread: threads share a process and its pid."""
-    return _execute(task, threading.current_thread().name, _PID, in_process=True)
+    """:func:`execute`, labelled by thread: threads share a process and its pid.
+
+    Under one GIL every step here is paid by the client and the other workers too (a thread
+    pool's no-op took 5 us more per task with 0.9 us of wrapper), so a no-op is recorded
+    inline: the same record :func:`_execute` makes, in a third of the time."""
+    try:
+        worker = _THREAD.label
+    except AttributeError:
+        worker = _THREAD.label = threading.current_thread().name
+    if task[1] == "noop" and task[4] is None and not task[5]:
+        if _get_ident() not in _SLACK_SET:
+            _ensure_slack()
+        start = _time_ns()
+        end = _time_ns()
+        return _new(Outcome, (task[0], start, end, _PID, _HOST, worker, "ok", "", None, None,
+                              None, 0))
+    return _execute(task, worker, _PID, in_process=True)
 
 
 # -- the wire format of the map adapters ------------------------------------------------------

@@ -61,6 +61,19 @@ def test_a_row_per_variant_with_its_verdict(no_leaks: None) -> None:
         assert (row.verdict == overhead.MEETS) == (row.harness_us_per_task <= row.allowed_us)
         assert (row.verdict == overhead.MISSES) == (row.pairs_us_min > row.allowed_us)
         assert row.pairs_us_min <= row.harness_us_per_task <= row.pairs_us_max
+        # Two pairs, and six more only for a row they left unclear.
+        assert row.repeats in (2, 2 + overhead.DEFAULT_EXTRA_REPEATS)
+
+
+def test_the_second_stage_judges_on_every_pair() -> None:
+    # 1,000 tasks of 100 us bare: 5 us allowed per task (5 ms per run).
+    bare = 0.1
+    meets, above = (bare, bare + 0.004), (bare, bare + 0.008)
+    assert overhead._verdict_of([meets, above, meets], 1000) == overhead.MEETS
+    assert overhead._verdict_of([meets, above, above], 1000) == overhead.UNCLEAR
+    assert overhead._verdict_of([above] * 3, 1000) == overhead.MISSES
+    # An unclear first stage that more pairs within the allowance settle.
+    assert overhead._verdict_of([meets, above, above] + [meets] * 6, 1000) == overhead.MEETS
 
 
 def test_a_scheduler_that_fails_is_a_row_with_its_error() -> None:

@@ -57,10 +57,12 @@ def submit_and_collect(
                 fut.add_done_callback(stamps.callback(task.task_id))
             futures.append((task.task_id, fut))
     receive = stamps.wait(deadline - time.monotonic())
+    values = stamps.values  # a stamping pool's results (each future's lock not taken again)
+    if len(values) == len(tasks) == len(receive):
+        return RunOutput(list(values.values()), submit, receive)  # all in, none failed
     outcomes: list[Outcome] = []
     new = tuple.__new__
     error = timeout_error(timeout_s) if len(receive) < len(tasks) else None
-    values = stamps.values  # a stamping pool's results (each future's lock not taken again)
     for tid, fut in futures:
         if tid not in receive:  # not finished by the deadline (a stamp means done)
             fut.cancel()

@@ -41,18 +41,19 @@ class DaemonThreadPool(Executor):
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
-                result = fn(*args, **kwargs)
+                # A stamped item is fn(task): called without unpacking (every step here runs
+                # under the GIL the client and the other workers wait for).
+                result = fn(args) if stamps is not None else fn(*args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the future, as the stdlib does
                 fut.set_exception(exc)
                 if stamps is not None:  # done: the client reads the exception from the future
-                    stamps._stamp(args[0].task_id)
+                    stamps._stamp(args[0])
                 continue
             fut.set_result(result)
             if stamps is not None:
                 # The result and its stamp in one call, in this thread (no done-callback, and
-                # the client does not take the future's lock again): every step here runs
-                # under the GIL the client and the other workers wait for.
-                stamps.hand_over(args[0].task_id, result)
+                # the client does not take the future's lock again).
+                stamps.hand_over(args[0], result)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue ``fn(*args, **kwargs)``; its future."""
@@ -70,7 +71,7 @@ class DaemonThreadPool(Executor):
         if self._closed:
             raise RuntimeError("cannot submit after shutdown")
         fut: Future[Any] = Future()
-        self._queue.put((fut, fn, (task,), {}, stamps))
+        self._queue.put((fut, fn, task, None, stamps))
         return fut
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
