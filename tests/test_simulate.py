@@ -7,6 +7,7 @@ import json
 import math
 import random
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,42 @@ def test_fit_recovers_known_costs() -> None:
     assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.1)
 
 
+def test_cpu_share_is_paid_by_cpu_tasks_only() -> None:
+    # One worker: cpu 0-1 and its 0.5 s share of the cores to 1.5, sleep 1.5-2.5 (no share),
+    # cpu 2.5-3.5 and its share to 4.0.
+    c = Costs(cpu_share_s=0.5)
+    r = simulate(policy_for("dask"), ["cpu", "sleep", "cpu"], [1.0, 1.0, 1.0], 1, c)
+    assert r.start == [0.0, 1.5, 2.5] and r.end == [1.5, 2.5, 4.0]
+    assert c.task_s("cpu", 2.0) == 2.5 and c.task_s("sleep", 2.0) == 2.0
+    assert c.task_s("noop", 0.0) == 0.0
+    # Two workers, four cpu tasks of 1 s: each worker runs two, 1.5 s each.
+    r = simulate(policy_for("dask"), ["cpu"] * 4, [1.0] * 4, 2, c)
+    assert r.makespan_s == 3.0 and r.counts == [2, 2]
+
+
+def test_fit_finds_the_cpu_share_the_in_task_stamps_miss() -> None:
+    """CPU trials whose workers lose time between tasks (not seen by the in-task stamps): the
+    fit puts it in cpu_share_s, from the CPU trials, and predicts a CPU trial it never saw."""
+    truth = Costs(dispatch_s=1e-4, return_s=1e-3, sleep_overshoot_s=5e-5, cpu_share_s=4e-4)
+    trials = _synthetic(truth)
+    for i, (d, n) in enumerate([(2e-4, 100), (1e-3, 100), (1e-2, 40), (0.1, 4)]):
+        bodies, planned = ["cpu"] * n, [d] * n
+        r = simulate(policy_for("dask"), bodies, planned, 2, truth)
+        trials.append(cal.TrialData(f"c{i}", "granularity", "dask", f"c{i}", 2, {}, bodies,
+                                    planned, r.makespan_s, r.wall_s, r.counts,
+                                    list(planned),  # in-task: the body alone
+                                    min(r.start), max(r.receive) - max(r.end)))
+    fitted, _ = cal.fit_scheduler(trials)
+    assert fitted.cpu_share_s > 0
+    planned = [5e-4] * 60
+    want = simulate(policy_for("dask"), ["cpu"] * 60, planned, 2, truth)
+    got = simulate(policy_for("dask"), ["cpu"] * 60, planned, 2, fitted)
+    assert got.wall_s == pytest.approx(want.wall_s, rel=0.1)
+    # Without the share the same trial is predicted too short.
+    assert simulate(policy_for("dask"), ["cpu"] * 60, planned, 2,
+                    replace(fitted, cpu_share_s=0.0)).wall_s < 0.85 * want.wall_s
+
+
 def test_start_latency_grows_with_the_list_where_it_does() -> None:
     """The first start's latency: a robust line against the task count (one outlier does not
     move it), and the simulator delays the first unit by it."""
@@ -296,6 +333,12 @@ def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
     old = tmp_path / "v1.json"
     old.write_text(json.dumps({**doc, "version": 1, "schedulers": {"dask": doc["schedulers"][
         "dask"]}}))
+    assert cal.load(old).costs("dask") == (Costs(dispatch_s=1e-3), True)
+    # A version 2 file (no cpu_share_s) loads with no share of the cores, as it was fitted.
+    shared = Costs(dispatch_s=1e-3, cpu_share_s=2e-4)
+    assert cal.load(path).costs("ray")[0].cpu_share_s == 0.0
+    v2 = {k: v for k, v in shared.to_dict().items() if k != "cpu_share_s"}
+    old.write_text(json.dumps({**doc, "version": 2, "schedulers": {"dask": {"costs": v2}}}))
     assert cal.load(old).costs("dask") == (Costs(dispatch_s=1e-3), True)
     assert back.costs("dask[x=1]")[0].dispatch_s == 1e-3
     assert back.costs("unknown") == (Costs(dispatch_s=2e-3), False)

@@ -12,19 +12,21 @@ slot), keeping the better of the two.
 
 The file (JSON)::
 
-    {"format": "research.calibration", "version": 2, "label": "...", "source": "RESULTS",
+    {"format": "research.calibration", "version": 3, "label": "...", "source": "RESULTS",
      "created": "ISO time", "studies": ["overhead", "granularity"],
      "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
                                        "start_per_task_s": ..., "requeue_s": ..., "pull": 0,
                                        "return_s": ..., "result_s": ..., "sleep_overshoot_s": ...,
-                                       "cpu_scale": ..., "noop_s": ...,
+                                       "cpu_scale": ..., "noop_s": ..., "cpu_share_s": ...,
                                        "sleep_curve": [[planned_s, overshoot_s], ...],
                                        "cpu_curve": [[planned_s, stretch], ...]},
                              "n_trials": 21, "fit_error": 0.03, "trials": ["trial_id", ...]}},
      "default": {"costs": {...}}}
 
 Version 1 files (no curves, no ``start_per_task_s``, ``requeue_s`` or ``pull``) still load: what
-they lack is 0 or empty, and the scalar body costs serve every length. ``default`` (the median
+they lack is 0 or empty, and the scalar body costs serve every length. Version 2 files (no
+``cpu_share_s``, added in version 3: the cores' time a CPU-bound task loses to the client) load
+with it 0, as they were fitted. ``default`` (the median
 of the fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
 :data:`SHIPPED` is the package's own file (its label says what it was fitted on).
 """
@@ -47,9 +49,10 @@ from .core import Costs, _receive
 from .policies import base_name, policy_for
 
 FORMAT = "research.calibration"
-VERSION = 2
-#: Versions :func:`load` reads (1: no body curves; the scalars serve every length).
-READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+VERSION = 3
+#: Versions :func:`load` reads (1: no body curves, the scalars serve every length; 2: no
+#: ``cpu_share_s``, 0).
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
 CALIBRATION_STUDIES: tuple[str, ...] = ("overhead", "granularity")
 SHIPPED = Path(__file__).with_name("default_calibration.json")
 #: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms
@@ -314,11 +317,11 @@ class _Search:
     def _durations(self, k: int, costs: Costs) -> list[float]:
         """The bodies of trial ``k`` under ``costs``, as :func:`simulate` computes them."""
         key = (k, costs.sleep_overshoot_s, costs.cpu_scale, costs.noop_s, costs.sleep_curve,
-               costs.cpu_curve)
+               costs.cpu_curve, costs.cpu_share_s)
         out = self.durations.get(key)
         if out is None:
             d = self.trials[k]
-            out = self.durations[key] = [costs.body_s(b, p) for b, p in
+            out = self.durations[key] = [costs.task_s(b, p) for b, p in
                                          zip(d.bodies, d.planned, strict=True)]
         return out
 
@@ -352,6 +355,19 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
         pulled, pulled_err = _search_costs(search, {**base, "pull": 1.0}, passes)
         if pulled_err < err - 1e-12:
             costs, err = pulled, pulled_err
+    cpu = [d for d in search.trials if "cpu" in d.bodies]
+    if cpu:
+        # The client's share of the cores (Costs.cpu_share_s) shows in the CPU trials only:
+        # chosen on those, the other costs held, so the sleep and no-op trials that outnumber
+        # them cannot outvote it; kept only where it fits them better than none.
+        sub = _Search(cpu)
+        best_v, best_e = 0.0, sub.error(costs)
+        for v in GRID[1:]:
+            e = sub.error(replace(costs, cpu_share_s=v))
+            if e < best_e - 1e-12:
+                best_v, best_e = v, e
+        costs = replace(costs, cpu_share_s=best_v)
+        err = search.error(costs)
     return costs, err
 
 

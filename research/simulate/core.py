@@ -63,6 +63,14 @@ class Costs:
     #: cache, longer ones meet the GIL's switch interval or another process on the core);
     #: empty: ``cpu_scale`` for every length.
     cpu_curve: tuple[tuple[float, float], ...] = ()
+    #: The cores' time a CPU-bound task loses to the client, per task (seconds): with as many
+    #: CPU-bound workers as cores (the granularity study's CPU half), the client's own per-task
+    #: work (submitting, taking results in, its broker threads) has no idle core to run on, so
+    #: it runs in the workers' time slices; a worker is descheduled between its tasks (the gaps
+    #: of the CPU sweep's timelines), which neither the in-task stamps (the body curves) nor a
+    #: sleep body's trials show. Paid by ``cpu`` bodies only, after the body; fitted on the CPU
+    #: trials of the calibration studies (0: no contention).
+    cpu_share_s: float = 0.0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Costs:
@@ -104,6 +112,12 @@ class Costs:
                 return planned_s + _interp_log(self.sleep_curve, planned_s)
             return planned_s + self.sleep_overshoot_s
         return planned_s
+
+    def task_s(self, body: str, planned_s: float) -> float:
+        """How long a task holds its worker: the body (:meth:`body_s`) and, for a ``cpu``
+        body, the share of the cores the client takes meanwhile (``cpu_share_s``)."""
+        d = self.body_s(body, planned_s)
+        return d + self.cpu_share_s if body == "cpu" and math.isfinite(planned_s) else d
 
 
 #: The fields of :class:`Costs` that are curves, not numbers.
@@ -367,7 +381,7 @@ def _receive(end: Sequence[float], return_s: float, result_s: float) -> list[flo
 def simulate(policy: Policy, bodies: Sequence[str], planned: Sequence[float], n_workers: int,
              costs: Costs) -> SimResult:
     """Predict one trial: ``bodies`` and ``planned`` per task in submission order."""
-    durations = [costs.body_s(b, p) for b, p in zip(bodies, planned, strict=True)]
+    durations = [costs.task_s(b, p) for b, p in zip(bodies, planned, strict=True)]
     return policy.run(durations, max(1, n_workers), costs)
 
 
