@@ -130,6 +130,29 @@ def test_dask_local_and_mp_dynamic_chunks() -> None:
     assert policy_for("dask-local", {"chunksize": 1}).units(3, 2) == [[0], [1], [2]]
 
 
+def test_joblib_batches_grow_from_their_durations() -> None:
+    """joblib's auto batching, by hand: one worker, 7 instant tasks, 0.01 s a batch message.
+    pre_dispatch 2*n_jobs = 2: batches [0], [1] (starts .01, .02). The callback of [0] (at .01,
+    duration .01 < 0.2 s) doubles the size: [2, 3] (client free at .02, sent .03); the callback
+    of [1] is of the old size (no update): [4, 5] at .04; the callback of [2, 3] doubles again
+    to 4, but one task is left, a short last slice: batches of max(1, 1 // 10) = [6] at .05."""
+    c = Costs(dispatch_s=0.01)
+    r = _run("joblib", [0.0] * 7, 1, c)
+    assert r.start == pytest.approx([0.01, 0.02, 0.03, 0.03, 0.04, 0.04, 0.05])
+    # A fixed size: batches of 1, or of 2 (the pre-dispatched 2 tasks: one batch of 2).
+    assert _run("joblib", [0.0] * 7, 1, c, batch_size=1).start == pytest.approx(
+        [0.01 * (i + 1) for i in range(7)])
+    assert _run("joblib", [0.0] * 7, 1, c, batch_size=2).start == pytest.approx(
+        [0.01, 0.01, 0.02, 0.02, 0.03, 0.03, 0.04])
+    # A long list of short tasks: auto batches pay the message far less often.
+    c = Costs(dispatch_s=1e-3, return_s=1e-3)
+    auto = _run("joblib", [1e-3] * 2000, 4, c)
+    one = _run("joblib", [1e-3] * 2000, 4, c, batch_size=1)
+    assert one.makespan_s > 1.5 * auto.makespan_s
+    assert auto.makespan_s < 1.1 * 2000 * 1e-3 / 4 + 0.05
+    assert sum(auto.counts) == 2000
+
+
 def test_ipp_lb_chunksize_and_hwm() -> None:
     assert _run("ipp-lb", [1] * 8, 2, chunksize=4).counts == [4, 4]
     assert _run("ipp-lb", [5, 1, 1, 1], 2, hwm=2).makespan_s == 6
