@@ -281,9 +281,8 @@ class _Search:
     it has tried; both are simulated once. The numbers are those of :func:`simulate`.
     """
 
-    def __init__(self, trials: Sequence[TrialData], mean: bool = False) -> None:
+    def __init__(self, trials: Sequence[TrialData]) -> None:
         self.trials = list(trials)
-        self.mean = mean  # the mean |log ratio| instead of the median
         self.policies = [policy_for(d.scheduler, d.options) for d in self.trials]
         self.errors: dict[Costs, float] = {}
         # (trial index, costs up to the task ends) -> (makespan, ends, ends sorted or None)
@@ -313,9 +312,7 @@ class _Search:
             makespan, end, ends = done
             errs.append(log_error(makespan, d.makespan_s))
             errs.append(log_error(self._wall(end, ends, costs), d.wall_s))
-        if not errs:
-            return math.inf
-        return float(statistics.fmean(errs) if self.mean else statistics.median(errs))
+        return float(statistics.median(errs)) if errs else math.inf
 
     def _durations(self, k: int, costs: Costs) -> list[float]:
         """The bodies of trial ``k`` under ``costs``, as :func:`simulate` computes them."""
@@ -362,10 +359,8 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
     if cpu:
         # The client's share of the cores (Costs.cpu_share_s) shows in the CPU trials only:
         # chosen on those, the other costs held, so the sleep and no-op trials that outnumber
-        # them cannot outvote it; kept only where it fits them better than none. The mean
-        # error, not the median: the share matters at the short lengths, a minority of the
-        # sweep that a median would let it ignore (or overshoot).
-        sub = _Search(cpu, mean=True)
+        # them cannot outvote it; kept only where it fits them better than none.
+        sub = _Search(cpu)
         best_v, best_e = 0.0, sub.error(costs)
         for v in GRID[1:]:
             e = sub.error(replace(costs, cpu_share_s=v))
