@@ -128,16 +128,16 @@ class JoblibBatches(Policy):
 
     What joblib 1.x does (``Parallel.dispatch_one_batch`` and ``AutoBatchingMixin``): it first
     dispatches the ``pre_dispatch`` (default ``2*n_jobs``) first tasks, in batches of
-    ``len(slice) // n_jobs``; then each batch's completion callback (when its result reaches
-    the client: its end + ``return_s``) dispatches one more batch. With ``batch_size="auto"`` the size starts at 1 and is retuned
-    at each dispatch from the smoothed duration (dispatch to callback) of the batches of the
-    size in force: below 0.2 s it at most doubles (to ``2 x int(size x 0.2 / duration)``),
-    above 2 s it shrinks; the estimate restarts whenever the size changes. A slice of
-    ``size x n_jobs`` tasks is cut into ``n_jobs`` batches; the last, short slice into batches
-    of ``len // (10 x n_jobs)`` (at least 1), to even out the end. Each batch is one message
-    (``dispatch_s`` on the client, serial with the callbacks); ``batch_size`` an integer: that
-    size throughout (the same slicing). The short tasks of a long list thus travel in ever
-    bigger batches, which is why joblib's cost per task falls as the list grows and why
+    ``len(slice) // n_jobs``; then each batch's completion callback (when its result reaches the
+    client: its end + ``return_s``) dispatches one more batch. With ``batch_size="auto"`` the
+    size starts at 1 and is retuned at each dispatch from the smoothed duration (dispatch to
+    callback) of the batches of the size in force: below 0.2 s it at most doubles (to ``2 x
+    int(size x 0.2 / duration)``), above 2 s it shrinks; the estimate restarts whenever the size
+    changes. A slice of ``size x n_jobs`` tasks is cut into ``n_jobs`` batches; the last, short
+    slice into batches of ``len // (10 x n_jobs)`` (at least 1), to even out the end. Each batch
+    is one message (``dispatch_s`` on the client, serial with the callbacks); ``batch_size`` an
+    integer: that size throughout (the same slicing). The short tasks of a long list thus travel
+    in ever bigger batches, which is why joblib's cost per task falls as the list grows and why
     ``batch_size=1`` costs more.
     """
 
@@ -162,8 +162,8 @@ class JoblibBatches(Policy):
     def schedule(self, durations: Sequence[float], n_workers: int,
                  costs: Costs) -> tuple[list[int], list[float], list[float]]:
         n = len(durations)
-        fixed = self.options.get("batch_size")
-        fixed_size = int(fixed) if str(fixed).isdigit() and int(fixed) > 0 else None
+        fixed = str(self.options.get("batch_size", "auto"))  # "auto", or an int (or its str)
+        fixed_size = int(fixed) if fixed.isdigit() and int(fixed) > 0 else None
         size, smoothed = 1, 0.0  # AutoBatchingMixin's effective size and smoothed duration
         pre = self.pre_dispatch(n_workers)
         pre_end = n if pre is None else min(n, pre)
@@ -300,8 +300,8 @@ class Prefetching(Greedy):
 #: Registry name -> policy class. Names not listed get :data:`DEFAULT_POLICY`.
 POLICIES: dict[str, type[Policy]] = {
     "serial": Greedy, "threads": Greedy, "mp-dynamic": DaskChunks, "futures": Greedy,
-    "dask": Greedy, "ray": Greedy, "parsl": Greedy, "dask-local": DaskLocal, "joblib": JoblibBatches,
-    "mp-map": ChunkedGreedy, "ipp-direct": Blocks, "ipp-lb": LoadBalanced,
+    "dask": Greedy, "ray": Greedy, "parsl": Greedy, "dask-local": DaskLocal,
+    "joblib": JoblibBatches, "mp-map": ChunkedGreedy, "ipp-direct": Blocks, "ipp-lb": LoadBalanced,
     "ray-pool": RoundRobin, "celery": CeleryNodes,
 }
 DEFAULT_POLICY: type[Policy] = Greedy
