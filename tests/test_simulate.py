@@ -282,6 +282,35 @@ def test_cpu_share_is_paid_by_cpu_tasks_only() -> None:
     assert r.makespan_s == 3.0 and r.counts == [2, 2]
 
 
+def test_unit_cost_is_paid_once_per_chunk() -> None:
+    # One worker, chunks of 2: [0, 1] pays 0.5 s, then 0.5-1.5, 1.5-2.5; [2, 3] pays 0.5 s
+    # more: 3-4, 4-5 (the greedy heap path).
+    c = Costs(unit_s=0.5)
+    r = _run("mp-map", [1.0] * 4, 1, c, chunksize=2)
+    assert r.start == [0.5, 1.5, 3.0, 4.0] and r.makespan_s == 4.5
+    # Round robin (the scan path): chunk [0, 1] to worker 0, [2, 3] to worker 1.
+    r = _run("ray-pool", [1.0] * 4, 2, c, method="map", chunksize=2)
+    assert r.worker == [0, 0, 1, 1] and r.start == [0.5, 1.5, 0.5, 1.5]
+    # One task per unit: the same as a worker cost per task.
+    assert _run("dask", [1.0, 1.0], 1, c).start == [0.5, 2.0]
+    assert _run("dask", [1.0, 1.0], 1, Costs(worker_s=0.5)).start == [0.5, 2.0]
+    # joblib's batches pay it once each too: batch_size=2, pre-dispatched [0, 1], then [2, 3].
+    r = _run("joblib", [1.0] * 4, 1, c, batch_size=2)
+    assert r.start == [0.5, 1.5, 3.0, 4.0]
+
+
+def test_unit_cost_is_fitted_only_where_the_policy_cuts_chunks() -> None:
+    truth = Costs(dispatch_s=2e-4, unit_s=2e-3, return_s=1e-3, sleep_overshoot_s=5e-5)
+    for sched, chunked in (("dask", False), ("mp-map", True)):
+        fitted, err = cal.fit_scheduler(_synthetic(truth, sched))
+        assert (fitted.unit_s > 0) == chunked
+        assert err < 0.05
+    planned = [2e-3] * 64
+    want = simulate(policy_for("mp-map"), ["sleep"] * 64, planned, 2, truth)
+    got = simulate(policy_for("mp-map"), ["sleep"] * 64, planned, 2, fitted)
+    assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.1)
+
+
 def test_fit_finds_the_cpu_share_the_in_task_stamps_miss() -> None:
     """CPU trials whose workers lose time between tasks (not seen by the in-task stamps): the
     fit puts it in cpu_share_s, from the CPU trials, and predicts a CPU trial it never saw."""

@@ -206,7 +206,7 @@ class JoblibBatches(Policy):
             stamp = client
             client += costs.dispatch_s
             f, w = heapq.heappop(free)
-            t = max(f, client)
+            t = max(f, client) + costs.unit_s
             for i in batch:
                 t += costs.worker_s
                 worker[i], start[i] = w, t
