@@ -228,3 +228,23 @@ def test_results_of_two_setups_are_marked(tmp_path: Path) -> None:
     single = tmp_path / "single"
     build_report(root, single, None, results=R.load_results(build_results_dir(tmp_path / "b")))
     assert "These results mix" not in (single / "index.html").read_text()
+
+
+def test_simulator_misses_by_worker_count() -> None:
+    """The unseen trials of the schedulers asked for, per worker count: signed median, min and
+    max error; in-sample trials, trials without a prediction and other schedulers left out."""
+    from research.analysis.measure_report import misses_by_workers
+
+    pred = pd.DataFrame({
+        "scheduler": ["dask", "dask", "dask", "dask", "dask", "ray"],
+        "n_workers": [2, 2, 12, 12, 4, 2],
+        "error": [0.10, 0.20, -0.10, float("nan"), 0.50, 0.30],
+        "in_calibration": [False, False, False, False, True, False],
+    })
+    t = misses_by_workers(pred, ["dask"])
+    assert t["n_workers"].tolist() == [2, 12]
+    assert t["unseen trials"].tolist() == [2, 1]
+    assert t["median error"].tolist() == pytest.approx([0.15, -0.10])
+    assert t["min error"].tolist() == pytest.approx([0.10, -0.10])
+    assert t["max error"].tolist() == pytest.approx([0.20, -0.10])
+    assert misses_by_workers(pred, ["celery"]).empty

@@ -7,6 +7,7 @@ import json
 import math
 import random
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,29 @@ def test_dask_local_and_mp_dynamic_chunks() -> None:
     assert policy_for("dask-local", {"chunksize": 1}).units(3, 2) == [[0], [1], [2]]
 
 
+def test_joblib_batches_grow_from_their_durations() -> None:
+    """joblib's auto batching, by hand: one worker, 7 instant tasks, 0.01 s a batch message.
+    pre_dispatch 2*n_jobs = 2: batches [0], [1] (starts .01, .02). The callback of [0] (at .01,
+    duration .01 < 0.2 s) doubles the size: [2, 3] (client free at .02, sent .03); the callback
+    of [1] is of the old size (no update): [4, 5] at .04; the callback of [2, 3] doubles again
+    to 4, but one task is left, a short last slice: batches of max(1, 1 // 10) = [6] at .05."""
+    c = Costs(dispatch_s=0.01)
+    r = _run("joblib", [0.0] * 7, 1, c)
+    assert r.start == pytest.approx([0.01, 0.02, 0.03, 0.03, 0.04, 0.04, 0.05])
+    # A fixed size: batches of 1, or of 2 (the pre-dispatched 2 tasks: one batch of 2).
+    assert _run("joblib", [0.0] * 7, 1, c, batch_size=1).start == pytest.approx(
+        [0.01 * (i + 1) for i in range(7)])
+    assert _run("joblib", [0.0] * 7, 1, c, batch_size=2).start == pytest.approx(
+        [0.01, 0.01, 0.02, 0.02, 0.03, 0.03, 0.04])
+    # A long list of short tasks: auto batches pay the message far less often.
+    c = Costs(dispatch_s=1e-3, return_s=1e-3)
+    auto = _run("joblib", [1e-3] * 2000, 4, c)
+    one = _run("joblib", [1e-3] * 2000, 4, c, batch_size=1)
+    assert one.makespan_s > 1.5 * auto.makespan_s
+    assert auto.makespan_s < 1.1 * 2000 * 1e-3 / 4 + 0.05
+    assert sum(auto.counts) == 2000
+
+
 def test_ipp_lb_chunksize_and_hwm() -> None:
     assert _run("ipp-lb", [1] * 8, 2, chunksize=4).counts == [4, 4]
     assert _run("ipp-lb", [5, 1, 1, 1], 2, hwm=2).makespan_s == 6
@@ -245,6 +269,71 @@ def test_fit_recovers_known_costs() -> None:
     assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.1)
 
 
+def test_cpu_share_is_paid_by_cpu_tasks_only() -> None:
+    # One worker: cpu 0-1 and its 0.5 s share of the cores to 1.5, sleep 1.5-2.5 (no share),
+    # cpu 2.5-3.5 and its share to 4.0.
+    c = Costs(cpu_share_s=0.5)
+    r = simulate(policy_for("dask"), ["cpu", "sleep", "cpu"], [1.0, 1.0, 1.0], 1, c)
+    assert r.start == [0.0, 1.5, 2.5] and r.end == [1.5, 2.5, 4.0]
+    assert c.task_s("cpu", 2.0) == 2.5 and c.task_s("sleep", 2.0) == 2.0
+    assert c.task_s("noop", 0.0) == 0.0
+    # Two workers, four cpu tasks of 1 s: each worker runs two, 1.5 s each.
+    r = simulate(policy_for("dask"), ["cpu"] * 4, [1.0] * 4, 2, c)
+    assert r.makespan_s == 3.0 and r.counts == [2, 2]
+
+
+def test_unit_cost_is_paid_once_per_chunk() -> None:
+    # One worker, chunks of 2: [0, 1] pays 0.5 s, then 0.5-1.5, 1.5-2.5; [2, 3] pays 0.5 s
+    # more: 3-4, 4-5 (the greedy heap path).
+    c = Costs(unit_s=0.5)
+    r = _run("mp-map", [1.0] * 4, 1, c, chunksize=2)
+    assert r.start == [0.5, 1.5, 3.0, 4.0] and r.makespan_s == 4.5
+    # Round robin (the scan path): chunk [0, 1] to worker 0, [2, 3] to worker 1.
+    r = _run("ray-pool", [1.0] * 4, 2, c, method="map", chunksize=2)
+    assert r.worker == [0, 0, 1, 1] and r.start == [0.5, 1.5, 0.5, 1.5]
+    # One task per unit: the same as a worker cost per task.
+    assert _run("dask", [1.0, 1.0], 1, c).start == [0.5, 2.0]
+    assert _run("dask", [1.0, 1.0], 1, Costs(worker_s=0.5)).start == [0.5, 2.0]
+    # joblib's batches pay it once each too: batch_size=2, pre-dispatched [0, 1], then [2, 3].
+    r = _run("joblib", [1.0] * 4, 1, c, batch_size=2)
+    assert r.start == [0.5, 1.5, 3.0, 4.0]
+
+
+def test_unit_cost_is_fitted_only_where_the_policy_cuts_chunks() -> None:
+    truth = Costs(dispatch_s=2e-4, unit_s=2e-3, return_s=1e-3, sleep_overshoot_s=5e-5)
+    for sched, chunked in (("dask", False), ("mp-map", True)):
+        fitted, err = cal.fit_scheduler(_synthetic(truth, sched))
+        assert (fitted.unit_s > 0) == chunked
+        assert err < 0.05
+    planned = [2e-3] * 64
+    want = simulate(policy_for("mp-map"), ["sleep"] * 64, planned, 2, truth)
+    got = simulate(policy_for("mp-map"), ["sleep"] * 64, planned, 2, fitted)
+    assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.1)
+
+
+def test_fit_finds_the_cpu_share_the_in_task_stamps_miss() -> None:
+    """CPU trials whose workers lose time between tasks (not seen by the in-task stamps): the
+    fit puts it in cpu_share_s, from the CPU trials, and predicts a CPU trial it never saw."""
+    truth = Costs(dispatch_s=1e-4, return_s=1e-3, sleep_overshoot_s=5e-5, cpu_share_s=4e-4)
+    trials = _synthetic(truth)
+    for i, (d, n) in enumerate([(2e-4, 100), (1e-3, 100), (1e-2, 40), (0.1, 4)]):
+        bodies, planned = ["cpu"] * n, [d] * n
+        r = simulate(policy_for("dask"), bodies, planned, 2, truth)
+        trials.append(cal.TrialData(f"c{i}", "granularity", "dask", f"c{i}", 2, {}, bodies,
+                                    planned, r.makespan_s, r.wall_s, r.counts,
+                                    list(planned),  # in-task: the body alone
+                                    min(r.start), max(r.receive) - max(r.end)))
+    fitted, _ = cal.fit_scheduler(trials)
+    assert fitted.cpu_share_s > 0
+    planned = [5e-4] * 60
+    want = simulate(policy_for("dask"), ["cpu"] * 60, planned, 2, truth)
+    got = simulate(policy_for("dask"), ["cpu"] * 60, planned, 2, fitted)
+    assert got.wall_s == pytest.approx(want.wall_s, rel=0.1)
+    # Without the share the same trial is predicted too short.
+    assert simulate(policy_for("dask"), ["cpu"] * 60, planned, 2,
+                    replace(fitted, cpu_share_s=0.0)).wall_s < 0.85 * want.wall_s
+
+
 def test_start_latency_grows_with_the_list_where_it_does() -> None:
     """The first start's latency: a robust line against the task count (one outlier does not
     move it), and the simulator delays the first unit by it."""
@@ -296,6 +385,12 @@ def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
     old = tmp_path / "v1.json"
     old.write_text(json.dumps({**doc, "version": 1, "schedulers": {"dask": doc["schedulers"][
         "dask"]}}))
+    assert cal.load(old).costs("dask") == (Costs(dispatch_s=1e-3), True)
+    # A version 2 file (no cpu_share_s) loads with no share of the cores, as it was fitted.
+    shared = Costs(dispatch_s=1e-3, cpu_share_s=2e-4)
+    assert cal.load(path).costs("ray")[0].cpu_share_s == 0.0
+    v2 = {k: v for k, v in shared.to_dict().items() if k != "cpu_share_s"}
+    old.write_text(json.dumps({**doc, "version": 2, "schedulers": {"dask": {"costs": v2}}}))
     assert cal.load(old).costs("dask") == (Costs(dispatch_s=1e-3), True)
     assert back.costs("dask[x=1]")[0].dispatch_s == 1e-3
     assert back.costs("unknown") == (Costs(dispatch_s=2e-3), False)

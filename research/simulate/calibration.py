@@ -5,26 +5,31 @@ no-op overhead study and the granularity sweep), never from the trial being pred
 costs (sleep overshoot, CPU stretch, no-op length; and per planned length, the sleep and CPU
 curves), the return latency and the first start's latency (a robust line against the task
 count: :func:`start_line`) are read from what those trials measured; ``dispatch_s``,
-``worker_s``, ``requeue_s`` and ``result_s`` are chosen by a coordinate search that minimises
-the median |log(predicted / measured)| of their makespans and wall times, once with the
-scheduler pushing the list and once pulling (``pull``: where the policy's units wait for a free
-slot), keeping the better of the two.
+``worker_s``, ``requeue_s``, ``result_s`` (and ``unit_s`` where the policy cuts chunks) are
+chosen by a coordinate search that minimises the median |log(predicted / measured)| of their
+makespans and wall times, once with the scheduler pushing the list and once pulling (``pull``:
+where the policy's units wait for a free slot), keeping the better of the two; then
+``cpu_share_s`` on the CPU trials alone.
 
 The file (JSON)::
 
-    {"format": "research.calibration", "version": 2, "label": "...", "source": "RESULTS",
+    {"format": "research.calibration", "version": 3, "label": "...", "source": "RESULTS",
      "created": "ISO time", "studies": ["overhead", "granularity"],
      "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
                                        "start_per_task_s": ..., "requeue_s": ..., "pull": 0,
                                        "return_s": ..., "result_s": ..., "sleep_overshoot_s": ...,
-                                       "cpu_scale": ..., "noop_s": ...,
+                                       "cpu_scale": ..., "noop_s": ..., "cpu_share_s": ...,
+                                       "unit_s": ...,
                                        "sleep_curve": [[planned_s, overshoot_s], ...],
                                        "cpu_curve": [[planned_s, stretch], ...]},
                              "n_trials": 21, "fit_error": 0.03, "trials": ["trial_id", ...]}},
      "default": {"costs": {...}}}
 
 Version 1 files (no curves, no ``start_per_task_s``, ``requeue_s`` or ``pull``) still load: what
-they lack is 0 or empty, and the scalar body costs serve every length. ``default`` (the median
+they lack is 0 or empty, and the scalar body costs serve every length. Version 2 files (no
+``cpu_share_s``, added in version 3: the cores' time a CPU-bound task loses to the client) load
+with it 0, as they were fitted; likewise ``unit_s`` (a worker's cost per chunk, also new in
+version 3). ``default`` (the median
 of the fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
 :data:`SHIPPED` is the package's own file (its label says what it was fitted on).
 """
@@ -47,9 +52,10 @@ from .core import Costs, _receive
 from .policies import base_name, policy_for
 
 FORMAT = "research.calibration"
-VERSION = 2
-#: Versions :func:`load` reads (1: no body curves; the scalars serve every length).
-READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+VERSION = 3
+#: Versions :func:`load` reads (1: no body curves, the scalars serve every length; 2: no
+#: ``cpu_share_s`` or ``unit_s``, 0).
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
 CALIBRATION_STUDIES: tuple[str, ...] = ("overhead", "granularity")
 SHIPPED = Path(__file__).with_name("default_calibration.json")
 #: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms
@@ -314,11 +320,11 @@ class _Search:
     def _durations(self, k: int, costs: Costs) -> list[float]:
         """The bodies of trial ``k`` under ``costs``, as :func:`simulate` computes them."""
         key = (k, costs.sleep_overshoot_s, costs.cpu_scale, costs.noop_s, costs.sleep_curve,
-               costs.cpu_curve)
+               costs.cpu_curve, costs.cpu_share_s)
         out = self.durations.get(key)
         if out is None:
             d = self.trials[k]
-            out = self.durations[key] = [costs.body_s(b, p) for b, p in
+            out = self.durations[key] = [costs.task_s(b, p) for b, p in
                                          zip(d.bodies, d.planned, strict=True)]
         return out
 
@@ -346,22 +352,44 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
             "return_s": max(0.0, _median([d.last_return_s for d in trials], 0.0))}
     # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
     search = _Search([_shortened(d, 400, per_task) for d in trials])
-    costs, err = _search_costs(search, base, passes)
+    # A cost per unit (Costs.unit_s) only where the policy cuts the list into chunks.
+    chunked = any(len(u) > 1 for d, pol in zip(search.trials, search.policies, strict=True)
+                  for u in pol.units(len(d.bodies), max(1, d.n_workers)))
+    keys = (*KEYS, "unit_s") if chunked else KEYS
+    costs, err = _search_costs(search, base, passes, keys)
     if trials and policy_for(trials[0].scheduler, trials[0].options).bounded:
         # Push or pull (Costs.pull): a structural choice, made on the calibration trials too.
-        pulled, pulled_err = _search_costs(search, {**base, "pull": 1.0}, passes)
+        pulled, pulled_err = _search_costs(search, {**base, "pull": 1.0}, passes, keys)
         if pulled_err < err - 1e-12:
             costs, err = pulled, pulled_err
+    cpu = [d for d in search.trials if "cpu" in d.bodies]
+    if cpu:
+        # The client's share of the cores (Costs.cpu_share_s) shows in the CPU trials only:
+        # chosen on those, the other costs held, so the sleep and no-op trials that outnumber
+        # them cannot outvote it; kept only where it fits them better than none.
+        sub = _Search(cpu)
+        best_v, best_e = 0.0, sub.error(costs)
+        for v in GRID[1:]:
+            e = sub.error(replace(costs, cpu_share_s=v))
+            if e < best_e - 1e-12:
+                best_v, best_e = v, e
+        costs = replace(costs, cpu_share_s=best_v)
+        err = search.error(costs)
     return costs, err
 
 
-def _search_costs(search: _Search, base: dict[str, Any], passes: int) -> tuple[Costs, float]:
+#: The costs the coordinate search chooses, in its order.
+KEYS: tuple[str, ...] = ("dispatch_s", "worker_s", "requeue_s", "result_s")
+
+
+def _search_costs(search: _Search, base: dict[str, Any], passes: int,
+                  keys: tuple[str, ...] = KEYS) -> tuple[Costs, float]:
     """The coordinate search over the grid for the costs not read off the trials."""
-    best: dict[str, Any] = {"dispatch_s": 0.0, "worker_s": 0.0, "result_s": 0.0, "requeue_s": 0.0}
+    best: dict[str, Any] = dict.fromkeys(keys, 0.0)
     best_err = search.error(Costs(**base, **best))
     for _ in range(passes):
         improved = False
-        for key in ("dispatch_s", "worker_s", "requeue_s", "result_s"):
+        for key in keys:
             for v in GRID:
                 trial = {**best, key: v}
                 err = search.error(Costs(**base, **trial))

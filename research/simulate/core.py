@@ -9,8 +9,10 @@ start_per_task_s x tasks`` after the first submit (the client prepares the whole
 unit goes to the worker the policy picks: a fixed one (blocks, round robin, Celery's nodes) or
 whichever is free first (greedy), where a worker may hold ``prefetch`` units at once (a bounded
 queue: ipp-lb's hwm) and a freed slot is refilled ``requeue_s`` later (the scheduler hears of
-the end, then sends). A worker runs a unit's tasks in order, paying ``worker_s`` before each
-(deserialising, bookkeeping, its share of the result's way back). Each body lasts its planned
+the end, then sends). A worker pays ``unit_s`` for a unit it receives (one message), then
+runs its tasks in order, paying ``worker_s`` before each (deserialising, bookkeeping, its
+share of the result's way back); a CPU-bound task also loses ``cpu_share_s`` of its core to
+the client. Each body lasts its planned
 time, adjusted per body kind: ``sleep`` bodies overshoot (``sleep_curve`` by planned length, or
 ``sleep_overshoot_s``), ``cpu`` bodies are stretched (``cpu_curve`` or ``cpu_scale``), ``noop``
 bodies last ``noop_s``. Results reach the client ``return_s`` after their end, and the client
@@ -63,6 +65,18 @@ class Costs:
     #: cache, longer ones meet the GIL's switch interval or another process on the core);
     #: empty: ``cpu_scale`` for every length.
     cpu_curve: tuple[tuple[float, float], ...] = ()
+    #: The cores' time a CPU-bound task loses to the client, per task (seconds): with as many
+    #: CPU-bound workers as cores (the granularity study's CPU half), the client's own per-task
+    #: work (submitting, taking results in, its broker threads) has no idle core to run on, so
+    #: it runs in the workers' time slices; a worker is descheduled between its tasks (the gaps
+    #: of the CPU sweep's timelines), which neither the in-task stamps (the body curves) nor a
+    #: sleep body's trials show. Paid by ``cpu`` bodies only, after the body; fitted on the CPU
+    #: trials of the calibration studies (0: no contention).
+    cpu_share_s: float = 0.0
+    #: A worker's cost per unit it receives (one message: deserialising it, starting it,
+    #: sending its results back as one), paid once before a unit's first task; with one task
+    #: per unit it is ``worker_s`` again, so it is fitted only for policies that cut chunks.
+    unit_s: float = 0.0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Costs:
@@ -104,6 +118,12 @@ class Costs:
                 return planned_s + _interp_log(self.sleep_curve, planned_s)
             return planned_s + self.sleep_overshoot_s
         return planned_s
+
+    def task_s(self, body: str, planned_s: float) -> float:
+        """How long a task holds its worker: the body (:meth:`body_s`) and, for a ``cpu``
+        body, the share of the cores the client takes meanwhile (``cpu_share_s``)."""
+        d = self.body_s(body, planned_s)
+        return d + self.cpu_share_s if body == "cpu" and math.isfinite(planned_s) else d
 
 
 #: The fields of :class:`Costs` that are curves, not numbers.
@@ -219,7 +239,7 @@ class Policy:
         n = len(durations)
         units = self.units(n, n_workers)
         if (self.greedy and costs.dispatch_s >= 0 and costs.requeue_s >= 0
-                and math.isfinite(costs.dispatch_s + costs.start_s + costs.worker_s
+                and math.isfinite(costs.dispatch_s + costs.start_s + costs.worker_s + costs.unit_s
                                   + costs.start_per_task_s + costs.requeue_s)
                 and math.isfinite(sum(durations))):  # inf or NaN anywhere: not finite
             return self._schedule_greedy(durations, n_workers, costs, units)
@@ -246,6 +266,7 @@ class Policy:
                 s = state.slots[w]
             t = max(state.free_at[w], ready, s[-p] + hold if hold and len(s) >= p else 0.0)
             state.starts[w].append(t)
+            t += costs.unit_s
             for i in unit:
                 t += costs.worker_s
                 worker[i], start[i] = w, t
@@ -270,7 +291,7 @@ class Policy:
         is not an exact one) the scan itself decides, as :meth:`pick` would.
         """
         n, p = len(durations), self.prefetch
-        dispatch_s, worker_s = costs.dispatch_s, costs.worker_s
+        dispatch_s, worker_s, unit_s = costs.dispatch_s, costs.worker_s, costs.unit_s
         start_s = costs.start_s + costs.start_per_task_s * n
         hold = costs.requeue_s
         state = State(n_workers, [0.0] * n_workers, [[] for _ in range(n_workers)],
@@ -320,6 +341,7 @@ class Policy:
             if accept[w] > t:  # a full queue: the slot is refilled a round trip later
                 t = accept[w]
             state.starts[w].append(t)
+            t += unit_s
             for i in unit:
                 t += worker_s
                 worker[i] = w
@@ -367,7 +389,7 @@ def _receive(end: Sequence[float], return_s: float, result_s: float) -> list[flo
 def simulate(policy: Policy, bodies: Sequence[str], planned: Sequence[float], n_workers: int,
              costs: Costs) -> SimResult:
     """Predict one trial: ``bodies`` and ``planned`` per task in submission order."""
-    durations = [costs.body_s(b, p) for b, p in zip(bodies, planned, strict=True)]
+    durations = [costs.task_s(b, p) for b, p in zip(bodies, planned, strict=True)]
     return policy.run(durations, max(1, n_workers), costs)
 
 

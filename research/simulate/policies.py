@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..analysis.models import block_sizes, pool_map_chunksize
-from .core import Policy, State
+from .core import Costs, Policy, State
 
 
 def _chunks(n_tasks: int, size: int) -> list[list[int]]:
@@ -121,6 +122,112 @@ class DaskLocal(DaskChunks):
         return [order[i:i + size] for i in range(0, n_tasks, size)]
 
 
+class JoblibBatches(Policy):
+    """joblib's ``Parallel`` on loky: the client cuts the list into batches as it goes and
+    the executor's workers take them greedily, in order.
+
+    What joblib 1.x does (``Parallel.dispatch_one_batch`` and ``AutoBatchingMixin``): it first
+    dispatches the ``pre_dispatch`` (default ``2*n_jobs``) first tasks, in batches of
+    ``len(slice) // n_jobs``; then each batch's completion callback (when its result reaches the
+    client: its end + ``return_s``) dispatches one more batch. With ``batch_size="auto"`` the
+    size starts at 1 and is retuned at each dispatch from the smoothed duration (dispatch to
+    callback) of the batches of the size in force: below 0.2 s it at most doubles (to ``2 x
+    int(size x 0.2 / duration)``), above 2 s it shrinks; the estimate restarts whenever the size
+    changes. A slice of ``size x n_jobs`` tasks is cut into ``n_jobs`` batches; the last, short
+    slice into batches of ``len // (10 x n_jobs)`` (at least 1), to even out the end. Each batch
+    is one message (``dispatch_s`` on the client, serial with the callbacks); ``batch_size`` an
+    integer: that size throughout (the same slicing). The short tasks of a long list thus travel
+    in ever bigger batches, which is why joblib's cost per task falls as the list grows and why
+    ``batch_size=1`` costs more.
+    """
+
+    name = "joblib-batches"
+    description = "greedy over batches joblib sizes from their durations (batch_size auto)"
+    bounded = False
+    MIN_IDEAL_BATCH_S = 0.2
+    MAX_IDEAL_BATCH_S = 2.0
+
+    def pre_dispatch(self, n_workers: int) -> int | None:
+        """Tasks dispatched before any completes (None: all of them)."""
+        raw = str(self.options.get("pre_dispatch") or "2*n_jobs").replace(" ", "")
+        if raw == "all":
+            return None
+        expr = raw.replace("n_jobs", str(n_workers))
+        a, _, b = expr.partition("*")
+        try:
+            return max(1, int(a) * (int(b) if b else 1))
+        except ValueError:
+            return 2 * n_workers
+
+    def schedule(self, durations: Sequence[float], n_workers: int,
+                 costs: Costs) -> tuple[list[int], list[float], list[float]]:
+        n = len(durations)
+        fixed = str(self.options.get("batch_size", "auto"))  # "auto", or an int (or its str)
+        fixed_size = int(fixed) if fixed.isdigit() and int(fixed) > 0 else None
+        size, smoothed = 1, 0.0  # AutoBatchingMixin's effective size and smoothed duration
+        pre = self.pre_dispatch(n_workers)
+        pre_end = n if pre is None else min(n, pre)
+        worker, start, end = [0] * n, [0.0] * n, [0.0] * n
+        free = [(0.0, w) for w in range(n_workers)]  # (free at, worker): FIFO queue, greedy
+        ready_q: list[list[int]] = []  # joblib's _ready_batches
+        nxt = 0  # next task of the list not yet sliced
+        client = costs.start_s + costs.start_per_task_s * n  # when the client is free
+        done: list[tuple[float, float, int]] = []  # (callback time, dispatch stamp, size)
+
+        def batch_size() -> int:
+            nonlocal size, smoothed
+            if fixed_size is not None:
+                return fixed_size
+            old = size
+            if 0 < smoothed < self.MIN_IDEAL_BATCH_S:
+                size = max(1, min(2 * old, 2 * int(old * self.MIN_IDEAL_BATCH_S / smoothed)))
+            elif smoothed > self.MAX_IDEAL_BATCH_S and old >= 2:
+                size = max(1, 2 * int(old * self.MIN_IDEAL_BATCH_S / smoothed))
+            if size != old:
+                smoothed = 0.0
+            return size
+
+        def next_batch(limit: int, from_original: bool) -> list[int] | None:
+            nonlocal nxt
+            bs = batch_size()
+            if not ready_q:
+                take = min(bs * n_workers, limit - nxt)
+                if take <= 0:
+                    return None
+                cut = (max(1, take // (10 * n_workers)) if from_original
+                       and take < bs * n_workers else max(1, take // n_workers))
+                ready_q.extend(list(range(i, min(i + cut, nxt + take)))
+                               for i in range(nxt, nxt + take, cut))
+                nxt += take
+            return ready_q.pop(0)
+
+        def run(batch: list[int]) -> None:
+            nonlocal client
+            stamp = client
+            client += costs.dispatch_s
+            f, w = heapq.heappop(free)
+            t = max(f, client) + costs.unit_s
+            for i in batch:
+                t += costs.worker_s
+                worker[i], start[i] = w, t
+                t += durations[i]
+                end[i] = t
+            heapq.heappush(free, (t, w))
+            heapq.heappush(done, (t + costs.return_s, stamp, len(batch)))
+
+        while (b := next_batch(pre_end, pre is None)) is not None:
+            run(b)
+        while done and (ready_q or nxt < n):
+            cb, stamp, k = heapq.heappop(done)
+            client = max(client, cb)
+            if k == size:  # batch_completed: only batches of the size in force count
+                smoothed = cb - stamp if smoothed == 0.0 else 0.8 * smoothed + 0.2 * (cb - stamp)
+            b = next_batch(n, True)
+            if b is not None:
+                run(b)
+        return worker, start, end
+
+
 class CeleryNodes(Policy):
     """Celery: ``nodes`` worker nodes of ``n / nodes`` pool processes each. A node reserves
     messages while it holds fewer than ``prefetch_multiplier x processes`` not yet started
@@ -193,8 +300,8 @@ class Prefetching(Greedy):
 #: Registry name -> policy class. Names not listed get :data:`DEFAULT_POLICY`.
 POLICIES: dict[str, type[Policy]] = {
     "serial": Greedy, "threads": Greedy, "mp-dynamic": DaskChunks, "futures": Greedy,
-    "dask": Greedy, "ray": Greedy, "parsl": Greedy, "dask-local": DaskLocal, "joblib": Greedy,
-    "mp-map": ChunkedGreedy, "ipp-direct": Blocks, "ipp-lb": LoadBalanced,
+    "dask": Greedy, "ray": Greedy, "parsl": Greedy, "dask-local": DaskLocal,
+    "joblib": JoblibBatches, "mp-map": ChunkedGreedy, "ipp-direct": Blocks, "ipp-lb": LoadBalanced,
     "ray-pool": RoundRobin, "celery": CeleryNodes,
 }
 DEFAULT_POLICY: type[Policy] = Greedy
@@ -211,5 +318,5 @@ def policy_for(scheduler: str, options: Mapping[str, Any] | None = None) -> Poli
 
 
 __all__ = ["DEFAULT_POLICY", "POLICIES", "Blocks", "CeleryNodes", "ChunkedGreedy", "DaskChunks",
-           "Greedy", "LoadBalanced",
+           "Greedy", "JoblibBatches", "LoadBalanced",
            "Prefetching", "RoundRobin", "base_name", "policy_for"]
