@@ -89,7 +89,8 @@ DEFAULT_EXTRA_REPEATS = 6
 NOTES: dict[str, str] = {
     "serial": "bare: a loop of calls; harness: execute() + 2 stamps per task (no library cost "
               "to compare with)",
-    "threads": "per-task receive stamps by done-callback; bare: submit + result()",
+    "threads": "per-task receive stamps taken by the pool's threads as each result is set; "
+               "bare: submit + result()",
     "mp-map": "Pool.map both, the same chunks (the harness cuts them as Pool.map would and runs "
               "each with one call); one receive stamp for all",
     "mp-dynamic": "imap_unordered both; per-task receive stamps",
