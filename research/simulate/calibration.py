@@ -8,7 +8,9 @@ count: :func:`start_line`) are read from what those trials measured; ``dispatch_
 ``worker_s``, ``requeue_s``, ``result_s`` (and ``unit_s`` where the policy cuts chunks) are
 chosen by a coordinate search that minimises the median |log(predicted / measured)| of their
 makespans and wall times, once with the scheduler pushing the list and once pulling (``pull``:
-where the policy's units wait for a free slot), keeping the better of the two; then
+where the policy's units wait for a free slot), keeping the better of the two; then, where
+no-ops ran on a second worker count and the costs miss them, their growth per worker
+(``dispatch_per_worker_s``, ``worker_per_worker_s``: :meth:`Costs.at`); then
 ``cpu_share_s`` on the CPU trials alone.
 
 The file (JSON)::

@@ -17,6 +17,8 @@ time, adjusted per body kind: ``sleep`` bodies overshoot (``sleep_curve`` by pla
 ``sleep_overshoot_s``), ``cpu`` bodies are stretched (``cpu_curve`` or ``cpu_scale``), ``noop``
 bodies last ``noop_s``. Results reach the client ``return_s`` after their end, and the client
 takes them in one at a time, ``result_s`` each. Times start at the first submit (0).
+``dispatch_s`` and ``worker_s`` are those in force on the trial's worker count
+(:meth:`Costs.at`: each may grow per worker, fitted where no-ops ran on two counts).
 """
 
 from __future__ import annotations
