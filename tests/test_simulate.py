@@ -105,15 +105,50 @@ def test_requeue_round_trip_only_where_the_queue_is_bounded() -> None:
 
 
 def test_pull_serves_a_unit_only_when_a_slot_is_free() -> None:
+    # Ray: greedy, one task per worker at a time (Dask keeps two: test_dask_queues_two_per_worker).
     # Push: the scheduler sends every 0.5 s from the start, whatever the workers do.
-    push = _run("dask", [1, 1, 1, 1], 2, Costs(dispatch_s=0.5))
+    push = _run("ray", [1, 1, 1, 1], 2, Costs(dispatch_s=0.5))
     assert push.start == [0.5, 1.0, 1.5, 2.0]
     # Pull: it serves task 2 only when worker 0 is free (1.5), so its 0.5 s fall between.
-    pull = _run("dask", [1, 1, 1, 1], 2, Costs(dispatch_s=0.5, pull=1.0))
+    pull = _run("ray", [1, 1, 1, 1], 2, Costs(dispatch_s=0.5, pull=1.0))
     assert pull.start == [0.5, 1.0, 2.0, 2.5] and pull.makespan_s == 3.0
     # Dealt out ahead (round robin): pull does not apply.
     assert _run("ray-pool", [1] * 4, 2, Costs(dispatch_s=0.5, pull=1.0), method="imap").start \
         == _run("ray-pool", [1] * 4, 2, Costs(dispatch_s=0.5), method="imap").start
+
+
+def test_dask_queues_two_tasks_per_worker() -> None:
+    # One worker, a round trip of 1 s before a freed slot is refilled, no-ops: with two slots
+    # (worker_saturation 1.1 -> ceil(1.1) = 2) two tasks come per round trip ...
+    r = _run("dask", [0.0] * 6, 1, Costs(requeue_s=1.0))
+    assert r.start == [0, 0, 1, 1, 2, 2]
+    # ... where Ray's single slot gets one (the round trip after every task).
+    assert _run("ray", [0.0] * 4, 1, Costs(requeue_s=1.0)).start == [0, 1, 2, 3]
+    # 1 s tasks hide the round trip: the queued task starts as its predecessor ends.
+    assert _run("dask", [1.0] * 3, 1, Costs(requeue_s=1.0)).start == [0, 1, 2]
+    # The least occupied worker first: task 1 to the idle worker 1, task 2 queued behind it
+    # (free at 1, before worker 0 at 3), task 3 to worker 0's free slot, behind the long task.
+    r = _run("dask", [3, 1, 1, 1], 2)
+    assert r.worker == [0, 1, 1, 0] and r.start == [0, 0, 1, 3] and r.makespan_s == 4
+    # worker_saturation = inf: every task goes out at once, each to the worker free soonest.
+    r = _run("dask", [3, 1, 1, 1], 2, worker_saturation=math.inf)
+    assert r.worker == [0, 1, 1, 1] and r.makespan_s == 3
+    assert policy_for("dask", {"worker_saturation": 2.5}).prefetch == 3
+
+
+def test_costs_grow_with_the_workers() -> None:
+    c = Costs(dispatch_s=1.0, dispatch_per_worker_s=0.5)
+    assert c.at(2).dispatch_s == 2.0 and c.at(2).dispatch_per_worker_s == 0.0
+    assert c.at(2).at(2) == c.at(2) and Costs(dispatch_s=1.0).at(12) == Costs(dispatch_s=1.0)
+    # Push, no-ops: the shared cost in force is 1 + 0.5 x workers per task, whatever the
+    # workers do: every 2 s on 2 workers, every 3 s on 4 (the rate falls as workers are added).
+    assert _run("ray", [0.0] * 4, 2, c).start == [2, 4, 6, 8]
+    assert _run("ray", [0.0] * 4, 4, c).start == [3, 6, 9, 12]
+    # A worker's own cost per task grows likewise: 0.5 s per worker, one worker.
+    w = Costs(worker_per_worker_s=0.5)
+    assert _run("ray", [1.0, 1.0], 1, w).start == [0.5, 2.0]
+    # joblib's batches pay them too (batch_size=1, one worker: dispatch 1 + 0.5 = 1.5 each).
+    assert _run("joblib", [0.0, 0.0], 1, c, batch_size=1).start == [1.5, 3.0]
 
 
 def test_dask_local_and_mp_dynamic_chunks() -> None:
@@ -269,6 +304,49 @@ def test_fit_recovers_known_costs() -> None:
     assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.1)
 
 
+def _noops(costs: Costs, counts: tuple[int, ...], sched: str = "ray") -> list[cal.TrialData]:
+    """Synthetic no-op trials of ``sched`` (200 tasks) on each of ``counts`` workers."""
+    out = []
+    for n in counts:
+        bodies, planned = ["noop"] * 200, [0.0] * 200
+        r = simulate(policy_for(sched), bodies, planned, n, costs)
+        out.append(cal.TrialData(f"n{n}", "overhead", sched, f"noop{n}", n, {}, bodies,
+                                 planned, r.makespan_s, r.wall_s, r.counts,
+                                 [e - s for s, e in zip(r.start, r.end, strict=True)],
+                                 min(r.start), max(r.receive) - max(r.end)))
+    return out
+
+
+def test_growth_per_worker_is_fitted_only_from_two_worker_counts() -> None:
+    """A shared cost that grows with the workers: with no-ops on 2 workers alone the fit has
+    no growth (one count cannot show it); with no-ops on 2 and 4 it finds it and predicts 12
+    workers, which the costs fitted on one count predict too fast."""
+    truth = Costs(dispatch_s=1e-4, dispatch_per_worker_s=5e-4, worker_s=1e-3, return_s=1e-3,
+                  sleep_overshoot_s=5e-5)
+    sleeps = _synthetic(truth, "ray")[1:]  # the sleep trials (2 workers)
+    one, _ = cal.fit_scheduler(sleeps + _noops(truth, (2, 2)))
+    assert one.dispatch_per_worker_s == 0.0 and one.worker_per_worker_s == 0.0
+    two, _ = cal.fit_scheduler(sleeps + _noops(truth, (2, 2, 4)))
+    assert two.dispatch_per_worker_s > 0.0
+    planned = [2e-3] * 150
+    want = simulate(policy_for("ray"), ["sleep"] * 150, planned, 12, truth)
+    got = simulate(policy_for("ray"), ["sleep"] * 150, planned, 12, two)
+    # Within the grid's resolution (values about 1.6x apart), three times the fitted range.
+    assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.15)
+    assert simulate(policy_for("ray"), ["sleep"] * 150, planned, 12,
+                    one).makespan_s < 0.8 * want.makespan_s
+
+
+def test_growth_is_not_kept_where_the_second_count_does_not_need_it() -> None:
+    # Costs that do not grow (on the search's grid): the no-ops on 4 workers are predicted
+    # without growth, so none is searched (it could only absorb the grid's coarseness and
+    # be extrapolated to 12).
+    truth = Costs(dispatch_s=cal.GRID[13], worker_s=cal.GRID[8], return_s=2e-3,
+                  sleep_overshoot_s=6e-5)
+    fitted, _ = cal.fit_scheduler(_synthetic(truth, "ray") + _noops(truth, (2, 4)))
+    assert fitted.dispatch_per_worker_s == 0.0 and fitted.worker_per_worker_s == 0.0
+
+
 def test_cpu_share_is_paid_by_cpu_tasks_only() -> None:
     # One worker: cpu 0-1 and its 0.5 s share of the cores to 1.5, sleep 1.5-2.5 (no share),
     # cpu 2.5-3.5 and its share to 4.0.
@@ -391,6 +469,11 @@ def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
     assert cal.load(path).costs("ray")[0].cpu_share_s == 0.0
     v2 = {k: v for k, v in shared.to_dict().items() if k != "cpu_share_s"}
     old.write_text(json.dumps({**doc, "version": 2, "schedulers": {"dask": {"costs": v2}}}))
+    assert cal.load(old).costs("dask") == (Costs(dispatch_s=1e-3), True)
+    # A version 3 file (no growth per worker) loads with none: the costs hold on any count.
+    v3 = {k: v for k, v in Costs(dispatch_s=1e-3).to_dict().items()
+          if k not in ("dispatch_per_worker_s", "worker_per_worker_s")}
+    old.write_text(json.dumps({**doc, "version": 3, "schedulers": {"dask": {"costs": v3}}}))
     assert cal.load(old).costs("dask") == (Costs(dispatch_s=1e-3), True)
     assert back.costs("dask[x=1]")[0].dispatch_s == 1e-3
     assert back.costs("unknown") == (Costs(dispatch_s=2e-3), False)

@@ -8,18 +8,21 @@ count: :func:`start_line`) are read from what those trials measured; ``dispatch_
 ``worker_s``, ``requeue_s``, ``result_s`` (and ``unit_s`` where the policy cuts chunks) are
 chosen by a coordinate search that minimises the median |log(predicted / measured)| of their
 makespans and wall times, once with the scheduler pushing the list and once pulling (``pull``:
-where the policy's units wait for a free slot), keeping the better of the two; then
+where the policy's units wait for a free slot), keeping the better of the two; then, where
+no-ops ran on a second worker count and the costs miss them, their growth per worker
+(``dispatch_per_worker_s``, ``worker_per_worker_s``: :meth:`Costs.at`); then
 ``cpu_share_s`` on the CPU trials alone.
 
 The file (JSON)::
 
-    {"format": "research.calibration", "version": 3, "label": "...", "source": "RESULTS",
+    {"format": "research.calibration", "version": 4, "label": "...", "source": "RESULTS",
      "created": "ISO time", "studies": ["overhead", "granularity"],
      "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
                                        "start_per_task_s": ..., "requeue_s": ..., "pull": 0,
                                        "return_s": ..., "result_s": ..., "sleep_overshoot_s": ...,
                                        "cpu_scale": ..., "noop_s": ..., "cpu_share_s": ...,
-                                       "unit_s": ...,
+                                       "unit_s": ..., "dispatch_per_worker_s": ...,
+                                       "worker_per_worker_s": ...,
                                        "sleep_curve": [[planned_s, overshoot_s], ...],
                                        "cpu_curve": [[planned_s, stretch], ...]},
                              "n_trials": 21, "fit_error": 0.03, "trials": ["trial_id", ...]}},
@@ -29,7 +32,9 @@ Version 1 files (no curves, no ``start_per_task_s``, ``requeue_s`` or ``pull``) 
 they lack is 0 or empty, and the scalar body costs serve every length. Version 2 files (no
 ``cpu_share_s``, added in version 3: the cores' time a CPU-bound task loses to the client) load
 with it 0, as they were fitted; likewise ``unit_s`` (a worker's cost per chunk, also new in
-version 3). ``default`` (the median
+version 3). Version 3 files (no ``dispatch_per_worker_s`` or ``worker_per_worker_s``, added
+in version 4: how the shared and the per-worker cost grow with the workers, :meth:`Costs.at`)
+load with both 0. ``default`` (the median
 of the fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
 :data:`SHIPPED` is the package's own file (its label says what it was fitted on).
 """
@@ -52,10 +57,11 @@ from .core import Costs, _receive
 from .policies import base_name, policy_for
 
 FORMAT = "research.calibration"
-VERSION = 3
+VERSION = 4
 #: Versions :func:`load` reads (1: no body curves, the scalars serve every length; 2: no
-#: ``cpu_share_s`` or ``unit_s``, 0).
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
+#: ``cpu_share_s`` or ``unit_s``, 0; 3: no ``dispatch_per_worker_s`` or
+#: ``worker_per_worker_s``, 0: the costs hold on every worker count, as they were fitted).
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4)
 CALIBRATION_STUDIES: tuple[str, ...] = ("overhead", "granularity")
 SHIPPED = Path(__file__).with_name("default_calibration.json")
 #: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms
@@ -347,21 +353,51 @@ class _Search:
 
 def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, float]:
     """Costs fitted to ``trials`` (one scheduler's), and their fit error."""
-    start_s, per_task = start_line(trials)
-    base = {**body_costs(trials), "start_s": start_s, "start_per_task_s": per_task,
-            "return_s": max(0.0, _median([d.last_return_s for d in trials], 0.0))}
+    noop_counts = [d.n_workers for d in trials if _all_noop(d)]
+    main = (max(set(noop_counts), key=lambda w: (noop_counts.count(w), -w))
+            if noop_counts else 0)
+    # Everything but the growth per worker is fitted on the studies at their own worker counts
+    # (the no-ops at the overhead study's main count, "cores"): the no-ops on a second count
+    # are there to decide the growth below, not to move the start line, the medians or the
+    # costs chosen without growth.
+    own = [d for d in trials if not _all_noop(d) or d.n_workers == main]
+    start_s, per_task = start_line(own)
+    base = {**body_costs(own), "start_s": start_s, "start_per_task_s": per_task,
+            "return_s": max(0.0, _median([d.last_return_s for d in own], 0.0))}
     # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
     search = _Search([_shortened(d, 400, per_task) for d in trials])
+    first = _Search([_shortened(d, 400, per_task) for d in own])
     # A cost per unit (Costs.unit_s) only where the policy cuts the list into chunks.
     chunked = any(len(u) > 1 for d, pol in zip(search.trials, search.policies, strict=True)
                   for u in pol.units(len(d.bodies), max(1, d.n_workers)))
     keys = (*KEYS, "unit_s") if chunked else KEYS
-    costs, err = _search_costs(search, base, passes, keys)
+    costs, err = _search_costs(first, base, passes, keys)
     if trials and policy_for(trials[0].scheduler, trials[0].options).bounded:
         # Push or pull (Costs.pull): a structural choice, made on the calibration trials too.
-        pulled, pulled_err = _search_costs(search, {**base, "pull": 1.0}, passes, keys)
+        pulled, pulled_err = _search_costs(first, {**base, "pull": 1.0}, passes, keys)
         if pulled_err < err - 1e-12:
             costs, err = pulled, pulled_err
+    err = search.error(costs)
+    if len(set(noop_counts)) >= 2:
+        noops = [d for d in search.trials if _all_noop(d)]
+        # Shared or per worker, and how either grows with the workers (Costs.at): only no-ops
+        # on two worker counts show it (the per-task costs alone, no body to hide them; the
+        # rate of a cost the scheduler pays for all workers stays put as workers are added,
+        # that of one each worker pays grows with them). One count cannot tell them apart, so
+        # the growth is searched only then, from the costs fitted without it, and kept only
+        # where it fits the calibration better without fitting those no-ops worse: the median
+        # of the whole study would otherwise buy a growth the no-ops contradict (fitted on 2
+        # and 4 workers, it is extrapolated to 12): it must fit the second count's no-ops better.
+        start = _anchored_growth(search, costs, main)
+        grown, grown_err = _search_costs(search, {**base, "pull": costs.pull}, passes,
+                                         (*keys, *GROWTH_KEYS), start.to_dict())
+        check = _Search(noops)  # the no-ops on every count: not to be fitted worse
+        second = _Search([d for d in noops if d.n_workers != main])  # to be fitted better
+        missed = second.error(costs)
+        if (missed > GROWTH_MISS and grown_err < err - 1e-12
+                and second.error(grown) < missed - 1e-12
+                and check.error(grown) <= check.error(costs) + 1e-12):
+            costs, err = grown, grown_err
     cpu = [d for d in search.trials if "cpu" in d.bodies]
     if cpu:
         # The client's share of the cores (Costs.cpu_share_s) shows in the CPU trials only:
@@ -378,14 +414,43 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
     return costs, err
 
 
+def _anchored_growth(search: _Search, costs: Costs, main: int) -> Costs:
+    """Each growth per worker tried along :data:`GRID` with the cost it grows held where it
+    was on ``main`` workers (``dispatch_s`` lowered by the growth x ``main``): the fitted costs
+    hold there already, so a growth alone would only make them worse there, and a coordinate
+    search from them could never take it. The best of each, one after the other."""
+    best, best_err = costs, search.error(costs)
+    for key, cost in zip(GROWTH_KEYS, ("dispatch_s", "worker_s"), strict=True):
+        held = getattr(costs, cost)
+        for g in GRID[1:]:
+            trial = replace(best, **{key: g, cost: max(0.0, held - g * main)})
+            err = search.error(trial)
+            if err < best_err - 1e-12:
+                best, best_err = trial, err
+    return best
+
+
+def _all_noop(d: TrialData) -> bool:
+    """Whether every task of ``d`` is a no-op (the per-task costs alone)."""
+    return bool(d.bodies) and all(b == "noop" for b in d.bodies)
+
+
 #: The costs the coordinate search chooses, in its order.
 KEYS: tuple[str, ...] = ("dispatch_s", "worker_s", "requeue_s", "result_s")
+#: The growth of the costs per worker (:meth:`Costs.at`), searched after :data:`KEYS`.
+GROWTH_KEYS: tuple[str, ...] = ("dispatch_per_worker_s", "worker_per_worker_s")
+#: A growth is searched only where the costs without it miss the no-ops on the second worker
+#: count by more than this (median |log ratio|, about the 5% goal): below it a growth would
+#: only absorb the grid's coarseness and the noise, and be extrapolated to 12 workers.
+GROWTH_MISS = 0.05
 
 
 def _search_costs(search: _Search, base: dict[str, Any], passes: int,
-                  keys: tuple[str, ...] = KEYS) -> tuple[Costs, float]:
-    """The coordinate search over the grid for the costs not read off the trials."""
-    best: dict[str, Any] = dict.fromkeys(keys, 0.0)
+                  keys: tuple[str, ...] = KEYS,
+                  start: dict[str, float] | None = None) -> tuple[Costs, float]:
+    """The coordinate search over the grid for the costs not read off the trials (``keys``;
+    from ``start``, else all 0)."""
+    best: dict[str, Any] = {k: float((start or {}).get(k, 0.0)) for k in keys}
     best_err = search.error(Costs(**base, **best))
     for _ in range(passes):
         improved = False

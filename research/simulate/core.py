@@ -17,6 +17,8 @@ time, adjusted per body kind: ``sleep`` bodies overshoot (``sleep_curve`` by pla
 ``sleep_overshoot_s``), ``cpu`` bodies are stretched (``cpu_curve`` or ``cpu_scale``), ``noop``
 bodies last ``noop_s``. Results reach the client ``return_s`` after their end, and the client
 takes them in one at a time, ``result_s`` each. Times start at the first submit (0).
+``dispatch_s`` and ``worker_s`` are those in force on the trial's worker count
+(:meth:`Costs.at`: each may grow per worker, fitted where no-ops ran on two counts).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import bisect
 import heapq
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -77,6 +79,27 @@ class Costs:
     #: sending its results back as one), paid once before a unit's first task; with one task
     #: per unit it is ``worker_s`` again, so it is fitted only for policies that cut chunks.
     unit_s: float = 0.0
+    #: How much ``dispatch_s`` grows per worker (seconds per task per worker): the cost the
+    #: scheduler pays for every task, serially for all workers, is not fixed where it serves
+    #: more workers (heartbeats and bookkeeping per worker, its process sharing the cores
+    #: with more worker processes). In force: ``dispatch_s + dispatch_per_worker_s x workers``.
+    #: One worker count cannot tell it from ``dispatch_s``: fitted where the calibration
+    #: studies hold two (the overhead study's no-ops on 2 and 4 workers), 0 otherwise.
+    dispatch_per_worker_s: float = 0.0
+    #: How much ``worker_s`` grows per worker: each worker's own per-task work (deserialising,
+    #: the round trip to the scheduler) slows as more worker processes share the cores and the
+    #: scheduler's attention. In force: ``worker_s + worker_per_worker_s x workers``; fitted
+    #: like ``dispatch_per_worker_s``.
+    worker_per_worker_s: float = 0.0
+
+    def at(self, n_workers: int) -> Costs:
+        """The costs in force on ``n_workers`` workers: ``dispatch_s`` and ``worker_s`` with
+        their growth per worker added (and that growth then 0); ``self`` when there is none."""
+        if not (self.dispatch_per_worker_s or self.worker_per_worker_s):
+            return self
+        return replace(self, dispatch_s=self.dispatch_s + self.dispatch_per_worker_s * n_workers,
+                       worker_s=self.worker_s + self.worker_per_worker_s * n_workers,
+                       dispatch_per_worker_s=0.0, worker_per_worker_s=0.0)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Costs:
@@ -235,7 +258,9 @@ class Policy:
     def schedule(self, durations: Sequence[float], n_workers: int,
                  costs: Costs) -> tuple[list[int], list[float], list[float]]:
         """Per task: (worker, start, end). Needs only the costs up to the task's end
-        (``dispatch_s``, ``start_s``, ``worker_s``); :meth:`run` adds the client's side."""
+        (``dispatch_s``, ``start_s``, ``worker_s``, in force on ``n_workers``: :meth:`Costs.at`);
+        :meth:`run` adds the client's side."""
+        costs = costs.at(n_workers)
         n = len(durations)
         units = self.units(n, n_workers)
         if (self.greedy and costs.dispatch_s >= 0 and costs.requeue_s >= 0
