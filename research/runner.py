@@ -38,6 +38,9 @@ from .tasks import Outcome, Task, calibrate_spin, ensure_path, timer_slack_ns
 from .workloads import arrival_offsets, build_tasks
 
 SUPERSEDED_DIR = ".superseded"
+#: Seconds of the CPU body's rate measurement before each CPU trial (:func:`calibrate_spin`'s
+#: target: about a quarter to one of it per run, best of three).
+CPU_CALIBRATION_S = 0.04
 #: Per-cluster files (shutdown seconds and the trials each cluster ran), per experiment dir.
 CLUSTERS_DIR = ".clusters"
 
@@ -217,10 +220,21 @@ class Sweep:
         self.result = SweepResult()
 
     def _cpu_rate(self) -> float:
+        """The CPU body's loop iterations per second, measured now (before each CPU trial).
+
+        The rate is measured in the client just before each CPU-bodied trial, so that a task's
+        planned time (its iterations at this rate) holds at the time it runs. Measured once per
+        run, it was taken as the speed of the whole run: on this 2-core VM a run began at 7.95 M
+        iterations/s and its workers later spun at 13 M, which made CPU tasks 40% shorter than
+        planned and put efficiencies above 100% in the METG sweep (another run measured 11.2 M
+        and its workers later ran at 7 M: tasks 1.6x too long). A short measurement (about
+        0.1 s; best of three) costs some 13 s in the full suite's 140 CPU trials."""
+        rate = calibrate_spin(CPU_CALIBRATION_S)
         if self.cpu_rate is None:
-            self.cpu_rate = calibrate_spin()
-            self.log(f"calibrated cpu body: {self.cpu_rate:,.0f} loop iterations per second")
-        return self.cpu_rate
+            self.log(f"calibrated cpu body: {rate:,.0f} loop iterations per second (measured "
+                     "again before each CPU trial; each trial records its own)")
+        self.cpu_rate = rate
+        return rate
 
     def _is_stale(self, spec: TrialSpec, path: Path) -> str | None:
         try:
@@ -254,12 +268,6 @@ class Sweep:
         for group in _groups(todo):
             for spec in {t.scheduler: t for t in group}.values():
                 get_scheduler(spec.scheduler).preflight(spec.n_workers, spec.options)
-        if any(t.params.get("body", "sleep") == "cpu" for t in todo):
-            # Once, before any cluster starts. Measured mid-sweep (at the first CPU trial, just
-            # after other clusters had started and stopped) the rate varied from 7.2 to 12.0 M
-            # iterations/s in four runs of the same code: every CPU task's planned time up to
-            # 1.7x too long, efficiencies above 100% in the METG sweep.
-            self._cpu_rate()
         from tqdm import tqdm
 
         with tqdm(total=len(todo), unit="trial", disable=not self.progress, dynamic_ncols=True,

@@ -580,9 +580,9 @@ def build_tasks(
 ) -> list[Task]:
     """The task list for validated ``params``.
 
-    ``cpu_rate`` (spin iterations per second, measured once per run) turns planned seconds into
-    a fixed amount of CPU work for the ``cpu`` body. ``ctx``: where relative data files are,
-    and the pythonpath a ``calls`` task carries to its worker.
+    ``cpu_rate`` (spin iterations per second, measured before each trial) turns planned
+    seconds into a fixed amount of CPU work for the ``cpu`` body. ``ctx``: where relative data
+    files are, and the pythonpath a ``calls`` task carries to its worker.
     """
     items = SHAPES[shape_name].make(dict(params), n_workers, ctx or Context())
     fail, crash = set(params.get("fail_ids", ())), set(params.get("crash_ids", ()))
