@@ -48,11 +48,23 @@ METHODS = {"straight": _straight, "threads": _threads, "processes": _processes}
 
 
 def run(numbers: Sequence[int] = TALK_PRIMES, number: int = 1, repeat: int = 3) -> pd.DataFrame:
-    """Time each method; one row per method with the best seconds per call and every run."""
+    """Time each method; one row per method with the best seconds per call and every run.
+
+    The repeats are interleaved (straight, threads, processes, then again), unlike the talk's
+    notebook, which timed each method's repeats in a row: this machine's speed drifts over
+    tens of seconds (one run timed the straight loop 40% slower than usual and the processes
+    at their usual speed, a 2.4x "speedup" on 2 cores). Interleaved, a slow spell costs every
+    method one repeat, and the best of each is compared with the best of the others."""
     rows: list[dict[str, Any]] = []
     expected: list[bool] | None = None
-    for name, fn in METHODS.items():
-        runs, result = _repeat(fn, numbers, number, repeat)
+    timed: dict[str, tuple[list[float], list[bool]]] = {name: ([], []) for name in METHODS}
+    for _ in range(repeat):
+        for name, fn in METHODS.items():
+            runs, result = _repeat(fn, numbers, number, 1)
+            timed[name][0].extend(runs)
+            timed[name][1][:] = result
+    for name in METHODS:
+        runs, result = timed[name]
         expected = expected or result  # straight runs first
         if result != expected:
             raise AssertionError(f"{name} gave {result}, straight gave {expected}")
