@@ -144,14 +144,15 @@ def test_tasks_run_with_minimal_timer_slack() -> None:
 
 def test_packed_blocks_carry_every_outcome_field() -> None:
     """A map chunk answered as a PackedBlock (arrays for the plain outcomes, tuples for the
-    rest) unpacks to the outcomes execute_block builds: same fields but the stamps, which
-    still bracket each body."""
+    rest) unpacks to the outcomes the per-task wrapper builds: same fields but the stamps,
+    which still bracket each body."""
     import pickle
 
     from research.tasks import (
+        Outcome,
         PackedBlock,
         Task,
-        execute_block,
+        execute_packed,
         execute_packed_block,
         pack,
         unpack_block,
@@ -167,7 +168,7 @@ def test_packed_blocks_carry_every_outcome_field() -> None:
     # Through a pickle, as a pool sends it, and sent as one pickle too (Ray's Pool).
     got = {o.task_id: o for o in unpack_block(pickle.loads(pickle.dumps(packed)))}
     also = {o.task_id: o for o in unpack_blocks([execute_packed_block(pickle.dumps(block))])}
-    want = {o.task_id: o for o in unpack_blocks([execute_block(block)])}
+    want = {o[0]: Outcome(*o) for o in map(execute_packed, block)}
     assert sorted(got) == sorted(also) == sorted(want) == list(range(7))
     for tid, o in got.items():
         assert o.start_ns <= o.end_ns

@@ -30,7 +30,17 @@ import pandas as pd
 
 from ..errors import ParamError
 from ..params import Param
-from ..tasks import Outcome, Task, execute_block, execute_packed, noop, pack, set_worker_label
+from ..tasks import (
+    Outcome,
+    PackedBlock,
+    Task,
+    execute_packed,
+    execute_packed_block,
+    noop,
+    pack,
+    set_worker_label,
+    unpack_block,
+)
 from .base import RunOutput, paced, stamp_all, timeout_error
 from .cluster import ClusterScheduler, check_worker_count
 
@@ -153,8 +163,11 @@ def _describe(exc: BaseException) -> str:
 
 def _outcomes(result: Any) -> list[Outcome]:
     """The outcomes in one message's result (a map chunk: a list, maybe nested once more, of
-    outcomes packed as plain tuples by research.tasks.execute_packed/execute_block)."""
+    outcomes packed as plain tuples by research.tasks.execute_packed, or of a DirectView
+    block's research.tasks.PackedBlock)."""
     new = tuple.__new__
+    if isinstance(result, PackedBlock):
+        return unpack_block(result)
     if isinstance(result, tuple):
         return [result if isinstance(result, Outcome) else new(Outcome, result)]
     out: list[Outcome] = []
@@ -464,10 +477,11 @@ class IppDirect(_Ipp):
         view = self.client.direct_view(self.engine_ids)
         blocks = blocks_of([t.task_id for t in tasks], len(self.engine_ids))
         # The blocks the view would cut, cut here (its own partition) and mapped one per
-        # engine, as plain tuples run by one call per block (research.tasks.execute_block):
-        # the same messages to the same engines, without a Python call per record each way.
+        # engine, as plain tuples run by one call per block and answered as arrays
+        # (research.tasks.execute_packed_block): the same messages to the same engines,
+        # without a Python call per record each way.
         packed = blocks_of(pack(tasks), len(self.engine_ids))
-        return view.map_async(execute_block, packed), blocks
+        return view.map_async(execute_packed_block, packed), blocks
 
     def bare_noop(self, n_tasks: int) -> None:
         assert self.client is not None

@@ -121,7 +121,7 @@ class RayPool(Ray):
         handle: Any = None
         # The pool's chunks (its default size, or the option), cut here and sent one per item
         # with chunksize 1: chunk k still goes to actor k mod n, as plain tuples run by one
-        # call per chunk (research.tasks.execute_block), not by the actor's loop per item.
+        # call per chunk (research.tasks.execute_packed_block), not by the actor's loop per item.
         if method == "map":
             chunksize = chunksize or map_chunksize(len(items), self.n_workers)
         else:
