@@ -6,9 +6,10 @@ costs (sleep overshoot, CPU stretch, no-op length; and per planned length, the s
 curves), the return latency and the first start's latency (a robust line against the task
 count: :func:`start_line`) are read from what those trials measured; ``dispatch_s``,
 ``worker_s``, ``requeue_s``, ``result_s`` (and ``unit_s`` where the policy cuts chunks) are
-chosen by a coordinate search that minimises the median |log(predicted / measured)| of their
-makespans and wall times, once with the scheduler pushing the list and once pulling (``pull``:
-where the policy's units wait for a free slot), keeping the better of the two; then, where
+chosen by a coordinate search over a grid, then refined in finer steps, that minimises the
+mean (:func:`capped_mean`) of |log(predicted / measured)| of their makespans and wall
+times, once with the scheduler pushing the list and once pulling (``pull``: where the policy's
+units wait for a free slot), keeping the better of the two; then, where
 no-ops ran on a second worker count and the costs miss them, their growth per worker
 (``dispatch_per_worker_s``, ``worker_per_worker_s``: :meth:`Costs.at`); then
 ``cpu_share_s`` on the CPU trials alone.
@@ -277,8 +278,27 @@ def log_error(pred: float, measured: float) -> float:
     return abs(math.log(pred / measured))
 
 
+#: The largest error one trial adds to the mean (|log ratio| of 100x; inf or NaN count as it).
+ERROR_CAP = math.log(100.0)
+
+
+def capped_mean(errors: Sequence[float]) -> float:
+    """The mean of ``errors``, each capped at :data:`ERROR_CAP` (inf if there are none).
+
+    What the fit minimises. Not the median: half the calibration trials are long tasks whose
+    error hardly moves with the per-task costs, so a median is flat over wide ranges of costs
+    and left the short trials, the ones that place the costs (and METG), off by 2x. Nor a
+    trimmed mean: the few no-op trials are the ones that pin the per-task cost down, and they
+    are the first a trim drops (with a tenth trimmed, joblib's no-ops came out 2.8x slow). A
+    trial no costs can predict (a zero makespan: log ratio inf) counts as the cap, so it
+    cannot make every candidate equally infinite."""
+    e = [min(x, ERROR_CAP) if x == x else ERROR_CAP for x in errors]
+    return float(sum(e) / len(e)) if e else math.inf
+
+
 def fit_error(trials: Sequence[TrialData], costs: Costs) -> float:
-    """Median |log ratio| of predicted to measured makespan and wall over ``trials``."""
+    """:func:`capped_mean` of the |log ratio| of predicted to measured makespan and wall over
+    ``trials``."""
     return _Search(trials).error(costs)
 
 
@@ -321,7 +341,7 @@ class _Search:
             makespan, end, ends = done
             errs.append(log_error(makespan, d.makespan_s))
             errs.append(log_error(self._wall(end, ends, costs), d.wall_s))
-        return float(statistics.median(errs)) if errs else math.inf
+        return capped_mean(errs)
 
     def _durations(self, k: int, costs: Costs) -> list[float]:
         """The bodies of trial ``k`` under ``costs``, as :func:`simulate` computes them."""
@@ -440,9 +460,15 @@ KEYS: tuple[str, ...] = ("dispatch_s", "worker_s", "requeue_s", "result_s")
 #: The growth of the costs per worker (:meth:`Costs.at`), searched after :data:`KEYS`.
 GROWTH_KEYS: tuple[str, ...] = ("dispatch_per_worker_s", "worker_per_worker_s")
 #: A growth is searched only where the costs without it miss the no-ops on the second worker
-#: count by more than this (median |log ratio|, about the 5% goal): below it a growth would
+#: count by more than this (:func:`fit_error`, about the 5% goal): below it a growth would
 #: only absorb the grid's coarseness and the noise, and be extrapolated to 12 workers.
 GROWTH_MISS = 0.05
+
+
+#: The factors the search refines the grid's best costs by, coarse to fine, and how many rounds
+#: over the costs each may take.
+REFINE_STEPS: tuple[float, ...] = (1.25, 1.1)
+REFINE_ROUNDS = 6
 
 
 def _search_costs(search: _Search, base: dict[str, Any], passes: int,
@@ -462,6 +488,24 @@ def _search_costs(search: _Search, base: dict[str, Any], passes: int,
                     best, best_err, improved = trial, err, True
         if not improved:
             break
+    # Then finer steps than the grid's 1.6x, from the best grid point: near a scheduler's
+    # knee (where its efficiency passes 50%) one grid step of a per-task cost moves the
+    # predicted efficiency by a third, and METG with it.
+    for step in REFINE_STEPS:
+        for _ in range(REFINE_ROUNDS):
+            improved = False
+            for key in keys:
+                v = best[key]
+                for cand in (v * step, v / step):
+                    if v <= 0:
+                        continue
+                    trial = {**best, key: cand}
+                    err = search.error(Costs(**base, **trial))
+                    if err < best_err - 1e-12:
+                        best, best_err, improved = trial, err, True
+                        break
+            if not improved:
+                break
     return Costs(**base, **best), best_err
 
 
@@ -510,5 +554,5 @@ def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
 
 
 __all__ = ["CALIBRATION_STUDIES", "FORMAT", "SHIPPED", "VERSION", "Calibration", "TrialData",
-           "body_costs", "collect", "fit", "fit_error", "fit_scheduler", "load", "log_error",
-           "start_line", "trial_data"]
+           "body_costs", "capped_mean", "collect", "fit", "fit_error", "fit_scheduler", "load",
+           "log_error", "start_line", "trial_data"]

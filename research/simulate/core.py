@@ -51,7 +51,8 @@ class Costs:
     #: A worker's round trip under a bounded queue: from the end of the unit that frees a slot
     #: until the scheduler has heard of it and a waiting unit can start there (ipp-lb's hwm:
     #: the result goes back before the next task comes). Paid only when the worker waits for
-    #: the scheduler, unlike ``worker_s``; greedy policies (:meth:`Policy.pick`) only.
+    #: the scheduler, unlike ``worker_s``; greedy policies (:meth:`Policy.pick`), and joblib's
+    #: batches (from a batch's end to the callback that dispatches the next one).
     requeue_s: float = 0.0
     #: 1: the scheduler serves (pays ``dispatch_s`` for) a unit only once a worker has a free
     #: slot for it, one at a time (a central loop that hears of an end, then sends the next:

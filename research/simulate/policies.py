@@ -172,8 +172,11 @@ class JoblibBatches(Policy):
 
     What joblib 1.x does (``Parallel.dispatch_one_batch`` and ``AutoBatchingMixin``): it first
     dispatches the ``pre_dispatch`` (default ``2*n_jobs``) first tasks, in batches of
-    ``len(slice) // n_jobs``; then each batch's completion callback (when its result reaches the
-    client: its end + ``return_s``) dispatches one more batch. With ``batch_size="auto"`` the
+    ``len(slice) // n_jobs``; then each batch's completion callback dispatches one more batch.
+    The callback runs in the executor's result thread as soon as the batch's result arrives:
+    its end + ``requeue_s`` (the scheduler hears of the end, then sends). The main thread that
+    hands the results to the caller only polls for them, every 10 ms (``Parallel._retrieve``),
+    which ``return_s`` covers; it does not hold back the next batch. With ``batch_size="auto"`` the
     size starts at 1 and is retuned at each dispatch from the smoothed duration (dispatch to
     callback) of the batches of the size in force: below 0.2 s it at most doubles (to ``2 x
     int(size x 0.2 / duration)``), above 2 s it shrinks; the estimate restarts whenever the size
@@ -258,7 +261,7 @@ class JoblibBatches(Policy):
                 t += durations[i]
                 end[i] = t
             heapq.heappush(free, (t, w))
-            heapq.heappush(done, (t + costs.return_s, stamp, len(batch)))
+            heapq.heappush(done, (t + costs.requeue_s, stamp, len(batch)))
 
         while (b := next_batch(pre_end, pre is None)) is not None:
             run(b)
