@@ -41,6 +41,10 @@ SUPERSEDED_DIR = ".superseded"
 #: Seconds of the CPU body's rate measurement before each CPU trial (:func:`calibrate_spin`'s
 #: target: about a quarter to one of it per run, best of three).
 CPU_CALIBRATION_S = 0.04
+#: A rate measured less than this many seconds ago serves the next CPU trial too: the METG
+#: sweep runs its short CPU trials back to back (a few per second), and this VM's speed drifts
+#: over tens of seconds, not one.
+CPU_RATE_REUSE_S = 1.0
 #: Per-cluster files (shutdown seconds and the trials each cluster ran), per experiment dir.
 CLUSTERS_DIR = ".clusters"
 
@@ -217,6 +221,7 @@ class Sweep:
         self.rerun_stale = rerun_stale
         self.system = metadata.collect_all()
         self.cpu_rate: float | None = None
+        self._cpu_rate_at = -math.inf  # time.monotonic() of the last measurement
         self.result = SweepResult()
 
     def _cpu_rate(self) -> float:
@@ -228,8 +233,13 @@ class Sweep:
         iterations/s and its workers later spun at 13 M, which made CPU tasks 40% shorter than
         planned and put efficiencies above 100% in the METG sweep (another run measured 11.2 M
         and its workers later ran at 7 M: tasks 1.6x too long). A short measurement (about
-        0.1 s; best of three) costs some 13 s in the full suite's 140 CPU trials."""
+        0.1 s; best of three) costs some 13 s in the full suite's 140 CPU trials; one younger
+        than :data:`CPU_RATE_REUSE_S` is used again (the METG sweep's 300-odd short CPU trials
+        would otherwise spend 30 s on it)."""
+        if self.cpu_rate is not None and time.monotonic() - self._cpu_rate_at < CPU_RATE_REUSE_S:
+            return self.cpu_rate
         rate = calibrate_spin(CPU_CALIBRATION_S)
+        self._cpu_rate_at = time.monotonic()
         if self.cpu_rate is None:
             self.log(f"calibrated cpu body: {rate:,.0f} loop iterations per second (measured "
                      "again before each CPU trial; each trial records its own)")

@@ -182,3 +182,22 @@ def test_packed_blocks_carry_every_outcome_field() -> None:
     assert plain == {0, 1, 6}  # the cpu body returns its last value
     assert len(packed.ids) // 8 == len(plain)
     assert {o[0] for o in packed.others} == set(range(7)) - plain
+
+
+def test_cpu_rate_is_measured_again_unless_just_measured(tmp_path, monkeypatch) -> None:
+    """Each CPU trial's spin rate is fresh: measured before it, or at most CPU_RATE_REUSE_S
+    ago (back-to-back short trials share one measurement)."""
+    from research import runner
+
+    calls: list[float] = []
+
+    def fake(target_s: float) -> float:
+        calls.append(target_s)
+        return 1e6 * len(calls)
+
+    monkeypatch.setattr(runner, "calibrate_spin", fake)
+    sweep = runner.Sweep(tmp_path, force=False, progress=False, log=lambda _: None)
+    assert sweep._cpu_rate() == 1e6 and sweep._cpu_rate() == 1e6  # the second reuses it
+    assert len(calls) == 1
+    monkeypatch.setattr(runner, "CPU_RATE_REUSE_S", 0.0)
+    assert sweep._cpu_rate() == 2e6 and len(calls) == 2
