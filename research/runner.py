@@ -233,16 +233,17 @@ class Sweep:
         iterations/s and its workers later spun at 13 M, which made CPU tasks 40% shorter than
         planned and put efficiencies above 100% in the METG sweep (another run measured 11.2 M
         and its workers later ran at 7 M: tasks 1.6x too long). A short measurement (about
-        0.1 s; best of three) costs some 13 s in the full suite's 140 CPU trials; one younger
-        than :data:`CPU_RATE_REUSE_S` is used again (the METG sweep's 300-odd short CPU trials
-        would otherwise spend 30 s on it)."""
+        0.1 s; best of three) would cost some 45 s in the full suite's 400-odd CPU trials (the
+        METG sweep's short points run three times), so one younger than
+        :data:`CPU_RATE_REUSE_S` serves the next CPU trial too."""
         if self.cpu_rate is not None and time.monotonic() - self._cpu_rate_at < CPU_RATE_REUSE_S:
             return self.cpu_rate
         rate = calibrate_spin(CPU_CALIBRATION_S)
         self._cpu_rate_at = time.monotonic()
         if self.cpu_rate is None:
             self.log(f"calibrated cpu body: {rate:,.0f} loop iterations per second (measured "
-                     "again before each CPU trial; each trial records its own)")
+                     "again before each CPU trial, or reused within "
+                     f"{CPU_RATE_REUSE_S:g} s; each trial records its own)")
         self.cpu_rate = rate
         return rate
 

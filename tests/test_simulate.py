@@ -187,6 +187,21 @@ def test_joblib_batches_grow_from_their_durations() -> None:
     assert sum(auto.counts) == 2000
 
 
+def test_joblib_dispatches_from_the_callback_not_the_polling_main_thread() -> None:
+    """A batch's completion callback (which dispatches the next) comes requeue_s after its
+    end; return_s (the main thread's polling for results) only delays the receive."""
+    # One worker, batches of one, two dispatched ahead: the third waits for the first's
+    # callback (end 0.25 + 0.5), the fourth for the second's (end 0.5 + 0.5).
+    slow = _run("joblib", [0.25] * 4, 1, Costs(requeue_s=0.5), batch_size=1)
+    assert slow.start == pytest.approx([0.0, 0.25, 0.75, 1.0])
+    # Tasks longer than the round trip hide it.
+    assert _run("joblib", [1.0] * 4, 1, Costs(requeue_s=0.5), batch_size=1).start == \
+        pytest.approx([0.0, 1.0, 2.0, 3.0])
+    polled = _run("joblib", [0.25] * 4, 1, Costs(return_s=0.5), batch_size=1)
+    assert polled.start == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    assert polled.wall_s == pytest.approx(1.0 + 0.5)
+
+
 def test_ipp_lb_chunksize_and_hwm() -> None:
     assert _run("ipp-lb", [1] * 8, 2, chunksize=4).counts == [4, 4]
     assert _run("ipp-lb", [5, 1, 1, 1], 2, hwm=2).makespan_s == 6
@@ -290,6 +305,19 @@ def _synthetic(costs: Costs, sched: str = "dask") -> list[cal.TrialData]:
                                  [e - s for s, e in zip(r.start, r.end, strict=True)],
                                  min(r.start), max(r.receive) - max(r.end)))
     return out
+
+
+def test_fit_refines_between_grid_points() -> None:
+    """A cost halfway (in log) between two grid values: the grid alone misses the no-ops by
+    about 1.27x, the finer steps after it come within 10%."""
+    k = next(i for i, g in enumerate(cal.GRID) if g > 3e-4)
+    truth = Costs(dispatch_s=math.sqrt(cal.GRID[k - 1] * cal.GRID[k]))
+    trials = _synthetic(truth, "ray")
+    fitted, err = cal.fit_scheduler(trials)
+    assert err < 0.05
+    noop = trials[0]
+    got = simulate(policy_for("ray"), noop.bodies, noop.planned, 2, fitted).makespan_s
+    assert got == pytest.approx(noop.makespan_s, rel=0.1)
 
 
 def test_fit_recovers_known_costs() -> None:

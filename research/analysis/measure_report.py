@@ -47,7 +47,10 @@ def metg_section(doc: Any, results: R.Results, out_dir: Path,
              "(workers × wall), granularity = workers × wall / tasks, wall from the first "
              "submit to the last receive, interpolated linearly between the two sweep points "
              "around 50%. Smaller is better. Empty where 50% is never crossed (the note says "
-             "why). predicted_metg_s: the same from the simulator's wall times.", "note")
+             "why); not well_posed where the efficiency never passes "
+             f"{metg.WELL_POSED_PEAK:.0%} (a flat curve near 50%: where it first touches 50% is "
+             "noise). predicted_metg_s: the same from the simulator's wall times; within goal: "
+             f"within {METG_GOAL:g}x of the measured METG, for well-posed rows.", "note")
     doc.table(table)
     if "within goal" in table.columns:
         doc.para(metg_goal_text(table), "note")
@@ -68,15 +71,16 @@ def _with_predicted_metg(table: pd.DataFrame, pts: pd.DataFrame,
     p = pts.merge(pred[["trial_id", "predicted_wall_s"]], on="trial_id", how="inner")
     p["granularity_s"] = p["n_workers"] * p["predicted_wall_s"] / p["n_tasks"]
     p["efficiency"] = p["task_s"] * p["n_tasks"] / (p["n_workers"] * p["predicted_wall_s"])
-    pt = metg.metg_table(p)[["scheduler", "body", "n_workers", "metg_s"]]
-    out = table.merge(pt.rename(columns={"metg_s": "predicted_metg_s"}),
+    pt = metg.metg_table(p)[["scheduler", "body", "n_workers", "metg_s", "note"]]
+    out = table.merge(pt.rename(columns={"metg_s": "predicted_metg_s", "note": "predicted_note"}),
                       on=["scheduler", "body", "n_workers"], how="left")
     ratio = out["predicted_metg_s"] / out["metg_s"]
     out["predicted / measured"] = ratio
-    # Held to the goal: well-posed METGs only (metg.WELL_POSED_PEAK), NaN elsewhere; one the
-    # simulator never sees cross 50% misses it.
+    # Held to the goal: well-posed METGs only (metg.WELL_POSED_PEAK), <NA> elsewhere; one the
+    # simulator never sees cross 50% (above it throughout, or below) misses it.
     held = out["well_posed"].astype(bool)
-    out["within goal"] = ((ratio <= METG_GOAL) & (ratio >= 1 / METG_GOAL)).where(held)
+    within = ((ratio <= METG_GOAL) & (ratio >= 1 / METG_GOAL)).astype("boolean")
+    out["within goal"] = within.where(held, pd.NA)
     return out
 
 
@@ -84,25 +88,31 @@ def metg_goal_text(table: pd.DataFrame) -> str:
     """One sentence: how many well-posed METGs the simulator predicts within the goal, which
     miss (with the ratio) and which rows were not held to it."""
     held = table[table["within goal"].notna()]
-    ok = held["within goal"].astype(bool)
+    ok = held["within goal"].astype(bool).to_numpy()
     miss = held[~ok]
     loose = table[np.isfinite(pd.to_numeric(table["metg_s"], errors="coerce"))
                   & ~table["well_posed"].astype(bool)]
     text = (f"METG predicted within {METG_GOAL:g}x: {int(ok.sum())} of {len(held)} well-posed "
             "rows" + (": misses " + "; ".join(
-                f"{r['scheduler']} {r['body']} ({_ratio(r['predicted / measured'])})"
+                f"{r['scheduler']} {r['body']} ({_ratio(r)})"
                 for _, r in miss.iterrows()) if len(miss) else "") + ".")
     if len(loose):
         text += (" Not held to it (ill-posed: the efficiency never clearly passes 50%, see the "
                  "note): " + "; ".join(f"{r['scheduler']} {r['body']} (peak "
                                        f"{r['max_efficiency']:.0%}, predicted / measured "
-                                       f"{_ratio(r['predicted / measured'])})"
+                                       f"{_ratio(r)})"
                                        for _, r in loose.iterrows()) + ".")
     return text
 
 
-def _ratio(x: float) -> str:
-    return f"{x:.2f}x" if math.isfinite(x) else "predicted never crossing 50%"
+def _ratio(row: pd.Series) -> str:
+    """The row's predicted / measured METG, or why the simulator gave none."""
+    x = float(row["predicted / measured"])
+    if math.isfinite(x):
+        return f"{x:.2f}x"
+    if "below that" in str(row.get("predicted_note", "")):
+        return "predicted above 50% down to the smallest point"
+    return "predicted never reaching 50%"
 
 
 def _noop_throughput(results: R.Results) -> pd.DataFrame:

@@ -82,7 +82,9 @@ def metg_of(gran: Sequence[float], eff: Sequence[float]) -> tuple[float, str]:
 
 
 def metg_table(pts: pd.DataFrame) -> pd.DataFrame:
-    """METG per (scheduler, body, n_workers), with why where 50% is never crossed."""
+    """METG per (scheduler, body, n_workers), with why where 50% is never crossed, the median
+    efficiency per task length over repeats, and ``well_posed`` (the efficiency passes
+    :data:`WELL_POSED_PEAK` somewhere; else the note says the crossing is noise)."""
     rows: list[dict[str, Any]] = []
     if pts.empty:
         return pd.DataFrame(columns=list(METG_COLUMNS))

@@ -405,8 +405,8 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
         # rate of a cost the scheduler pays for all workers stays put as workers are added,
         # that of one each worker pays grows with them). One count cannot tell them apart, so
         # the growth is searched only then, from the costs fitted without it, and kept only
-        # where it fits the calibration better without fitting those no-ops worse: the median
-        # of the whole study would otherwise buy a growth the no-ops contradict (fitted on 2
+        # where it fits the calibration better without fitting those no-ops worse: the fit
+        # over the whole study would otherwise buy a growth the no-ops contradict (fitted on 2
         # and 4 workers, it is extrapolated to 12): it must fit the second count's no-ops better.
         start = _anchored_growth(search, costs, main)
         grown, grown_err = _search_costs(search, {**base, "pull": costs.pull}, passes,
@@ -490,7 +490,8 @@ def _search_costs(search: _Search, base: dict[str, Any], passes: int,
             break
     # Then finer steps than the grid's 1.6x, from the best grid point: near a scheduler's
     # knee (where its efficiency passes 50%) one grid step of a per-task cost moves the
-    # predicted efficiency by a third, and METG with it.
+    # predicted efficiency by a third, and METG with it. The steps are factors, so a cost the
+    # grid left at 0 stays 0.
     for step in REFINE_STEPS:
         for _ in range(REFINE_ROUNDS):
             improved = False
