@@ -248,3 +248,20 @@ def test_simulator_misses_by_worker_count() -> None:
     assert t["min error"].tolist() == pytest.approx([0.10, -0.10])
     assert t["max error"].tolist() == pytest.approx([0.20, -0.10])
     assert misses_by_workers(pred, ["celery"]).empty
+
+
+def test_simulator_misses_inside_the_range_of_a_random_order() -> None:
+    """Per scheduler asked for: unseen trials whose measured makespan lies in the predicted
+    range, of those with a range (low < high); in-sample and rangeless trials left out."""
+    from research.analysis.measure_report import within_spread
+
+    pred = pd.DataFrame({
+        "scheduler": ["dask-local"] * 4 + ["ray"],
+        "measured_makespan_s": [1.0, 2.0, 1.5, 1.0, 1.0],
+        "predicted_makespan_low_s": [0.9, 1.0, 1.0, 1.0, 0.5],
+        "predicted_makespan_high_s": [1.1, 1.2, 2.0, 1.0, 0.5],
+        "in_calibration": [False, False, True, False, False],
+    })
+    assert within_spread(pred, ["dask-local", "ray"]) == {"dask-local": (1, 2)}
+    assert within_spread(pred, ["ray"]) == {}
+    assert within_spread(pred.drop(columns=["predicted_makespan_low_s"]), ["dask-local"]) == {}

@@ -161,7 +161,39 @@ def test_dask_local_and_mp_dynamic_chunks() -> None:
     units = policy_for("dask-local", {"chunksize": 3}).units(12, 2)
     assert sorted(i for u in units for i in u) == list(range(12)) and units != [
         [0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
-    assert policy_for("dask-local", {"chunksize": 1}).units(3, 2) == [[0], [1], [2]]
+    # Chunks of one are Dask's order too (random keys: a shuffle, not the submission order).
+    ones = policy_for("dask-local", {"chunksize": 1}).units(12, 2)
+    assert all(len(u) == 1 for u in ones) and sorted(u[0] for u in ones) == list(range(12))
+    assert [u[0] for u in ones] != list(range(12))
+
+
+def test_dask_local_predicts_the_median_over_its_shuffles() -> None:
+    """Dask's order is new in every run, so a trial is one draw: the prediction is the
+    schedule of median makespan over the model's shuffles, their range goes with it, and the
+    worst case's long tasks first (what greedy in submission order would get) is not assumed.
+    Equal tasks need one order (no range)."""
+    durations = [4.0] * 3 + [1.0] * 13  # 25 s of work on 2 workers: 12.5 s at best
+    in_order = _run("mp-dynamic", durations, 2)  # greedy in submission order: long ones first
+    assert in_order.makespan_s == 13.0
+    r = _run("dask-local", durations, 2, chunksize=2)
+    lo, hi = r.makespan_range
+    assert lo <= r.makespan_s <= hi and lo < hi
+    # The median of the shuffles, each simulated as greedy over its chunks by hand.
+    spans = []
+    for k in range(POLICIES["dask-local"].ORDERS):
+        order = list(range(16))
+        random.Random(16 * 7919 + k).shuffle(order)
+        free = [0.0, 0.0]
+        for i in range(0, 16, 2):
+            w = free.index(min(free))
+            free[w] += durations[order[i]] + durations[order[i + 1]]
+        spans.append(max(free))
+    assert r.makespan_s == sorted(spans)[len(spans) // 2]
+    assert (lo, hi) == (min(spans), max(spans))
+    # The same prediction every time; one order (no range) for tasks that all last the same.
+    assert _run("dask-local", durations, 2, chunksize=2).start == r.start
+    assert _run("dask-local", [1.0] * 16, 2, chunksize=2).makespan_range is None
+    assert in_order.makespan_range is None
 
 
 def test_joblib_batches_grow_from_their_durations() -> None:

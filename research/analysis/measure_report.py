@@ -184,9 +184,36 @@ def prediction_section(doc: Any, results: R.Results, out_dir: Path,
                  "shared by all workers (the scheduler's) or paid by each; one that does not "
                  "is more likely the scheduler's own run-to-run noise.", "note")
         doc.table(misses_by_workers(pred, list(misses["scheduler"])))
+        drawn = within_spread(pred, list(misses["scheduler"]))
+        if drawn:
+            doc.para("Where the scheduler's task order is its own and new in every run "
+                     "(Dask's local scheduler), the model predicts the median makespan over "
+                     "its seeded shuffles (predicted_makespan_low_s and _high_s give their "
+                     "range): a single trial is one draw, and one order more than another "
+                     "can move a chunked run by a chunk's length. Unseen trials inside that "
+                     "range: " + "; ".join(f"{k} {a} of {b}" for k, (a, b) in drawn.items())
+                     + ".", "note")
     _figure(doc, _scatter(pred), out_dir, "predictions",
             "Predicted against measured makespan, every trial")
     return pred
+
+
+def within_spread(pred: pd.DataFrame, schedulers: list[str]) -> dict[str, tuple[int, int]]:
+    """Per scheduler of ``schedulers`` whose predictions have a range (a random task order):
+    (unseen trials whose measured makespan lies within the predicted range, unseen trials
+    with a range)."""
+    if "predicted_makespan_low_s" not in pred.columns:
+        return {}
+    lo = pd.to_numeric(pred["predicted_makespan_low_s"], errors="coerce")
+    hi = pd.to_numeric(pred["predicted_makespan_high_s"], errors="coerce")
+    m = pd.to_numeric(pred["measured_makespan_s"], errors="coerce")
+    ranged = (hi > lo) & ~pred["in_calibration"].astype(bool) & pred["scheduler"].isin(
+        schedulers)
+    out = {}
+    for sched, g in pred[ranged].groupby("scheduler", sort=False):
+        inside = ((m[g.index] >= lo[g.index]) & (m[g.index] <= hi[g.index])).sum()
+        out[str(sched)] = (int(inside), len(g))
+    return out
 
 
 def misses_by_workers(pred: pd.DataFrame, schedulers: list[str]) -> pd.DataFrame:
@@ -265,7 +292,7 @@ def median_abs(x: pd.Series) -> float:
 
 
 __all__ = ["PREDICTION_GOAL", "accuracy_section", "measure_section", "median_abs",
-           "metg_section", "prediction_section"]
+           "metg_section", "misses_by_workers", "prediction_section", "within_spread"]
 
 
 def draw_measure_figures(results: R.Results, fig_dir: Path, calibration: Path | None = None,

@@ -175,6 +175,9 @@ class SimResult:
     end: list[float]
     receive: list[float]
     n_workers: int
+    #: (lowest, highest) makespan over the task orders the policy tried where the order is the
+    #: scheduler's own and new in every run (:attr:`Policy.spread`); None: one order.
+    makespan_range: tuple[float, float] | None = None
 
     @property
     def makespan_s(self) -> float:
@@ -219,6 +222,9 @@ class Policy:
     #: Whether units wait at the scheduler for a free slot (then a freed slot is refilled
     #: ``Costs.requeue_s`` later); False where they are dealt out ahead, whatever the workers do.
     bounded = True
+    #: Set by :meth:`schedule` of a policy whose task order is random (new in every run of the
+    #: scheduler): the (lowest, highest) makespan over the orders it tried; None otherwise.
+    spread: tuple[float, float] | None = None
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -252,9 +258,10 @@ class Policy:
 
     def run(self, durations: Sequence[float], n_workers: int, costs: Costs) -> SimResult:
         """Simulate the task list (body durations already costed) on ``n_workers``."""
+        self.spread = None
         worker, start, end = self.schedule(durations, n_workers, costs)
         receive = _receive(end, costs.return_s, costs.result_s)
-        return SimResult(worker, start, end, receive, n_workers)
+        return SimResult(worker, start, end, receive, n_workers, self.spread)
 
     def schedule(self, durations: Sequence[float], n_workers: int,
                  costs: Costs) -> tuple[list[int], list[float], list[float]]:

@@ -18,7 +18,7 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "trial_id", "experiment", "scheduler", "workload", "n_workers", "policy",
     "predicted_makespan_s", "measured_makespan_s", "error", "predicted_wall_s", "measured_wall_s",
     "wall_error", "predicted_tasks_per_worker", "measured_tasks_per_worker", "in_calibration",
-    "costs", "note",
+    "costs", "note", "predicted_makespan_low_s", "predicted_makespan_high_s",
 )
 
 
@@ -52,7 +52,15 @@ def predict_trial(d: TrialData, cal: Calibration) -> dict[str, Any]:
         "in_calibration": d.trial_id in cal.trials(d.scheduler),
         "costs": "fitted" if fitted else "default (scheduler not calibrated)",
         "note": note,
+        # Where the scheduler's task order is new in every run (Dask's local scheduler), the
+        # makespans over the orders the model tried; else the prediction itself.
+        **_range(sim.makespan_range, pm),
     }
+
+
+def _range(span: tuple[float, float] | None, predicted: float) -> dict[str, float]:
+    lo, hi = span if span is not None and math.isfinite(predicted) else (predicted, predicted)
+    return {"predicted_makespan_low_s": lo, "predicted_makespan_high_s": hi}
 
 
 def _counts(c: Sequence[int]) -> str:
@@ -110,6 +118,7 @@ def predict_config(path: str, cal: Calibration, quick: bool = False) -> pd.DataF
                      "n_workers": t.n_workers, "repeat": t.repeat, "n_tasks": len(items),
                      "policy": f"not modelled: {skip}" if skip else policy.name,
                      "predicted_makespan_s": math.nan if skip else sim.makespan_s,
+                     **_range(sim.makespan_range, math.nan if skip else sim.makespan_s),
                      "predicted_wall_s": math.nan if skip else sim.wall_s,
                      "predicted_tasks_per_worker": _counts(sim.counts),
                      "costs": "fitted" if fitted else "default"})
