@@ -3,6 +3,7 @@ report through ``python -m research report`` and ``analysis/report.py``."""
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -265,3 +266,26 @@ def test_simulator_misses_inside_the_range_of_a_random_order() -> None:
     assert within_spread(pred, ["dask-local", "ray"]) == {"dask-local": (1, 2)}
     assert within_spread(pred, ["ray"]) == {}
     assert within_spread(pred.drop(columns=["predicted_makespan_low_s"]), ["dask-local"]) == {}
+
+
+def test_repeat_noise_is_the_spread_of_repeated_trials() -> None:
+    """A scheduler's repeat noise: the median over pairs of runs of the same trial of
+    |log ratio| / sqrt(2); trials run once add nothing; a scheduler with none is left out,
+    and the error summary shows it beside the errors (NaN there)."""
+    from research.simulate.predict import error_summary, repeat_noise
+
+    pred = pd.DataFrame({
+        "scheduler": ["dask", "dask", "dask", "dask", "ray"],
+        "experiment": ["g", "g", "g", "h", "g"],
+        "workload": ["a", "a", "b", "a", "a"],
+        "n_workers": [4, 4, 4, 4, 4],
+        "measured_makespan_s": [1.0, 1.1, 5.0, 7.0, 1.0],
+        "error": [0.0] * 5,
+        "in_calibration": [False] * 5,
+        "predicted_tasks_per_worker": ["1"] * 5,
+        "measured_tasks_per_worker": ["1"] * 5,
+    })
+    assert repeat_noise(pred) == {"dask": pytest.approx(math.log(1.1) / math.sqrt(2))}
+    summ = error_summary(pred).set_index("scheduler")["repeat noise"]
+    assert summ["dask"] == pytest.approx(math.log(1.1) / math.sqrt(2))
+    assert math.isnan(summ["ray"])

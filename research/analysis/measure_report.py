@@ -159,7 +159,11 @@ def prediction_section(doc: Any, results: R.Results, out_dir: Path,
              "its task list with its scheduler's policy and calibrated costs; error = "
              "predicted / measured makespan - 1. 'unseen' trials were not used to fit the "
              "costs (the calibration's own trials are in-sample). Goal: median |error| <= "
-             f"{PREDICTION_GOAL:.0%} per scheduler.", "note")
+             f"{PREDICTION_GOAL:.0%} per scheduler. 'repeat noise' is the error a model "
+             "that knew each trial's typical makespan exactly would still show: from the "
+             "trials run more than once, the median |log ratio| of two runs of the same "
+             "trial, over sqrt(2); an error near it is the measurement's spread, not the "
+             "model's.", "note")
     if pred.empty:
         doc.para("No completed trial to predict.", "note")
         return pred
@@ -169,7 +173,8 @@ def prediction_section(doc: Any, results: R.Results, out_dir: Path,
                   > PREDICTION_GOAL]
     if len(misses):
         doc.para("Where the model misses (median |error| over unseen trials above the goal): "
-                 + "; ".join(f"{r['scheduler']} ({r['median |error| unseen']:.0%})"
+                 + "; ".join(f"{r['scheduler']} ({r['median |error| unseen']:.1%}"
+                             + _noise_text(r["repeat noise"]) + ")"
                              for _, r in misses.iterrows())
                  + ". The largest misses per scheduler, with the workload, are in "
                  "predictions.csv.")
@@ -196,6 +201,12 @@ def prediction_section(doc: Any, results: R.Results, out_dir: Path,
     _figure(doc, _scatter(pred), out_dir, "predictions",
             "Predicted against measured makespan, every trial")
     return pred
+
+
+def _noise_text(noise: Any) -> str:
+    """'; repeat noise X%', or '' where the scheduler ran no trial twice."""
+    v = pd.to_numeric(noise, errors="coerce")
+    return f"; repeat noise {v:.1%}" if np.isfinite(v) else ""
 
 
 def within_spread(pred: pd.DataFrame, schedulers: list[str]) -> dict[str, tuple[int, int]]:
