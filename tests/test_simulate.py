@@ -603,6 +603,44 @@ def test_metg_goal_holds_only_well_posed_rows() -> None:
     assert "1 of 2 well-posed" in text and "slow sleep" in text and "flat sleep" in text
 
 
+def test_metg_range_over_the_sweeps_repeats() -> None:
+    """Each repeat's own curve (lengths run once shared) gives a METG; the table keeps the
+    lowest and highest, and a miss of the prediction goal quotes them."""
+    import pandas as pd
+
+    from research.analysis.measure_report import _with_predicted_metg, metg_goal_text
+    from research.analysis.metg import metg_table
+
+    rows = []
+    effs = {0: [0.2, 0.4, 0.8], 1: [0.2, 0.6, 0.7]}  # the last length ran once (repeat 0)
+    for r, curve in effs.items():
+        for k, (task, e) in enumerate(zip([1e-3, 1e-2, 1e-1], curve, strict=True)):
+            if k == 2 and r == 1:
+                continue
+            wall = task * 40 / (4 * e)
+            rows.append({"scheduler": "s", "body": "cpu", "n_workers": 4, "repeat": r,
+                         "trial_id": f"{r}{k}", "task_s": task, "n_tasks": 40, "wall_s": wall,
+                         "efficiency": e, "granularity_s": 4 * wall / 40})
+    pts = pd.DataFrame(rows)
+    row = metg_table(pts).iloc[0]
+    g = {k: pts[(pts["repeat"] == 0) & (pts["task_s"] == t)]["granularity_s"].iloc[0]
+         for k, t in enumerate([1e-3, 1e-2, 1e-1])}
+    g1 = pts[(pts["repeat"] == 1) & (pts["task_s"] == 1e-2)]["granularity_s"].iloc[0]
+    g01 = pts[(pts["repeat"] == 1) & (pts["task_s"] == 1e-3)]["granularity_s"].iloc[0]
+    want0 = metg_of([g[0], g[1], g[2]], [0.2, 0.4, 0.8])[0]
+    want1 = metg_of([g01, g1, g[2]], [0.2, 0.6, 0.8])[0]
+    assert (row["metg_low_s"], row["metg_high_s"]) == pytest.approx(
+        (min(want0, want1), max(want0, want1)))
+    assert row["metg_low_s"] <= row["metg_s"] <= row["metg_high_s"]
+    # Without repeats there is no range.
+    once = metg_table(pts[pts["repeat"] == 0]).iloc[0]
+    assert math.isnan(once["metg_low_s"]) and math.isnan(once["metg_high_s"])
+    # A prediction 3x too slow misses, and the sentence quotes the repeats' range.
+    pred = pd.DataFrame({"trial_id": pts["trial_id"], "predicted_wall_s": pts["wall_s"] * 3})
+    text = metg_goal_text(_with_predicted_metg(metg_table(pts), pts, pred))
+    assert "0 of 1 well-posed" in text and "its repeats measured" in text
+
+
 @pytest.mark.slow
 def test_report_calibrate_fits_what_calibrate_fits(tmp_path: Path) -> None:
     import json

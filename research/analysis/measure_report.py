@@ -49,8 +49,11 @@ def metg_section(doc: Any, results: R.Results, out_dir: Path,
              "around 50%. Smaller is better. Empty where 50% is never crossed (the note says "
              "why); not well_posed where the efficiency never passes "
              f"{metg.WELL_POSED_PEAK:.0%} (a flat curve near 50%: where it first touches 50% is "
-             "noise). predicted_metg_s: the same from the simulator's wall times; within goal: "
-             f"within {METG_GOAL:g}x of the measured METG, for well-posed rows.", "note")
+             "noise). metg_low_s and metg_high_s: the lowest and highest METG over the "
+             "sweep's repeats (each repeat's curve; lengths run once shared), the METG's own "
+             "spread on this machine. predicted_metg_s: the same from the simulator's wall "
+             f"times; within goal: within {METG_GOAL:g}x of the measured METG, for well-posed "
+             "rows.", "note")
     doc.table(table)
     if "within goal" in table.columns:
         doc.para(metg_goal_text(table), "note")
@@ -94,7 +97,7 @@ def metg_goal_text(table: pd.DataFrame) -> str:
                   & ~table["well_posed"].astype(bool)]
     text = (f"METG predicted within {METG_GOAL:g}x: {int(ok.sum())} of {len(held)} well-posed "
             "rows" + (": misses " + "; ".join(
-                f"{r['scheduler']} {r['body']} ({_ratio(r)})"
+                f"{r['scheduler']} {r['body']} ({_ratio(r)}{_spread_text(r)})"
                 for _, r in miss.iterrows()) if len(miss) else "") + ".")
     if len(loose):
         text += (" Not held to it (ill-posed: the efficiency never clearly passes 50%, see the "
@@ -103,6 +106,15 @@ def metg_goal_text(table: pd.DataFrame) -> str:
                                        f"{_ratio(r)})"
                                        for _, r in loose.iterrows()) + ".")
     return text
+
+
+def _spread_text(row: pd.Series) -> str:
+    """'; the repeats measured A-B ms' where the sweep's repeats give a METG range, else ''."""
+    lo = pd.to_numeric(row.get("metg_low_s"), errors="coerce")
+    hi = pd.to_numeric(row.get("metg_high_s"), errors="coerce")
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    return f"; its repeats measured {lo * 1e3:.3g}-{hi * 1e3:.3g} ms"
 
 
 def _ratio(row: pd.Series) -> str:

@@ -19,7 +19,8 @@ import pandas as pd
 STUDY = "granularity"
 THRESHOLD = 0.5
 METG_COLUMNS: tuple[str, ...] = ("scheduler", "body", "n_workers", "metg_s", "note", "points",
-                                 "min_granularity_s", "max_efficiency", "well_posed")
+                                 "min_granularity_s", "max_efficiency", "well_posed",
+                                 "metg_low_s", "metg_high_s")
 #: A METG is well posed when the efficiency climbs clearly past 50%: its best point at least
 #: this high. Below it the curve runs flat near 50% (two threads sharing one GIL do one core's
 #: work: 50% by construction) and where it first touches 50% is decided by a few percent of
@@ -44,7 +45,7 @@ def points(summary: pd.DataFrame, experiment: str = STUDY) -> pd.DataFrame:
     """One row per completed trial of the sweep: scheduler, body, n_workers, task_s, n_tasks,
     wall_s, efficiency, granularity_s."""
     cols = ["scheduler", "body", "n_workers", "trial_id", "task_s", "n_tasks", "wall_s",
-            "efficiency", "granularity_s"]
+            "efficiency", "granularity_s", "repeat"]
     if summary.empty:
         return pd.DataFrame(columns=cols)
     s = summary[(summary["experiment"] == experiment)
@@ -58,7 +59,8 @@ def points(summary: pd.DataFrame, experiment: str = STUDY) -> pd.DataFrame:
     out = pd.DataFrame({
         "scheduler": s["scheduler"].astype(str), "body": s.get("body", "sleep"),
         "n_workers": w.astype(int), "trial_id": s["trial_id"], "task_s": task, "n_tasks": n,
-        "wall_s": wall, "efficiency": task * n / (w * wall), "granularity_s": w * wall / n})
+        "wall_s": wall, "efficiency": task * n / (w * wall), "granularity_s": w * wall / n,
+        "repeat": pd.to_numeric(s["repeat"], errors="coerce") if "repeat" in s.columns else 0})
     return out[np.isfinite(out["efficiency"])].reset_index(drop=True)
 
 
@@ -98,13 +100,34 @@ def metg_table(pts: pd.DataFrame) -> pd.DataFrame:
         if math.isfinite(m) and not posed:
             why = (f"ill-posed: the efficiency peaks at {peak:.0%}, within noise of 50% "
                    f"(a flat curve: where it first reaches 50% is noise)")
+        low, high = _repeat_range(g, per)
         rows.append({"scheduler": sched, "body": body, "n_workers": int(n), "metg_s": m,
                      "note": why, "points": len(per),
                      "min_granularity_s": float(per["granularity_s"].min()),
-                     "max_efficiency": peak, "well_posed": posed})
+                     "max_efficiency": peak, "well_posed": posed,
+                     "metg_low_s": low, "metg_high_s": high})
     from .results import sort_trials
 
     return sort_trials(pd.DataFrame(rows, columns=list(METG_COLUMNS)), ["body", "scheduler"])
+
+
+def _repeat_range(g: pd.DataFrame, per: pd.DataFrame) -> tuple[float, float]:
+    """(lowest, highest) METG over the sweep's repeats: repeat r's curve takes each task
+    length's own run r where that length ran more than once, its median otherwise; NaN where
+    no repeat's curve crosses 50% or no length ran twice (the sweep's own spread: how far the
+    METG moves between runs of the same points on this machine)."""
+    if "repeat" not in g.columns or g.groupby("task_s").size().max() < 2:
+        return math.nan, math.nan
+    base = per.set_index("task_s")
+    found = []
+    for r in sorted(g["repeat"].dropna().unique()):
+        mine = g[g["repeat"] == r].groupby("task_s")[["granularity_s", "efficiency"]].median()
+        curve = base[["granularity_s", "efficiency"]].copy()
+        curve.loc[mine.index] = mine
+        m, _ = metg_of(curve["granularity_s"], curve["efficiency"])
+        if math.isfinite(m):
+            found.append(m)
+    return (min(found), max(found)) if found else (math.nan, math.nan)
 
 
 def metg_figure(pts: pd.DataFrame, table: pd.DataFrame) -> Any:
