@@ -577,7 +577,7 @@ def test_metg_goal_holds_only_well_posed_rows() -> None:
 
     rows = []
     for sched, effs in (("flat", [0.45, 0.52, 0.49, 0.55]), ("fast", [0.2, 0.4, 0.8, 0.95]),
-                        ("slow", [0.1, 0.3, 0.6, 0.9])):
+                        ("slow", [0.1, 0.3, 0.6, 0.9]), ("quick", [0.3, 0.45, 0.8, 0.95])):
         for k, (task, e) in enumerate(zip([1e-4, 1e-3, 1e-2, 1e-1], effs, strict=True)):
             wall = task * 40 / (4 * e)
             rows.append({"scheduler": sched, "body": "sleep", "n_workers": 4,
@@ -591,7 +591,8 @@ def test_metg_goal_holds_only_well_posed_rows() -> None:
     assert table.set_index("scheduler").loc["fast", "well_posed"]
     # Predicted walls: "fast" 5% too slow at every point (its METG moves by less than 1.5x),
     # "slow" 2x too slow (it never reaches 50%: a miss), "flat" anything.
-    factor = {"flat": 3.0, "fast": 1.05, "slow": 2.0}
+    # "quick" 3x too fast (above 50% down to its smallest point: a miss, said so).
+    factor = {"flat": 3.0, "fast": 1.05, "slow": 2.0, "quick": 1 / 3}
     pred = pd.DataFrame({"trial_id": pts["trial_id"],
                          "predicted_wall_s": pts["wall_s"] * pts["scheduler"].map(factor)})
     out = _with_predicted_metg(table, pts, pred).set_index("scheduler")
@@ -599,8 +600,14 @@ def test_metg_goal_holds_only_well_posed_rows() -> None:
     assert 1 < out.loc["fast", "predicted / measured"] < 1.5
     assert out.loc["slow", "within goal"] == 0
     assert pd.isna(out.loc["flat", "within goal"])
+    assert out.loc["quick", "within goal"] == 0
+    assert out.loc["quick", "predicted_crossing"] == "above throughout"
+    assert out.loc["slow", "predicted_crossing"] == "never reaches"
+    assert out.loc["fast", "crossing"] == "crossed"
     text = metg_goal_text(out.reset_index())
-    assert "1 of 2 well-posed" in text and "slow sleep" in text and "flat sleep" in text
+    assert "1 of 3 well-posed" in text and "slow sleep" in text and "flat sleep" in text
+    assert "quick sleep (predicted above 50% down to the smallest point" in text
+    assert "slow sleep (predicted never reaching 50%" in text
 
 
 def test_metg_range_over_the_sweeps_repeats() -> None:

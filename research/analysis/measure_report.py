@@ -74,8 +74,9 @@ def _with_predicted_metg(table: pd.DataFrame, pts: pd.DataFrame,
     p = pts.merge(pred[["trial_id", "predicted_wall_s"]], on="trial_id", how="inner")
     p["granularity_s"] = p["n_workers"] * p["predicted_wall_s"] / p["n_tasks"]
     p["efficiency"] = p["task_s"] * p["n_tasks"] / (p["n_workers"] * p["predicted_wall_s"])
-    pt = metg.metg_table(p)[["scheduler", "body", "n_workers", "metg_s", "note"]]
-    out = table.merge(pt.rename(columns={"metg_s": "predicted_metg_s", "note": "predicted_note"}),
+    pt = metg.metg_table(p)[["scheduler", "body", "n_workers", "metg_s", "note", "crossing"]]
+    out = table.merge(pt.rename(columns={"metg_s": "predicted_metg_s", "note": "predicted_note",
+                                         "crossing": "predicted_crossing"}),
                       on=["scheduler", "body", "n_workers"], how="left")
     ratio = out["predicted_metg_s"] / out["metg_s"]
     out["predicted / measured"] = ratio
@@ -122,7 +123,7 @@ def _ratio(row: pd.Series) -> str:
     x = float(row["predicted / measured"])
     if math.isfinite(x):
         return f"{x:.2f}x"
-    if "below that" in str(row.get("predicted_note", "")):
+    if row.get("predicted_crossing") == metg.ABOVE:
         return "predicted above 50% down to the smallest point"
     return "predicted never reaching 50%"
 

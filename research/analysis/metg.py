@@ -20,7 +20,10 @@ STUDY = "granularity"
 THRESHOLD = 0.5
 METG_COLUMNS: tuple[str, ...] = ("scheduler", "body", "n_workers", "metg_s", "note", "points",
                                  "min_granularity_s", "max_efficiency", "well_posed",
-                                 "metg_low_s", "metg_high_s")
+                                 "metg_low_s", "metg_high_s", "crossing")
+#: How a row's efficiency meets 50% (column ``crossing``): a reason code beside the ``note``
+#: text, for code that must tell the cases apart.
+CROSSED, ABOVE, NEVER, NO_POINTS = "crossed", "above throughout", "never reaches", "no points"
 #: A METG is well posed when the efficiency climbs clearly past 50%: its best point at least
 #: this high. Below it the curve runs flat near 50% (two threads sharing one GIL do one core's
 #: work: 50% by construction) and where it first touches 50% is decided by a few percent of
@@ -101,11 +104,14 @@ def metg_table(pts: pd.DataFrame) -> pd.DataFrame:
             why = (f"ill-posed: the efficiency peaks at {peak:.0%}, within noise of 50% "
                    f"(a flat curve: where it first reaches 50% is noise)")
         low, high = _repeat_range(g, per)
+        crossing = (CROSSED if math.isfinite(m) else NO_POINTS if per.empty
+                    else ABOVE if float(per.sort_values("granularity_s")["efficiency"].iloc[0])
+                    >= THRESHOLD else NEVER)
         rows.append({"scheduler": sched, "body": body, "n_workers": int(n), "metg_s": m,
                      "note": why, "points": len(per),
                      "min_granularity_s": float(per["granularity_s"].min()),
                      "max_efficiency": peak, "well_posed": posed,
-                     "metg_low_s": low, "metg_high_s": high})
+                     "metg_low_s": low, "metg_high_s": high, "crossing": crossing})
     from .results import sort_trials
 
     return sort_trials(pd.DataFrame(rows, columns=list(METG_COLUMNS)), ["body", "scheduler"])
@@ -163,5 +169,5 @@ def metg_figure(pts: pd.DataFrame, table: pd.DataFrame) -> Any:
     return fig
 
 
-__all__ = ["ANCHORS", "METG_COLUMNS", "STUDY", "THRESHOLD", "WELL_POSED_PEAK", "metg_figure",
-           "metg_of", "metg_table", "points"]
+__all__ = ["ABOVE", "ANCHORS", "CROSSED", "METG_COLUMNS", "NEVER", "NO_POINTS", "STUDY",
+           "THRESHOLD", "WELL_POSED_PEAK", "metg_figure", "metg_of", "metg_table", "points"]
