@@ -284,7 +284,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"calibration: {cal.label}", file=sys.stderr)
     table = pd.concat(tables, ignore_index=True)
     cols = ["scheduler", "workload", "n_workers", "repeat", "n_tasks", "policy",
-            "predicted_makespan_s", "predicted_wall_s", "predicted_tasks_per_worker", "costs"]
+            "predicted_makespan_s", "predicted_makespan_low_s", "predicted_makespan_high_s",
+            "predicted_wall_s", "predicted_tasks_per_worker", "costs"]
     with pd.option_context("display.width", 200, "display.max_rows", None):
         print(table[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     return 0

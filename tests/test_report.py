@@ -269,23 +269,26 @@ def test_simulator_misses_inside_the_range_of_a_random_order() -> None:
 
 
 def test_repeat_noise_is_the_spread_of_repeated_trials() -> None:
-    """A scheduler's repeat noise: the median over pairs of runs of the same trial of
-    |log ratio| / sqrt(2); trials run once add nothing; a scheduler with none is left out,
-    and the error summary shows it beside the errors (NaN there)."""
+    """A scheduler's repeat noise: per trial run more than once, the median over pairs of its
+    runs of |log ratio| / sqrt(2); then the median over such trials (a trial run three times
+    weighs as much as one run twice). Trials run once add nothing, other task counts are
+    other trials, and a scheduler with none is left out (NaN in the error summary)."""
     from research.simulate.predict import error_summary, repeat_noise
 
     pred = pd.DataFrame({
-        "scheduler": ["dask", "dask", "dask", "dask", "ray"],
-        "experiment": ["g", "g", "g", "h", "g"],
-        "workload": ["a", "a", "b", "a", "a"],
-        "n_workers": [4, 4, 4, 4, 4],
-        "measured_makespan_s": [1.0, 1.1, 5.0, 7.0, 1.0],
-        "error": [0.0] * 5,
-        "in_calibration": [False] * 5,
-        "predicted_tasks_per_worker": ["1"] * 5,
-        "measured_tasks_per_worker": ["1"] * 5,
+        "scheduler": ["dask"] * 7 + ["ray"],
+        "experiment": ["g", "g", "g", "g", "g", "h", "g", "g"],
+        "workload": ["a", "a", "c", "c", "c", "a", "a", "a"],
+        "n_workers": [4] * 8,
+        "measured_makespan_s": [1.0, 1.1, 1.0, 1.0, 2.0, 7.0, 9.0, 1.0],
+        "error": [0.0] * 8,
+        "in_calibration": [False] * 8,
+        "predicted_tasks_per_worker": ["1"] * 8,
+        "measured_tasks_per_worker": ["1"] * 6 + ["2 2", "1"],
     })
-    assert repeat_noise(pred) == {"dask": pytest.approx(math.log(1.1) / math.sqrt(2))}
+    one = math.log(1.1) / math.sqrt(2)  # g/a: two runs (the 4-task run is another trial)
+    three = math.log(2.0) / math.sqrt(2)  # g/c: pairs 0, log 2, log 2 -> median log 2
+    assert repeat_noise(pred) == {"dask": pytest.approx((one + three) / 2)}
     summ = error_summary(pred).set_index("scheduler")["repeat noise"]
-    assert summ["dask"] == pytest.approx(math.log(1.1) / math.sqrt(2))
+    assert summ["dask"] == pytest.approx((one + three) / 2)
     assert math.isnan(summ["ray"])

@@ -169,15 +169,16 @@ def test_dask_local_and_mp_dynamic_chunks() -> None:
 
 def test_dask_local_predicts_the_median_over_its_shuffles() -> None:
     """Dask's order is new in every run, so a trial is one draw: the prediction is the
-    schedule of median makespan over the model's shuffles, their range goes with it, and the
-    worst case's long tasks first (what greedy in submission order would get) is not assumed.
-    Equal tasks need one order (no range)."""
+    schedule of median makespan over the model's shuffles and their range goes with it, a
+    range that holds orders worse than the list's own long-first one (what greedy in
+    submission order gets). Equal tasks need one order (no range)."""
     durations = [4.0] * 3 + [1.0] * 13  # 25 s of work on 2 workers: 12.5 s at best
     in_order = _run("mp-dynamic", durations, 2)  # greedy in submission order: long ones first
     assert in_order.makespan_s == 13.0
     r = _run("dask-local", durations, 2, chunksize=2)
     lo, hi = r.makespan_range
     assert lo <= r.makespan_s <= hi and lo < hi
+    assert hi > in_order.makespan_s  # shuffles worse than the list's long-first order
     # The median of the shuffles, each simulated as greedy over its chunks by hand.
     spans = []
     for k in range(POLICIES["dask-local"].ORDERS):
@@ -645,7 +646,17 @@ def test_metg_range_over_the_sweeps_repeats() -> None:
     # A prediction 3x too slow misses, and the sentence quotes the repeats' range.
     pred = pd.DataFrame({"trial_id": pts["trial_id"], "predicted_wall_s": pts["wall_s"] * 3})
     text = metg_goal_text(_with_predicted_metg(metg_table(pts), pts, pred))
-    assert "0 of 1 well-posed" in text and "its repeats measured" in text
+    assert "0 of 1 well-posed" in text
+    assert f"its repeats measured {min(want0, want1) * 1e3:.3g} ms to" in text
+    # A repeat at or above 50% down to its smallest point widens the range to 0; the
+    # sentence says so. One repeat alone gives no range.
+    high = pts.assign(efficiency=pts["efficiency"].where(pts["repeat"] == 0, 0.6))
+    row = metg_table(high).iloc[0]
+    assert row["metg_low_s"] == 0.0 and row["metg_high_s"] == pytest.approx(want0)
+    text = metg_goal_text(_with_predicted_metg(metg_table(high), high, pred))
+    assert "its repeats measured below the smallest point to" in text
+    alone = metg_table(pts.assign(repeat=0)).iloc[0]
+    assert math.isnan(alone["metg_low_s"])
 
 
 @pytest.mark.slow

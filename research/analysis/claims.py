@@ -700,7 +700,7 @@ def metg_order(ctx: Context, claim: Claim) -> Outcome:
         smallest = float(row["min_granularity_s"].iloc[0])
         if math.isfinite(value):
             found[sched] = (value, value, f"{value * 1e3:.3g} ms")
-        elif str(row["note"].iloc[0]).startswith("at or above 50%"):
+        elif row["crossing"].iloc[0] == metg.ABOVE:
             found[sched] = (0.0, smallest, f"below {smallest * 1e3:.3g} ms")
         else:
             found[sched] = (math.inf, math.inf, "never reaches 50%")

@@ -110,12 +110,17 @@ def metg_goal_text(table: pd.DataFrame) -> str:
 
 
 def _spread_text(row: pd.Series) -> str:
-    """'; the repeats measured A-B ms' where the sweep's repeats give a METG range, else ''."""
+    """'; its repeats measured A-B ms' where the sweep's repeats give a METG range (a bound
+    a repeat did not reach said so), else ''."""
     lo = pd.to_numeric(row.get("metg_low_s"), errors="coerce")
     hi = pd.to_numeric(row.get("metg_high_s"), errors="coerce")
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+    if not (lo == lo and hi == hi):  # NaN: no range
         return ""
-    return f"; its repeats measured {lo * 1e3:.3g}-{hi * 1e3:.3g} ms"
+    low = ("below the smallest point" if lo == 0 else "never 50%" if math.isinf(lo)
+           else f"{lo * 1e3:.3g} ms")
+    high = ("never 50%" if math.isinf(hi) else "below the smallest point" if hi == 0
+            else f"{hi * 1e3:.3g} ms")
+    return f"; its repeats measured {low} to {high}"
 
 
 def _ratio(row: pd.Series) -> str:
@@ -173,10 +178,12 @@ def prediction_section(doc: Any, results: R.Results, out_dir: Path,
              "predicted / measured makespan - 1. 'unseen' trials were not used to fit the "
              "costs (the calibration's own trials are in-sample). Goal: median |error| <= "
              f"{PREDICTION_GOAL:.0%} per scheduler. 'repeat noise' is the error a model "
-             "that knew each trial's typical makespan exactly would still show: from the "
-             "trials run more than once, the median |log ratio| of two runs of the same "
-             "trial, over sqrt(2); an error near it is the measurement's spread, not the "
-             "model's.", "note")
+             "that knew each trial's typical makespan exactly would still show on the trials "
+             "run more than once (the median |log ratio| of two runs of the same trial, over "
+             "sqrt(2); the median over such trials): in the default suite the granularity "
+             "sweep's short points and the no-ops, which are in-sample, and the batching "
+             "study. It is the spread of short trials on this machine, a yardstick for the "
+             "errors beside it, not their own noise.", "note")
     if pred.empty:
         doc.para("No completed trial to predict.", "note")
         return pred

@@ -45,8 +45,8 @@ ANCHORS: tuple[tuple[str, str, str], ...] = (
 
 
 def points(summary: pd.DataFrame, experiment: str = STUDY) -> pd.DataFrame:
-    """One row per completed trial of the sweep: scheduler, body, n_workers, task_s, n_tasks,
-    wall_s, efficiency, granularity_s."""
+    """One row per completed trial of the sweep: scheduler, body, n_workers, trial_id, task_s,
+    n_tasks, wall_s, efficiency, granularity_s, repeat (0 where the summary has none)."""
     cols = ["scheduler", "body", "n_workers", "trial_id", "task_s", "n_tasks", "wall_s",
             "efficiency", "granularity_s", "repeat"]
     if summary.empty:
@@ -70,26 +70,37 @@ def points(summary: pd.DataFrame, experiment: str = STUDY) -> pd.DataFrame:
 def metg_of(gran: Sequence[float], eff: Sequence[float]) -> tuple[float, str]:
     """(METG in seconds, '') or (NaN, why): the smallest granularity with efficiency >= 50%,
     interpolated linearly with the next smaller point, which is below 50%."""
+    m, why, _ = metg_crossing(gran, eff)
+    return m, why
+
+
+def metg_crossing(gran: Sequence[float], eff: Sequence[float]) -> tuple[float, str, str]:
+    """:func:`metg_of` with its reason code: :data:`CROSSED`, :data:`ABOVE` (at or above 50%
+    down to the smallest granularity: the METG lies below it), :data:`NEVER` or
+    :data:`NO_POINTS`."""
     g, e = np.asarray(gran, float), np.asarray(eff, float)
-    order = np.argsort(g)
+    order = np.argsort(g, kind="stable")
     g, e = g[order], e[order]
     if len(g) == 0:
-        return math.nan, "no points"
+        return math.nan, "no points", NO_POINTS
     above = np.flatnonzero(e >= THRESHOLD)
     if len(above) == 0:
-        return math.nan, f"never reaches 50% (best {e.max():.0%} at {g[np.argmax(e)]:.3g} s)"
+        return (math.nan, f"never reaches 50% (best {e.max():.0%} at {g[np.argmax(e)]:.3g} s)",
+                NEVER)
     i = int(above[0])
     if i == 0:
         return math.nan, (f"at or above 50% down to the smallest granularity measured "
-                          f"({g[0]:.3g} s): METG below that")
+                          f"({g[0]:.3g} s): METG below that"), ABOVE
     g1, e1, g2, e2 = g[i - 1], e[i - 1], g[i], e[i]  # e1 < 0.5 <= e2
-    return float(g1 + (THRESHOLD - e1) * (g2 - g1) / (e2 - e1)), ""
+    return float(g1 + (THRESHOLD - e1) * (g2 - g1) / (e2 - e1)), "", CROSSED
 
 
 def metg_table(pts: pd.DataFrame) -> pd.DataFrame:
-    """METG per (scheduler, body, n_workers), with why where 50% is never crossed, the median
-    efficiency per task length over repeats, and ``well_posed`` (the efficiency passes
-    :data:`WELL_POSED_PEAK` somewhere; else the note says the crossing is noise)."""
+    """METG per (scheduler, body, n_workers), with why where 50% is never crossed (``note``,
+    and the reason code ``crossing``), the median efficiency per task length over repeats,
+    ``well_posed`` (the efficiency passes :data:`WELL_POSED_PEAK` somewhere; else the note
+    says the crossing is noise), and ``metg_low_s``/``metg_high_s``, the METG's range over the
+    sweep's repeats (:func:`_repeat_range`)."""
     rows: list[dict[str, Any]] = []
     if pts.empty:
         return pd.DataFrame(columns=list(METG_COLUMNS))
@@ -97,16 +108,13 @@ def metg_table(pts: pd.DataFrame) -> pd.DataFrame:
         # Repeats: the median efficiency per task length.
         per = g.groupby("task_s").agg(granularity_s=("granularity_s", "median"),
                                       efficiency=("efficiency", "median")).reset_index()
-        m, why = metg_of(per["granularity_s"], per["efficiency"])
+        m, why, crossing = metg_crossing(per["granularity_s"], per["efficiency"])
         peak = float(per["efficiency"].max())
         posed = bool(math.isfinite(m) and peak >= WELL_POSED_PEAK)
         if math.isfinite(m) and not posed:
             why = (f"ill-posed: the efficiency peaks at {peak:.0%}, within noise of 50% "
                    f"(a flat curve: where it first reaches 50% is noise)")
         low, high = _repeat_range(g, per)
-        crossing = (CROSSED if math.isfinite(m) else NO_POINTS if per.empty
-                    else ABOVE if float(per.sort_values("granularity_s")["efficiency"].iloc[0])
-                    >= THRESHOLD else NEVER)
         rows.append({"scheduler": sched, "body": body, "n_workers": int(n), "metg_s": m,
                      "note": why, "points": len(per),
                      "min_granularity_s": float(per["granularity_s"].min()),
@@ -119,10 +127,13 @@ def metg_table(pts: pd.DataFrame) -> pd.DataFrame:
 
 def _repeat_range(g: pd.DataFrame, per: pd.DataFrame) -> tuple[float, float]:
     """(lowest, highest) METG over the sweep's repeats: repeat r's curve takes each task
-    length's own run r where that length ran more than once, its median otherwise; NaN where
-    no repeat's curve crosses 50% or no length ran twice (the sweep's own spread: how far the
-    METG moves between runs of the same points on this machine)."""
-    if "repeat" not in g.columns or g.groupby("task_s").size().max() < 2:
+    length's own run r where that length ran more than once, its median otherwise. A repeat
+    at or above 50% down to the smallest point widens the range to 0 (its METG lies below
+    that point), one that never reaches 50% to inf. NaN, NaN where fewer than two repeats ran
+    or no length ran twice. The sweep's own spread: how far the METG moves between runs of
+    the same points on this machine."""
+    if ("repeat" not in g.columns or g["repeat"].nunique() < 2
+            or g.groupby("task_s").size().max() < 2):
         return math.nan, math.nan
     base = per.set_index("task_s")
     found = []
@@ -130,9 +141,8 @@ def _repeat_range(g: pd.DataFrame, per: pd.DataFrame) -> tuple[float, float]:
         mine = g[g["repeat"] == r].groupby("task_s")[["granularity_s", "efficiency"]].median()
         curve = base[["granularity_s", "efficiency"]].copy()
         curve.loc[mine.index] = mine
-        m, _ = metg_of(curve["granularity_s"], curve["efficiency"])
-        if math.isfinite(m):
-            found.append(m)
+        m, _, code = metg_crossing(curve["granularity_s"], curve["efficiency"])
+        found.append(m if code == CROSSED else 0.0 if code == ABOVE else math.inf)
     return (min(found), max(found)) if found else (math.nan, math.nan)
 
 
@@ -170,4 +180,5 @@ def metg_figure(pts: pd.DataFrame, table: pd.DataFrame) -> Any:
 
 
 __all__ = ["ABOVE", "ANCHORS", "CROSSED", "METG_COLUMNS", "NEVER", "NO_POINTS", "STUDY",
-           "THRESHOLD", "WELL_POSED_PEAK", "metg_figure", "metg_of", "metg_table", "points"]
+           "THRESHOLD", "WELL_POSED_PEAK", "metg_crossing", "metg_figure", "metg_of", "metg_table",
+           "points"]

@@ -182,12 +182,14 @@ class DaskLocal(DaskChunks):
         tries = (self.ORDERS if len(set(durations)) > 1 and math.isfinite(sum(durations))
                  else 1)
         runs = []
-        for k in range(tries):
-            self._shuffle = k
-            worker, start, end = super().schedule(durations, n_workers, costs)
-            span = max(end) - min(start) if start else 0.0
-            runs.append((span, k, (worker, start, end)))
-        self._shuffle = 0
+        try:
+            for k in range(tries):
+                self._shuffle = k
+                worker, start, end = super().schedule(durations, n_workers, costs)
+                span = max(end) - min(start) if start else 0.0
+                runs.append((span, k, (worker, start, end)))
+        finally:
+            self._shuffle = 0  # units() outside schedule() cuts the first shuffle
         runs.sort(key=lambda r: (r[0], r[1]))
         if tries > 1:
             self.spread = (runs[0][0], runs[-1][0])

@@ -98,22 +98,36 @@ def error_summary(pred: pd.DataFrame) -> pd.DataFrame:
 
 def repeat_noise(pred: pd.DataFrame) -> dict[str, float]:
     """Per scheduler: the |error| that a model predicting each trial's typical makespan
-    exactly would still show, from the trials run more than once (same experiment, workload
-    and worker count): the median over pairs of repeats of |log(makespan_i / makespan_j)|,
-    over sqrt(2) (one run's distance from the typical one, where the two runs of a pair each
-    add theirs). Schedulers without repeated trials are left out.
+    exactly would still show, from the trials run more than once (same experiment, workload,
+    worker count and task count): per such trial, the median over pairs of its runs of
+    |log(makespan_i / makespan_j)| over sqrt(2) (one run's distance from the typical one,
+    where the two runs of a pair each add theirs); then the median over those trials.
+    Schedulers without repeated trials are left out.
 
-    Why: on a small shared machine, two runs of the same task list can differ by tens of
-    percent; a model error of that size is the measurement's, not the model's."""
+    Which trials run more than once is the suite's choice: in the default one the granularity
+    sweep's short points and the overhead study's no-ops (both calibration studies) and the
+    batching study, so it is the spread of short trials, a yardstick for the errors beside it
+    rather than their own noise. Why: on a small shared machine, two runs of the same task
+    list can differ by tens of percent."""
     m = pd.to_numeric(pred["measured_makespan_s"], errors="coerce")
-    pairs: dict[str, list[float]] = {}
-    keys = ["scheduler", "experiment", "workload", "n_workers"]
-    for key, g in pred.assign(_m=m).groupby(keys, sort=False):
+    n_tasks = (pred["measured_tasks_per_worker"].map(_count_sum)
+               if "measured_tasks_per_worker" in pred.columns else 0)
+    per_trial: dict[str, list[float]] = {}
+    keys = ["scheduler", "experiment", "workload", "n_workers", "_n"]
+    for key, g in pred.assign(_m=m, _n=n_tasks).groupby(keys, sort=False, dropna=False):
         x = [float(v) for v in g["_m"] if math.isfinite(float(v)) and v > 0]
-        out = pairs.setdefault(str(key[0]), [])
-        out.extend(abs(math.log(a / b)) / math.sqrt(2) for i, a in enumerate(x)
-                   for b in x[i + 1:])
-    return {k: float(statistics.median(v)) for k, v in pairs.items() if v}
+        pairs = [abs(math.log(a / b)) / math.sqrt(2) for i, a in enumerate(x) for b in x[i + 1:]]
+        if pairs:
+            per_trial.setdefault(str(key[0]), []).append(float(statistics.median(pairs)))
+    return {k: float(statistics.median(v)) for k, v in per_trial.items()}
+
+
+def _count_sum(text: Any) -> int:
+    """The task count of a tasks-per-worker string ("3 4 5" -> 12; -1 if unreadable)."""
+    try:
+        return sum(int(x) for x in str(text).split())
+    except ValueError:
+        return -1
 
 
 def _med(x: pd.Series) -> float:
