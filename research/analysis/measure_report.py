@@ -50,8 +50,10 @@ def metg_section(doc: Any, results: R.Results, out_dir: Path,
              "why); not well_posed where the efficiency never passes "
              f"{metg.WELL_POSED_PEAK:.0%} (a flat curve near 50%: where it first touches 50% is "
              "noise). metg_low_s and metg_high_s: the lowest and highest METG over the "
-             "sweep's repeats (each repeat's curve; lengths run once shared), the METG's own "
-             "spread on this machine. predicted_metg_s: the same from the simulator's wall "
+             "sweep's repeats (each repeat's curve; lengths run once shared; 0 where a repeat "
+             "stays above 50% down to the smallest point, inf where one never reaches it), "
+             "the METG's own spread on this machine. predicted_metg_s: the same from the "
+             "simulator's wall "
              f"times; within goal: within {METG_GOAL:g}x of the measured METG, for well-posed "
              "rows.", "note")
     doc.table(table)
@@ -110,8 +112,8 @@ def metg_goal_text(table: pd.DataFrame) -> str:
 
 
 def _spread_text(row: pd.Series) -> str:
-    """'; its repeats measured A-B ms' where the sweep's repeats give a METG range (a bound
-    a repeat did not reach said so), else ''."""
+    """'; its repeats measured A ms to B ms' where the sweep's repeats give a METG range (an
+    open bound said in words: below the smallest point, never 50%), else ''."""
     lo = pd.to_numeric(row.get("metg_low_s"), errors="coerce")
     hi = pd.to_numeric(row.get("metg_high_s"), errors="coerce")
     if not (lo == lo and hi == hi):  # NaN: no range
