@@ -286,11 +286,16 @@ def test_fit_error_is_the_capped_mean_of_simulated_errors() -> None:
     """The fitter's remembered schedules give what simulating each trial gives, summed up as
     their mean, an unpredictable trial (inf) counting as the cap."""
     trials = _synthetic(Costs(dispatch_s=4e-4, worker_s=1e-4, return_s=2e-3))
+    # And trials on a machine of 2 cores, some keeping them busy (no-ops, CPU bodies).
+    trials += _loaded_study(Costs(dispatch_s=2e-4, worker_s=3e-4, return_s=1e-3,
+                                  contention=1.0))
     for costs in (Costs(), Costs(dispatch_s=1e-3, result_s=5e-4, noop_s=1e-6),
-                  Costs(worker_s=2e-4, return_s=1e-3, result_s=1e-3, sleep_overshoot_s=1e-4)):
+                  Costs(worker_s=2e-4, return_s=1e-3, result_s=1e-3, sleep_overshoot_s=1e-4),
+                  Costs(dispatch_s=1e-4, worker_s=2e-4, result_s=3e-4, contention=2.0)):
         errs = []
         for d in trials:
-            r = simulate(policy_for(d.scheduler), d.bodies, d.planned, d.n_workers, costs)
+            r = simulate(policy_for(d.scheduler), d.bodies, d.planned, d.n_workers, costs,
+                         d.cores or None)
             errs += [cal.log_error(r.makespan_s, d.makespan_s), cal.log_error(r.wall_s, d.wall_s)]
         capped = [min(e, cal.ERROR_CAP) for e in errs]
         assert cal.fit_error(trials, costs) == pytest.approx(sum(capped) / len(capped))
@@ -477,6 +482,83 @@ def test_fit_finds_the_cpu_share_the_in_task_stamps_miss() -> None:
                     replace(fitted, cpu_share_s=0.0)).wall_s < 0.85 * want.wall_s
 
 
+def test_contention_stretches_the_per_task_costs_by_the_cores_load() -> None:
+    """The per-task costs in force are the idle cores' x (1 + contention x load), the load the
+    share of the cores the workers keep busy: CPU bodies and every task's own cost count,
+    sleeping bodies do not."""
+    c = Costs(dispatch_s=0.1, worker_s=0.0, result_s=0.05, contention=1.0)
+    assert c.under_load(0.0) == replace(c, contention=0.0)
+    assert c.under_load(0.5).dispatch_s == pytest.approx(0.15)
+    assert c.under_load(2.0).result_s == pytest.approx(0.1)  # the load is a share: at most 1
+    assert Costs(dispatch_s=0.1).under_load(1.0) == Costs(dispatch_s=0.1)
+    # Sleeping bodies leave the cores idle (no worker cost either): the idle costs.
+    idle = Costs(dispatch_s=0.1, result_s=0.05)
+    sleep = simulate(policy_for("dask"), ["sleep"] * 4, [1.0] * 4, 2, c, cores=2)
+    want = simulate(policy_for("dask"), ["sleep"] * 4, [1.0] * 4, 2, idle, cores=2)
+    assert sleep.start == want.start and sleep.receive == want.receive
+    # CPU bodies on both cores. Idle costs first: units leave at 0.1, 0.2, 0.3, 0.4; worker 0
+    # runs 0.1-1.1 and 1.1-2.1, worker 1 0.2-1.2 and 1.2-2.2: 4 s of bodies over 2 cores x
+    # 2.1 s. The costs in force are stretched by that load.
+    load = 4.0 / (2 * 2.1)
+    cpu = simulate(policy_for("dask"), ["cpu"] * 4, [1.0] * 4, 2, c, cores=2)
+    stretched = replace(idle, dispatch_s=0.1 * (1 + load), result_s=0.05 * (1 + load))
+    want = simulate(policy_for("dask"), ["cpu"] * 4, [1.0] * 4, 2, stretched, cores=2)
+    assert cpu.start == pytest.approx(want.start) and cpu.receive == pytest.approx(want.receive)
+    assert cpu.start[0] == pytest.approx(0.1 * (1 + load))
+    # The same bodies on a machine of 4 cores load it half as much.
+    wide = simulate(policy_for("dask"), ["cpu"] * 4, [1.0] * 4, 2, c, cores=4)
+    assert wide.start[0] == pytest.approx(0.1 * (1 + load / 2))
+
+
+def _loaded_study(truth: Costs, sched: str = "dask") -> list[cal.TrialData]:
+    """A calibration study simulated with ``truth`` on 2 cores: no-ops on 2 and 4 workers
+    (the cores busy), a sleep sweep on 4 workers (busy only at its short points) and a CPU
+    sweep on 2."""
+    out = []
+    points = ([("noop", 0.0, 200, 2), ("noop", 0.0, 200, 2), ("noop", 0.0, 200, 4)]
+              + [("sleep", d, n, 4) for d, n in ((2e-4, 100), (1e-3, 100), (5e-3, 60),
+                                                 (2e-2, 20), (0.1, 8))]
+              + [("cpu", d, n, 2) for d, n in ((2e-4, 100), (2e-3, 60), (2e-2, 20))])
+    for i, (body, d, n, w) in enumerate(points):
+        bodies, planned = [body] * n, [d] * n
+        r = simulate(policy_for(sched), bodies, planned, w, truth, cores=2)
+        out.append(cal.TrialData(f"t{i}", "overhead" if body == "noop" else "granularity",
+                                 sched, f"{body}{d}", w, {}, bodies, planned, r.makespan_s,
+                                 r.wall_s, r.counts,
+                                 [e - s for s, e in zip(r.start, r.end, strict=True)],
+                                 min(r.start), max(r.receive) - max(r.end), cores=2))
+    return out
+
+
+def test_fit_finds_the_contention_that_makes_sleeping_trials_cheaper() -> None:
+    """Costs that double on busy cores: fitted on no-ops (busy) and sweeps, the calibration
+    finds the stretch and predicts a sleeping trial it never saw, which the same study
+    fitted without it (costs of busy cores) predicts too slow."""
+    truth = Costs(dispatch_s=1e-4, worker_s=4e-4, return_s=1e-3, sleep_overshoot_s=5e-5,
+                  contention=1.5)
+    trials = _loaded_study(truth)
+    fitted, err = cal.fit_scheduler(trials)
+    assert fitted.contention > 0 and err < 0.05
+    planned = [2e-3] * 100
+    want = simulate(policy_for("dask"), ["sleep"] * 100, planned, 2, truth, cores=2)
+    got = simulate(policy_for("dask"), ["sleep"] * 100, planned, 2, fitted, cores=2)
+    assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.05)
+    # Fitted on the same trials without a stretch (their costs: the busy cores').
+    flat, _ = cal.fit_scheduler([replace(d, cores=2) for d in _loaded_study(
+        truth.under_load(1.0))])
+    assert flat.contention == 0.0
+    assert simulate(policy_for("dask"), ["sleep"] * 100, planned, 2, flat,
+                    cores=2).makespan_s > 1.15 * want.makespan_s
+
+
+def test_contention_is_not_kept_where_the_held_out_noops_do_not_agree() -> None:
+    """Costs that do not stretch (on the search's grid): the fit keeps no contention."""
+    truth = Costs(dispatch_s=cal.GRID[10], worker_s=cal.GRID[12], return_s=1e-3,
+                  sleep_overshoot_s=5e-5)
+    fitted, err = cal.fit_scheduler(_loaded_study(truth))
+    assert fitted.contention == 0.0 and err < 0.02
+
+
 def test_start_latency_grows_with_the_list_where_it_does() -> None:
     """The first start's latency: a robust line against the task count (one outlier does not
     move it), and the simulator delays the first unit by it."""
@@ -540,6 +622,13 @@ def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
           if k not in ("dispatch_per_worker_s", "worker_per_worker_s")}
     old.write_text(json.dumps({**doc, "version": 3, "schedulers": {"dask": {"costs": v3}}}))
     assert cal.load(old).costs("dask") == (Costs(dispatch_s=1e-3), True)
+    # A version 4 file (no contention) loads with none: the costs hold at every load.
+    v4 = {k: v for k, v in Costs(dispatch_s=1e-3).to_dict().items() if k != "contention"}
+    old.write_text(json.dumps({**doc, "version": 4, "schedulers": {"dask": {"costs": v4}}}))
+    assert cal.load(old).costs("dask") == (Costs(dispatch_s=1e-3), True)
+    loaded = Costs(dispatch_s=1e-3, contention=1.5)
+    c.schedulers["dask"]["costs"] = loaded.to_dict()
+    assert cal.load(c.write(tmp_path / "v5.json")).costs("dask") == (loaded, True)
     assert back.costs("dask[x=1]")[0].dispatch_s == 1e-3
     assert back.costs("unknown") == (Costs(dispatch_s=2e-3), False)
     assert back.trials("dask") == {"t0"}

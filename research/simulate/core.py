@@ -18,7 +18,9 @@ time, adjusted per body kind: ``sleep`` bodies overshoot (``sleep_curve`` by pla
 bodies last ``noop_s``. Results reach the client ``return_s`` after their end, and the client
 takes them in one at a time, ``result_s`` each. Times start at the first submit (0).
 ``dispatch_s`` and ``worker_s`` are those in force on the trial's worker count
-(:meth:`Costs.at`: each may grow per worker, fitted where no-ops ran on two counts).
+(:meth:`Costs.at`: each may grow per worker, fitted where no-ops ran on two counts), and the
+per-task costs those at the trial's load of the cores (:attr:`Costs.contention`,
+:func:`loaded_schedule`: stretched where CPU bodies or no-ops keep the cores busy).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -92,6 +95,15 @@ class Costs:
     #: scheduler's attention. In force: ``worker_s + worker_per_worker_s x workers``; fitted
     #: like ``dispatch_per_worker_s``.
     worker_per_worker_s: float = 0.0
+    #: How much the per-task costs stretch when the cores are busy: the scheduler's, the
+    #: client's and the workers' own per-task work is done by processes that share the cores
+    #: with whatever the workers run, so a cost fitted where the cores are busy (no-ops, CPU
+    #: bodies on every core) is larger than the same cost beside sleeping workers. In force:
+    #: ``dispatch_s``, ``worker_s``, ``unit_s``, ``requeue_s`` and ``result_s`` (and their
+    #: growth) x (1 + contention x load), where load is the share of the cores the workers
+    #: keep busy (:func:`core_load`); the costs above are those of idle cores. 0: the costs
+    #: are the same at every load (and calibration files before version 5).
+    contention: float = 0.0
 
     def at(self, n_workers: int) -> Costs:
         """The costs in force on ``n_workers`` workers: ``dispatch_s`` and ``worker_s`` with
@@ -101,6 +113,23 @@ class Costs:
         return replace(self, dispatch_s=self.dispatch_s + self.dispatch_per_worker_s * n_workers,
                        worker_s=self.worker_s + self.worker_per_worker_s * n_workers,
                        dispatch_per_worker_s=0.0, worker_per_worker_s=0.0)
+
+    def under_load(self, load: float) -> Costs:
+        """The costs in force where the workers keep ``load`` (0-1) of the cores busy: the
+        per-task costs stretched by ``1 + contention x load`` (and ``contention`` then 0);
+        ``self`` without contention."""
+        if not self.contention:
+            return self
+        f = self.stretch(load)
+        return replace(self, dispatch_s=self.dispatch_s * f, worker_s=self.worker_s * f,
+                       unit_s=self.unit_s * f, requeue_s=self.requeue_s * f,
+                       result_s=self.result_s * f,
+                       dispatch_per_worker_s=self.dispatch_per_worker_s * f,
+                       worker_per_worker_s=self.worker_per_worker_s * f, contention=0.0)
+
+    def stretch(self, load: float) -> float:
+        """The factor the per-task costs take at ``load`` (0-1): ``1 + contention x load``."""
+        return 1.0 + self.contention * min(1.0, max(0.0, load))
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Costs:
@@ -256,11 +285,15 @@ class Policy:
                 best, best_t = w, t
         return best
 
-    def run(self, durations: Sequence[float], n_workers: int, costs: Costs) -> SimResult:
-        """Simulate the task list (body durations already costed) on ``n_workers``."""
+    def run(self, durations: Sequence[float], n_workers: int, costs: Costs,
+            busy: Sequence[bool] | None = None, cores: int | None = None) -> SimResult:
+        """Simulate the task list (body durations already costed) on ``n_workers``; with
+        ``costs.contention``, ``busy`` says which tasks keep their core busy and ``cores`` how
+        many the machine has (:func:`loaded_schedule`)."""
         self.spread = None
-        worker, start, end = self.schedule(durations, n_workers, costs)
-        receive = _receive(end, costs.return_s, costs.result_s)
+        worker, start, end, load = loaded_schedule(self, durations, n_workers, costs, busy,
+                                                   cores)
+        receive = _receive(end, costs.return_s, costs.result_s * costs.stretch(load))
         return SimResult(worker, start, end, receive, n_workers, self.spread)
 
     def schedule(self, durations: Sequence[float], n_workers: int,
@@ -419,11 +452,55 @@ def _receive(end: Sequence[float], return_s: float, result_s: float) -> list[flo
     return out
 
 
+def core_load(durations: Sequence[float], busy: Sequence[bool], start: Sequence[float],
+              end: Sequence[float], n_workers: int, costs: Costs, cores: int) -> float:
+    """The share of ``cores`` a schedule's workers keep busy (0-1): the bodies that run on a
+    core (``busy``: CPU bodies, no-ops) and every task's own cost (``worker_s``), over the
+    cores' time from the first start to the last end. Sleeping bodies do not count: they
+    leave their core to the scheduler and the client."""
+    if not start:
+        return 0.0
+    span = max(end) - min(start)
+    if not (span > 0 and math.isfinite(span)):
+        return 1.0 if start else 0.0
+    worker_s = costs.at(n_workers).worker_s
+    used = sum(d for d, b in zip(durations, busy, strict=True) if b) + worker_s * len(start)
+    return min(1.0, max(0.0, used / (max(1, cores) * span)))
+
+
+def loaded_schedule(policy: Policy, durations: Sequence[float], n_workers: int, costs: Costs,
+                    busy: Sequence[bool] | None = None, cores: int | None = None,
+                    ) -> tuple[list[int], list[float], list[float], float]:
+    """:meth:`Policy.schedule` with the costs in force at the schedule's own load
+    (:attr:`Costs.contention`: ``costs.at(n_workers).under_load(load)``), and that load
+    (0 without contention).
+
+    The load depends on the schedule and the schedule on the costs: a first schedule with
+    the idle cores' costs gives the load (:func:`core_load`), the second runs with the costs
+    stretched by it. One step of the fixed point: the stretched costs lengthen the schedule
+    a little, which a second step would lower the load by; not worth a third schedule."""
+    if not costs.contention:
+        worker, start, end = policy.schedule(durations, n_workers, costs)
+        return worker, start, end, 0.0
+    _, start, end = policy.schedule(durations, n_workers, costs)
+    load = core_load(durations, busy if busy is not None else [False] * len(durations),
+                     start, end, n_workers, costs, cores or os.cpu_count() or 1)
+    worker, start, end = policy.schedule(durations, n_workers,
+                                         costs.at(n_workers).under_load(load))
+    return worker, start, end, load
+
+
+#: The bodies that keep their core busy (:func:`core_load`).
+BUSY_BODIES: frozenset[str] = frozenset({"cpu", "noop"})
+
+
 def simulate(policy: Policy, bodies: Sequence[str], planned: Sequence[float], n_workers: int,
-             costs: Costs) -> SimResult:
-    """Predict one trial: ``bodies`` and ``planned`` per task in submission order."""
+             costs: Costs, cores: int | None = None) -> SimResult:
+    """Predict one trial: ``bodies`` and ``planned`` per task in submission order, on a
+    machine of ``cores`` (default: this one's)."""
     durations = [costs.task_s(b, p) for b, p in zip(bodies, planned, strict=True)]
-    return policy.run(durations, max(1, n_workers), costs)
+    return policy.run(durations, max(1, n_workers), costs, [b in BUSY_BODIES for b in bodies],
+                      cores)
 
 
 def greedy_free_times(durations: Sequence[float], n_workers: int) -> list[float]:
@@ -434,4 +511,5 @@ def greedy_free_times(durations: Sequence[float], n_workers: int) -> list[float]
     return sorted(free)
 
 
-__all__ = ["CURVES", "Costs", "Policy", "SimResult", "State", "greedy_free_times", "simulate"]
+__all__ = ["BUSY_BODIES", "CURVES", "Costs", "Policy", "SimResult", "State", "core_load",
+           "greedy_free_times", "loaded_schedule", "simulate"]

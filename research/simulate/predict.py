@@ -26,7 +26,7 @@ def predict_trial(d: TrialData, cal: Calibration) -> dict[str, Any]:
     """One row of predictions.csv; ``error`` = predicted / measured - 1."""
     costs, fitted = cal.costs(d.scheduler)
     policy = policy_for(d.scheduler, d.options)
-    sim = simulate(policy, d.bodies, d.planned, d.n_workers, costs)
+    sim = simulate(policy, d.bodies, d.planned, d.n_workers, costs, d.cores or None)
     unknown = sum(1 for b, p in zip(d.bodies, d.planned, strict=True)
                   if b != "noop" and not math.isfinite(p))
     note = ""
