@@ -14,7 +14,7 @@ import pytest
 from research.analysis.metg import metg_of
 from research.simulate import Costs, policy_for, simulate
 from research.simulate import calibration as cal
-from research.simulate.core import Policy, State, greedy_free_times
+from research.simulate.core import Policy, State, core_load, greedy_free_times
 from research.simulate.policies import DEFAULT_POLICY, POLICIES, Prefetching
 
 
@@ -299,6 +299,17 @@ def test_fit_error_is_the_capped_mean_of_simulated_errors() -> None:
             errs += [cal.log_error(r.makespan_s, d.makespan_s), cal.log_error(r.wall_s, d.wall_s)]
         capped = [min(e, cal.ERROR_CAP) for e in errs]
         assert cal.fit_error(trials, costs) == pytest.approx(sum(capped) / len(capped))
+    # One search, its schedules remembered: a new result_s reuses them (with the stretch of
+    # the load they were made at) and still gives what simulating gives.
+    search = cal._Search(trials)
+    for result_s in (3e-4, 1e-3, 3e-4):
+        costs = Costs(dispatch_s=1e-4, worker_s=2e-4, result_s=result_s, contention=2.0)
+        errs = []
+        for d in trials:
+            r = simulate(policy_for(d.scheduler), d.bodies, d.planned, d.n_workers, costs,
+                         d.cores or None)
+            errs += [cal.log_error(r.makespan_s, d.makespan_s), cal.log_error(r.wall_s, d.wall_s)]
+        assert search.error(costs) == pytest.approx(sum(errs) / len(errs))
     assert cal.capped_mean([0.1, math.inf]) == pytest.approx((0.1 + cal.ERROR_CAP) / 2)
     assert cal.capped_mean([math.nan]) == pytest.approx(cal.ERROR_CAP)
     assert cal.capped_mean([]) == math.inf
@@ -486,11 +497,18 @@ def test_contention_stretches_the_per_task_costs_by_the_cores_load() -> None:
     """The per-task costs in force are the idle cores' x (1 + contention x load), the load the
     share of the cores the workers keep busy: CPU bodies and every task's own cost count,
     sleeping bodies do not."""
-    c = Costs(dispatch_s=0.1, worker_s=0.0, result_s=0.05, contention=1.0)
-    assert c.under_load(0.0) == replace(c, contention=0.0)
-    assert c.under_load(0.5).dispatch_s == pytest.approx(0.15)
-    assert c.under_load(2.0).result_s == pytest.approx(0.1)  # the load is a share: at most 1
+    stretched = cal.STRETCHED
+    every = Costs(**{k: 0.01 * (i + 1) for i, k in enumerate(stretched)}, start_s=0.5,
+                  return_s=0.25, noop_s=1e-3, contention=2.0)
+    half = every.under_load(0.5)
+    for k in stretched:  # each per-task cost x (1 + 2 x 0.5)
+        assert getattr(half, k) == pytest.approx(2 * getattr(every, k)), k
+    # The latencies and bodies are not per-task costs of a busy process: they stay.
+    assert (half.start_s, half.return_s, half.noop_s, half.contention) == (0.5, 0.25, 1e-3, 0)
+    assert every.under_load(0.0) == replace(every, contention=0.0)
+    assert every.under_load(2.0) == every.under_load(1.0)  # the load is a share: at most 1
     assert Costs(dispatch_s=0.1).under_load(1.0) == Costs(dispatch_s=0.1)
+    c = Costs(dispatch_s=0.1, worker_s=0.0, result_s=0.05, contention=1.0)
     # Sleeping bodies leave the cores idle (no worker cost either): the idle costs.
     idle = Costs(dispatch_s=0.1, result_s=0.05)
     sleep = simulate(policy_for("dask"), ["sleep"] * 4, [1.0] * 4, 2, c, cores=2)
@@ -508,6 +526,15 @@ def test_contention_stretches_the_per_task_costs_by_the_cores_load() -> None:
     # The same bodies on a machine of 4 cores load it half as much.
     wide = simulate(policy_for("dask"), ["cpu"] * 4, [1.0] * 4, 2, c, cores=4)
     assert wide.start[0] == pytest.approx(0.1 * (1 + load / 2))
+    # A worker's own cost per task counts, sleeping or not: one worker, two 1 s sleeps each
+    # after 1 s of worker cost (idle costs: 0-1 cost, 1-2 sleep, 2-3 cost, 3-4 sleep), 2 s
+    # of worker cost over 2 cores x the 3 s from the first start to the last end: load 1/3,
+    # so the worker cost in force is 4/3 and the sleeps start at 4/3 and 4/3 + 1 + 4/3.
+    own = Costs(worker_s=1.0, contention=1.0)
+    assert core_load([1.0, 1.0], [False, False], [1.0, 3.0], [2.0, 4.0], 1, own,
+                     2) == pytest.approx(1 / 3)
+    r = simulate(policy_for("dask"), ["sleep"] * 2, [1.0] * 2, 1, own, cores=2)
+    assert r.start == pytest.approx([4 / 3, 11 / 3])
 
 
 def _loaded_study(truth: Costs, sched: str = "dask") -> list[cal.TrialData]:
@@ -530,10 +557,11 @@ def _loaded_study(truth: Costs, sched: str = "dask") -> list[cal.TrialData]:
     return out
 
 
-def test_fit_finds_the_contention_that_makes_sleeping_trials_cheaper() -> None:
-    """Costs that double on busy cores: fitted on no-ops (busy) and sweeps, the calibration
-    finds the stretch and predicts a sleeping trial it never saw, which the same study
-    fitted without it (costs of busy cores) predicts too slow."""
+def test_fit_finds_the_contention_that_makes_sleeping_trials_cheaper(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Costs that stretch 2.5x on busy cores: fitted on no-ops (busy) and sweeps, the
+    calibration finds the stretch and predicts a sleeping trial it never saw, which the same
+    trials fitted without it predict too slow."""
     truth = Costs(dispatch_s=1e-4, worker_s=4e-4, return_s=1e-3, sleep_overshoot_s=5e-5,
                   contention=1.5)
     trials = _loaded_study(truth)
@@ -543,15 +571,15 @@ def test_fit_finds_the_contention_that_makes_sleeping_trials_cheaper() -> None:
     want = simulate(policy_for("dask"), ["sleep"] * 100, planned, 2, truth, cores=2)
     got = simulate(policy_for("dask"), ["sleep"] * 100, planned, 2, fitted, cores=2)
     assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.05)
-    # Fitted on the same trials without a stretch (their costs: the busy cores').
-    flat, _ = cal.fit_scheduler([replace(d, cores=2) for d in _loaded_study(
-        truth.under_load(1.0))])
+    # The same trials fitted without a stretch (none to choose from): too slow.
+    monkeypatch.setattr(cal, "CONTENTION_GRID", (0.0,))
+    flat, _ = cal.fit_scheduler(trials)
     assert flat.contention == 0.0
     assert simulate(policy_for("dask"), ["sleep"] * 100, planned, 2, flat,
-                    cores=2).makespan_s > 1.15 * want.makespan_s
+                    cores=2).makespan_s > 1.1 * want.makespan_s
 
 
-def test_contention_is_not_kept_where_the_held_out_noops_do_not_agree() -> None:
+def test_contention_is_not_kept_where_the_costs_do_not_stretch() -> None:
     """Costs that do not stretch (on the search's grid): the fit keeps no contention."""
     truth = Costs(dispatch_s=cal.GRID[10], worker_s=cal.GRID[12], return_s=1e-3,
                   sleep_overshoot_s=5e-5)
@@ -781,3 +809,11 @@ duration_s = 0.01
     assert set(fitted["schedulers"]) == {"threads", "mp-dynamic"}
     # The report used it, not the shipped defaults.
     assert str(out / "calibration.json") in (tmp_path / "rep" / "report.md").read_text()
+    # Each trial's cores (the load's denominator) come from its file: the cores it could use.
+    from research.analysis.results import load_results
+    from research.config import usable_cores
+
+    data = cal.collect(load_results(out))
+    assert data and {d.cores for d in data} == {usable_cores()}
+    assert cal._cores({"cpu_usable": 1, "cpu_count": 4}) == 1
+    assert cal._cores({"cpu_count": 4}) == 4 and cal._cores({}) == 0

@@ -11,10 +11,11 @@ mean (:func:`capped_mean`) of |log(predicted / measured)| of their makespans and
 times, once with the scheduler pushing the list and once pulling (``pull``: where the policy's
 units wait for a free slot), keeping the better of the two; then, where
 no-ops ran on a second worker count, how much the per-task costs stretch when the cores are
-busy (``contention``: :meth:`Costs.under_load`; kept only where it fits the calibration
-better without fitting the second count's no-ops, held out of that search, worse), and where
-the costs miss those no-ops, their growth per worker (``dispatch_per_worker_s``,
-``worker_per_worker_s``: :meth:`Costs.at`); then ``cpu_share_s`` on the CPU trials alone.
+busy (``contention``: :meth:`Costs.under_load`; searched on every calibration trial, kept only
+where it fits them better than the same search without it and leaves the second count's
+no-ops within 5% or no worse), and where the costs miss those no-ops, their growth per worker
+(``dispatch_per_worker_s``, ``worker_per_worker_s``: :meth:`Costs.at`); then ``cpu_share_s``
+on the CPU trials alone.
 
 The file (JSON)::
 
@@ -96,8 +97,8 @@ class TrialData:
     #: What the simulator does not model in this trial (tasks arriving over time, payloads),
     #: or "" (a batch without payloads).
     unmodelled: str = ""
-    #: The cores of the machine it ran on (the summary's ``cpu_count``; 0: unknown, this
-    #: machine's): what the load of :attr:`Costs.contention` is a share of.
+    #: The cores it could run on (its file's ``cpu_usable``, else ``cpu_count``; 0: unknown,
+    #: then this machine's): what the load of :attr:`Costs.contention` is a share of.
     cores: int = 0
 
 
@@ -188,13 +189,18 @@ def trial_data(results: Any, row: pd.Series) -> TrialData | None:
         [int(c) for c in tasks_per_worker(t, n)], measured,
         float(t["start_s"].min() - t["submit_s"].min()),
         float(t["receive_s"].max() - t["end_s"].max()),
-        unmodelled(meta.get("params") or {}), _cores(row))
+        unmodelled(meta.get("params") or {}),
+        _cores(results.metadata(row["source"]).get("system") or {}))
 
 
-def _cores(row: pd.Series) -> int:
-    """The summary row's ``cpu_count`` (0 when it is missing)."""
-    v = pd.to_numeric(row.get("cpu_count"), errors="coerce")
-    return int(v) if np.isfinite(v) and v > 0 else 0
+def _cores(system: dict[str, Any]) -> int:
+    """The cores the trial could run on, from its file's system metadata: ``cpu_usable`` (its
+    affinity), else ``cpu_count``; 0 when neither is there."""
+    for key in ("cpu_usable", "cpu_count"):
+        v = system.get(key)
+        if isinstance(v, int | float) and math.isfinite(v) and v > 0:
+            return int(v)
+    return 0
 
 
 def unmodelled(params: dict[str, Any]) -> str:
@@ -427,14 +433,20 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
         # them idle: fitted without a stretch, the costs are the busy cores', and the sleeping
         # trials the calibration never saw (most of them) come out too slow (Celery's 2-worker
         # scaling trials by 5-20% in four full runs). Searched from the costs fitted without
-        # it, on every calibration trial, and kept only where it fits them better and leaves
-        # the no-ops on the second worker count (the overhead study's other load: more workers
-        # on the same cores) within GROWTH_MISS or no worse than before: a stretch that only
-        # absorbs the sweeps' noise moves those no-ops (with the growth below, which they
-        # decide, they are the check it needs, so it is searched only where they ran).
+        # it, on every calibration trial, and kept only where it fits them better than the
+        # same search without it and leaves the no-ops on the second worker count (the
+        # overhead study's other load: more workers on the same cores) within GROWTH_MISS or
+        # no worse than the costs without it: a stretch that only absorbs the sweeps' noise
+        # moves those no-ops. Without them there is nothing to check it on, so it is
+        # searched only where they ran (and, kept, it moves the costs they see: the growth
+        # below is then decided from there).
+        # Against the same search without it (the other costs refitted on every trial too):
+        # the stretch must earn its place, not the refit.
+        flat_err = _search_costs(search, {**base, "pull": costs.pull}, passes, keys,
+                                 costs.to_dict())[1]
         loaded, loaded_err = _search_costs(search, {**base, "pull": costs.pull}, passes,
                                            (*keys, "contention"), costs.to_dict())
-        if (loaded.contention and loaded_err < err - 1e-12
+        if (loaded.contention and loaded_err < flat_err - 1e-12
                 and second.error(loaded) <= max(second.error(costs), GROWTH_MISS) + 1e-12):
             costs, err = loaded, loaded_err
     base = {**base, "contention": costs.contention}

@@ -300,7 +300,8 @@ class Policy:
                  costs: Costs) -> tuple[list[int], list[float], list[float]]:
         """Per task: (worker, start, end). Needs only the costs up to the task's end
         (``dispatch_s``, ``start_s``, ``worker_s``, in force on ``n_workers``: :meth:`Costs.at`);
-        :meth:`run` adds the client's side."""
+        :meth:`run` adds the client's side. The costs as given, whatever ``contention`` says:
+        :func:`loaded_schedule` stretches them by the load first."""
         costs = costs.at(n_workers)
         n = len(durations)
         units = self.units(n, n_workers)
@@ -462,7 +463,7 @@ def core_load(durations: Sequence[float], busy: Sequence[bool], start: Sequence[
         return 0.0
     span = max(end) - min(start)
     if not (span > 0 and math.isfinite(span)):
-        return 1.0 if start else 0.0
+        return 1.0
     worker_s = costs.at(n_workers).worker_s
     used = sum(d for d, b in zip(durations, busy, strict=True) if b) + worker_s * len(start)
     return min(1.0, max(0.0, used / (max(1, cores) * span)))
@@ -484,10 +485,18 @@ def loaded_schedule(policy: Policy, durations: Sequence[float], n_workers: int, 
         return worker, start, end, 0.0
     _, start, end = policy.schedule(durations, n_workers, costs)
     load = core_load(durations, busy if busy is not None else [False] * len(durations),
-                     start, end, n_workers, costs, cores or os.cpu_count() or 1)
+                     start, end, n_workers, costs, cores or _usable_cores())
     worker, start, end = policy.schedule(durations, n_workers,
                                          costs.at(n_workers).under_load(load))
     return worker, start, end, load
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (where a trial's own are unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 #: The bodies that keep their core busy (:func:`core_load`).
@@ -497,7 +506,7 @@ BUSY_BODIES: frozenset[str] = frozenset({"cpu", "noop"})
 def simulate(policy: Policy, bodies: Sequence[str], planned: Sequence[float], n_workers: int,
              costs: Costs, cores: int | None = None) -> SimResult:
     """Predict one trial: ``bodies`` and ``planned`` per task in submission order, on a
-    machine of ``cores`` (default: this one's)."""
+    machine of ``cores`` (default: the cores this process may use)."""
     durations = [costs.task_s(b, p) for b, p in zip(bodies, planned, strict=True)]
     return policy.run(durations, max(1, n_workers), costs, [b in BUSY_BODIES for b in bodies],
                       cores)
