@@ -14,7 +14,7 @@ import pytest
 from research.analysis.metg import metg_of
 from research.simulate import Costs, policy_for, simulate
 from research.simulate import calibration as cal
-from research.simulate.core import Policy, State, core_load, greedy_free_times
+from research.simulate.core import STRETCHED, Policy, State, core_load, greedy_free_times
 from research.simulate.policies import DEFAULT_POLICY, POLICIES, Prefetching
 
 
@@ -497,7 +497,7 @@ def test_contention_stretches_the_per_task_costs_by_the_cores_load() -> None:
     """The per-task costs in force are the idle cores' x (1 + contention x load), the load the
     share of the cores the workers keep busy: CPU bodies and every task's own cost count,
     sleeping bodies do not."""
-    stretched = cal.STRETCHED
+    stretched = STRETCHED
     every = Costs(**{k: 0.01 * (i + 1) for i, k in enumerate(stretched)}, start_s=0.5,
                   return_s=0.25, noop_s=1e-3, contention=2.0)
     half = every.under_load(0.5)

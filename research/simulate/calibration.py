@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .core import BUSY_BODIES, Costs, _receive, loaded_schedule
+from .core import BUSY_BODIES, STRETCHED, Costs, _receive, loaded_schedule
 from .policies import base_name, policy_for
 
 FORMAT = "research.calibration"
@@ -432,16 +432,16 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
         # no-ops and the CPU trials keep the cores busy, the sleep sweep's longer points leave
         # them idle: fitted without a stretch, the costs are the busy cores', and the sleeping
         # trials the calibration never saw (most of them) come out too slow (Celery's 2-worker
-        # scaling trials by 5-20% in four full runs). Searched from the costs fitted without
+        # scaling trials by 5-20% in five full runs). Searched from the costs fitted without
         # it, on every calibration trial, and kept only where it fits them better than the
         # same search without it and leaves the no-ops on the second worker count (the
         # overhead study's other load: more workers on the same cores) within GROWTH_MISS or
         # no worse than the costs without it: a stretch that only absorbs the sweeps' noise
         # moves those no-ops. Without them there is nothing to check it on, so it is
         # searched only where they ran (and, kept, it moves the costs they see: the growth
-        # below is then decided from there).
-        # Against the same search without it (the other costs refitted on every trial too):
-        # the stretch must earn its place, not the refit.
+        # below is then decided from there). The comparison is with the same search without
+        # it (the other costs refitted on every trial too): the stretch must earn its place,
+        # not the refit.
         flat_err = _search_costs(search, {**base, "pull": costs.pull}, passes, keys,
                                  costs.to_dict())[1]
         loaded, loaded_err = _search_costs(search, {**base, "pull": costs.pull}, passes,
@@ -564,7 +564,9 @@ def _set(costs: dict[str, Any], key: str, value: float) -> dict[str, Any]:
     """``costs`` with ``key`` set to ``value``; a new ``contention`` divides the per-task costs
     it stretches by the change of their stretch at full load (1 + contention), so the costs
     in force on busy cores (what the no-ops pin down) stay put: a coordinate step in
-    contention then moves the idle cores' costs alone, which is the question it asks."""
+    contention then moves the idle cores' costs alone, which is the question it asks. (Only
+    approximately where the no-ops' own load is below 1, e.g. held up by the dispatch: the
+    search's other steps take up the rest.)"""
     out = {**costs, key: value}
     if key == "contention":
         f = (1.0 + value) / (1.0 + costs.get("contention", 0.0))
@@ -574,9 +576,6 @@ def _set(costs: dict[str, Any], key: str, value: float) -> dict[str, Any]:
     return out
 
 
-#: The costs :attr:`Costs.contention` stretches (:meth:`Costs.under_load`).
-STRETCHED: tuple[str, ...] = ("dispatch_s", "worker_s", "requeue_s", "result_s", "unit_s",
-                              "dispatch_per_worker_s", "worker_per_worker_s")
 #: Values tried for :attr:`Costs.contention` (the stretch at full load less 1).
 CONTENTION_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 

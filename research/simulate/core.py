@@ -121,11 +121,7 @@ class Costs:
         if not self.contention:
             return self
         f = self.stretch(load)
-        return replace(self, dispatch_s=self.dispatch_s * f, worker_s=self.worker_s * f,
-                       unit_s=self.unit_s * f, requeue_s=self.requeue_s * f,
-                       result_s=self.result_s * f,
-                       dispatch_per_worker_s=self.dispatch_per_worker_s * f,
-                       worker_per_worker_s=self.worker_per_worker_s * f, contention=0.0)
+        return replace(self, **{k: getattr(self, k) * f for k in STRETCHED}, contention=0.0)
 
     def stretch(self, load: float) -> float:
         """The factor the per-task costs take at ``load`` (0-1): ``1 + contention x load``."""
@@ -179,6 +175,9 @@ class Costs:
         return d + self.cpu_share_s if body == "cpu" and math.isfinite(planned_s) else d
 
 
+#: The per-task costs :attr:`Costs.contention` stretches (:meth:`Costs.under_load`).
+STRETCHED: tuple[str, ...] = ("dispatch_s", "worker_s", "requeue_s", "result_s", "unit_s",
+                              "dispatch_per_worker_s", "worker_per_worker_s")
 #: The fields of :class:`Costs` that are curves, not numbers.
 CURVES: tuple[str, ...] = ("sleep_curve", "cpu_curve")
 
@@ -492,7 +491,9 @@ def loaded_schedule(policy: Policy, durations: Sequence[float], n_workers: int, 
 
 
 def _usable_cores() -> int:
-    """The cores this process may run on (where a trial's own are unknown)."""
+    """The cores this process may run on (where a trial's own are unknown): as
+    :func:`research.config.usable_cores`, not imported here because the config module loads
+    every scheduler adapter and the simulator stands alone."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -520,5 +521,5 @@ def greedy_free_times(durations: Sequence[float], n_workers: int) -> list[float]
     return sorted(free)
 
 
-__all__ = ["BUSY_BODIES", "CURVES", "Costs", "Policy", "SimResult", "State", "core_load",
-           "greedy_free_times", "loaded_schedule", "simulate"]
+__all__ = ["BUSY_BODIES", "CURVES", "STRETCHED", "Costs", "Policy", "SimResult", "State",
+           "core_load", "greedy_free_times", "loaded_schedule", "simulate"]
