@@ -580,11 +580,30 @@ def test_fit_finds_the_contention_that_makes_sleeping_trials_cheaper(
 
 
 def test_contention_is_not_kept_where_the_costs_do_not_stretch() -> None:
-    """Costs that do not stretch (on the search's grid): the fit keeps no contention."""
-    truth = Costs(dispatch_s=cal.GRID[10], worker_s=cal.GRID[12], return_s=1e-3,
+    """Costs that do not stretch, between the grid's points (so a stretch could absorb the
+    grid's coarseness): the fit keeps no contention."""
+    truth = Costs(dispatch_s=math.sqrt(cal.GRID[10] * cal.GRID[11]),
+                  worker_s=math.sqrt(cal.GRID[12] * cal.GRID[13]), return_s=1e-3,
                   sleep_overshoot_s=5e-5)
     fitted, err = cal.fit_scheduler(_loaded_study(truth))
-    assert fitted.contention == 0.0 and err < 0.02
+    assert fitted.contention == 0.0 and 0 < err < 0.02
+
+
+def test_contention_is_dropped_where_the_second_counts_noops_contradict_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweeps say the costs stretch, but the no-ops on 4 workers ran twice as fast as the
+    stretch would have them: the check on those no-ops drops it (without the check, the
+    search alone keeps it)."""
+    truth = Costs(dispatch_s=1e-4, worker_s=4e-4, return_s=1e-3, sleep_overshoot_s=5e-5,
+                  contention=1.5)
+    trials = [replace(d, makespan_s=d.makespan_s / 2, wall_s=d.wall_s / 2)
+              if d.n_workers == 4 and d.bodies[0] == "noop" else d
+              for d in _loaded_study(truth)]
+    fitted, _ = cal.fit_scheduler(trials)
+    assert fitted.contention == 0.0
+    monkeypatch.setattr(cal, "GROWTH_MISS", math.inf)  # the check's tolerance: anything goes
+    unchecked, _ = cal.fit_scheduler(trials)
+    assert unchecked.contention > 0
 
 
 def test_start_latency_grows_with_the_list_where_it_does() -> None:
