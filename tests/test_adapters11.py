@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -242,4 +244,42 @@ def test_a_dying_worker_fails_the_run(name: str, options: dict, tmp_path: Path) 
         assert out.error and "timeout" not in out.error, out.error
         assert sched.broken
         assert all(isinstance(o, Outcome) for o in out.outcomes)
+    assert not wait_no_children()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leaks")
+def test_ray_pool_cut_short_leaves_no_thread_that_restarts_ray(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A map cut short by its timeout leaves the pool's result thread polling Ray (and a cut
+    short ``imap`` waiting for chunks that never come). Shutdown ends those threads before
+    ``ray.shutdown``, and Ray's auto-init is off while ours runs: a thread that polled after
+    shutdown made Ray start a cluster of its own (``/tmp/ray``), whose driver then ended the
+    whole process with ``_exit(1)`` 60 s after that cluster's GCS was killed (the test run
+    died in a later file that way, with no traceback)."""
+    import ray
+    from ray._private import auto_init_hook
+    from ray.util.multiprocessing.pool import ResultThread
+
+    died: list[str] = []  # a thread that polled Ray after shutdown dies of it (auto-init off)
+    monkeypatch.setattr(threading, "excepthook",
+                        lambda a: died.append(f"{a.thread}: {a.exc_type.__name__}"))
+    before = auto_init_hook.enable_auto_connect
+    earlier = set(threading.enumerate())  # an earlier test's idle result threads stay idle
+    tasks = _sleeps([30.0, 30.0, 0.1, 0.1, 0.1])  # imap: the last three are never sent
+    with get_scheduler("ray-pool")(2, {}, workdir=tmp_path) as sched:
+        assert auto_init_hook.enable_auto_connect is False
+        sched.warm()
+        for method in ("map", "imap_unordered"):
+            sched.options = {**sched.options, "method": method}
+            out = sched.run(tasks, 1.0)
+            assert out.error and "timeout" in out.error, method
+        threads = [t for t in threading.enumerate()
+                   if isinstance(t, ResultThread) and t not in earlier]
+        assert [t for t in threads if t.is_alive()]  # the cut-short maps' threads run on
+    assert not [t for t in threads if t.is_alive()]
+    time.sleep(0.5)  # longer than the threads' 0.1 s poll
+    assert not died, died  # they ended before ray.shutdown, not by polling after it
+    assert not ray.is_initialized()
+    assert auto_init_hook.enable_auto_connect is before  # put back
     assert not wait_no_children()

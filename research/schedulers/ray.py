@@ -143,6 +143,26 @@ def _resolve_address(ray: ModuleType, address: str) -> str:
     return address
 
 
+def _auto_init(enabled: bool) -> bool | None:
+    """Turn Ray's auto-init on or off; the setting it had (None where this Ray has none).
+
+    Ray starts a fresh local cluster (``ray.init()`` with its defaults: ``/tmp/ray``, a
+    dashboard) when one of its calls (``ray.wait``, ``ray.get``...) finds no driver. A library
+    thread still polling after our shutdown (a Pool's result thread) would then start a
+    cluster nobody stops, whose driver exits this process (``_exit(1)``, no traceback) 60 s
+    after its GCS is gone. Off while an adapter of ours runs Ray, so such a call fails instead.
+    """
+    try:
+        from ray._private import auto_init_hook
+    except ImportError:
+        return None
+    old = getattr(auto_init_hook, "enable_auto_connect", None)
+    if isinstance(old, bool):
+        auto_init_hook.enable_auto_connect = enabled
+        return old
+    return None
+
+
 @contextlib.contextmanager
 def _env(values: Mapping[str, str]) -> Iterator[None]:
     old = {k: os.environ.get(k) for k in values}
@@ -378,6 +398,9 @@ class Ray(ClusterScheduler):
         self.address: str | None = self.options["address"]
         self.temp_dir: str | None = None
         self._env_cm: contextlib.ExitStack | None = None
+        #: Ray's auto-init setting before start turned it off (None: not changed), put back
+        #: at shutdown unless :meth:`_threads_left` says a library thread may still call Ray.
+        self._auto_init_was: bool | None = None
         self._remote: Any = None
         self._remote_pickled: Any = None
         self._node_ip: str | None = None
@@ -418,6 +441,9 @@ class Ray(ClusterScheduler):
         if ray.is_initialized():
             raise RuntimeError("a Ray driver is already connected in this process: "
                                "run one Ray adapter at a time")
+        was = _auto_init(False)
+        if self._auto_init_was is None:  # not a restart that found it still off
+            self._auto_init_was = was
         if self.address is None:
             self._start_local(ray)
         else:
@@ -476,6 +502,14 @@ class Ray(ClusterScheduler):
             if self._env_cm is not None:
                 self._env_cm.close()
                 self._env_cm = None
+            if self._auto_init_was is not None and not self._threads_left():
+                _auto_init(self._auto_init_was)
+                self._auto_init_was = None
+
+    def _threads_left(self) -> bool:
+        """Whether a library thread of this cluster may still call Ray after shutdown (then
+        Ray's auto-init stays off for this process). None here; the Pool has result threads."""
+        return False
 
     def match_process(self, cmd: str) -> bool:
         """Ray's processes below this one: its binaries, scripts and ``ray::`` workers."""

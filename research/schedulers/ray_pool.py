@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import pickle
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +46,23 @@ from .ray import Ray, execute_labelled_block, import_ray, native_table, timeline
 
 METHODS = ("map", "imap", "imap_unordered")
 WARM_SLEEP_S = 0.1
+#: Seconds shutdown waits for the pool's result threads once its actors are killed (their
+#: chunks then fail within about a second).
+RESULT_THREAD_WAIT_S = 5.0
+
+
+def _polling(thread: threading.Thread) -> bool:
+    """Whether a Pool's result thread may still call Ray: alive with results outstanding (it
+    polls ``ray.wait`` every 0.1 s). One that has every result it was given waits on its
+    queue and calls Ray again only when a chunk is queued, which a terminated pool never does.
+    Private attributes of Ray's ``ResultThread``: where they are missing, assume it polls."""
+    if not thread.is_alive():
+        return False
+    try:
+        return bool(thread._num_ready < len(thread._object_refs)  # type: ignore[attr-defined]
+                    or not thread._new_object_refs.empty())  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return True
 
 
 class RayPool(Ray):
@@ -67,6 +85,9 @@ class RayPool(Ray):
                  workdir: Path | None = None) -> None:
         super().__init__(n_workers, options, workdir)
         self.pool: Any = None
+        #: The pool's result threads that may still poll Ray (a map cut short by its
+        #: timeout): ended at shutdown before Ray is (:meth:`_stop_cluster`).
+        self._result_threads: list[threading.Thread] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     def _start_cluster(self) -> None:
@@ -79,10 +100,40 @@ class RayPool(Ray):
 
     def _stop_cluster(self) -> None:
         pool, self.pool = self.pool, None
+        self._end_result_threads()
         if pool is not None:
             with contextlib.suppress(Exception):
                 pool.terminate()  # ray.kill on every actor
+        self._join_result_threads(RESULT_THREAD_WAIT_S)
         super()._stop_cluster()
+
+    def _keep_result_thread(self, handle: Any) -> None:
+        """Remember the result thread of a map (private attribute: none, nothing to keep)."""
+        self._result_threads = [t for t in self._result_threads if _polling(t)]
+        thread = getattr(handle, "_result_thread", None)
+        if isinstance(thread, threading.Thread) and thread.is_alive():
+            self._result_threads.append(thread)
+
+    def _end_result_threads(self) -> None:
+        """Tell each polling result thread that no more chunks come (a cut-short ``imap``
+        would wait for them for ever): it ends once the chunks it has are in, or have failed
+        with their actor. Not the idle ones: the message would have them poll once more."""
+        for thread in self._result_threads:
+            add = getattr(thread, "add_object_ref", None)
+            if _polling(thread) and add is not None:
+                with contextlib.suppress(Exception):
+                    add(getattr(thread, "END_SENTINEL", None))
+
+    def _join_result_threads(self, timeout_s: float) -> None:
+        """Wait (bounded) until no result thread polls Ray: one that polled after
+        ``ray.shutdown`` would start a new cluster (see :func:`.ray._auto_init`)."""
+        deadline = time.monotonic() + timeout_s
+        while any(_polling(t) for t in self._result_threads) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._result_threads = [t for t in self._result_threads if _polling(t)]
+
+    def _threads_left(self) -> bool:
+        return bool(self._result_threads)
 
     # -- trials ----------------------------------------------------------------------------
     def warm(self, timeout_s: float = 60.0) -> None:
@@ -136,11 +187,13 @@ class RayPool(Ray):
         try:
             if method == "map":
                 handle = self.pool.map_async(execute_labelled_block, blocks, chunksize=1)
+                self._keep_result_thread(handle)
                 got = handle.get(timeout_s)
                 receive = stamp_all(tasks, time.time_ns())  # the moment the results are here
                 outcomes = unpack_blocks(got)
             else:
                 handle = getattr(self.pool, method)(execute_labelled_block, blocks, chunksize=1)
+                self._keep_result_thread(handle)
                 for _ in range(len(blocks)):
                     got = handle.next(timeout=max(0.0, deadline - time.monotonic()))
                     if isinstance(got, BaseException):
