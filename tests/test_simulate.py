@@ -606,6 +606,31 @@ def test_contention_is_dropped_where_the_second_counts_noops_contradict_it(
     assert unchecked.contention > 0
 
 
+def test_a_worker_cost_that_is_a_wait_leaves_the_noops_idle_and_the_cpu_trials_stretched(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Costs that stretch where CPU bodies hold the cores, with a worker cost that is a wait
+    (``worker_load`` 0: Parsl's hand-over): the no-ops and sleeps then run at the idle costs.
+    The fit finds that share and the stretch, and predicts a CPU trial it never saw, which
+    the same trials fitted with the worker cost taken as busy predict too fast."""
+    truth = Costs(dispatch_s=1e-4, worker_s=4e-4, return_s=1e-3, sleep_overshoot_s=5e-5,
+                  contention=1.5, worker_load=0.0)
+    # Only the bodies load the cores: the worker cost is not counted.
+    assert core_load([1.0, 1.0], [False, False], [1.0, 3.0], [2.0, 4.0], 1, truth, 2) == 0.0
+    assert core_load([1.0], [True], [0.0], [2.0], 1, truth, 2) == pytest.approx(0.25)
+    trials = _loaded_study(truth)
+    fitted, err = cal.fit_scheduler(trials)
+    assert fitted.worker_load == 0.0 and fitted.contention > 0 and err < 0.05
+    planned = [5e-3] * 60
+    want = simulate(policy_for("dask"), ["cpu"] * 60, planned, 2, truth, cores=2)
+    got = simulate(policy_for("dask"), ["cpu"] * 60, planned, 2, fitted, cores=2)
+    assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.05)
+    monkeypatch.setattr(cal, "WORKER_LOADS", (1.0,))
+    busy, _ = cal.fit_scheduler(trials)
+    assert busy.worker_load == 1.0
+    off = simulate(policy_for("dask"), ["cpu"] * 60, planned, 2, busy, cores=2).makespan_s
+    assert abs(off / want.makespan_s - 1) > abs(got.makespan_s / want.makespan_s - 1)
+
+
 def test_start_latency_grows_with_the_list_where_it_does() -> None:
     """The first start's latency: a robust line against the task count (one outlier does not
     move it), and the simulator delays the first unit by it."""
@@ -673,9 +698,15 @@ def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
     v4 = {k: v for k, v in Costs(dispatch_s=1e-3).to_dict().items() if k != "contention"}
     old.write_text(json.dumps({**doc, "version": 4, "schedulers": {"dask": {"costs": v4}}}))
     assert cal.load(old).costs("dask") == (Costs(dispatch_s=1e-3), True)
-    loaded = Costs(dispatch_s=1e-3, contention=1.5)
+    # A version 5 file (no worker_load) loads with the worker cost counted as busy.
+    v5 = {k: v for k, v in Costs(dispatch_s=1e-3, contention=1.5).to_dict().items()
+          if k != "worker_load"}
+    old.write_text(json.dumps({**doc, "version": 5, "schedulers": {"dask": {"costs": v5}}}))
+    assert cal.load(old).costs("dask") == (Costs(dispatch_s=1e-3, contention=1.5), True)
+    assert cal.load(old).costs("dask")[0].worker_load == 1.0
+    loaded = Costs(dispatch_s=1e-3, contention=1.5, worker_load=0.0)
     c.schedulers["dask"]["costs"] = loaded.to_dict()
-    assert cal.load(c.write(tmp_path / "v5.json")).costs("dask") == (loaded, True)
+    assert cal.load(c.write(tmp_path / "v6.json")).costs("dask") == (loaded, True)
     assert back.costs("dask[x=1]")[0].dispatch_s == 1e-3
     assert back.costs("unknown") == (Costs(dispatch_s=2e-3), False)
     assert back.trials("dask") == {"t0"}

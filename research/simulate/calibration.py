@@ -11,15 +11,16 @@ mean (:func:`capped_mean`) of |log(predicted / measured)| of their makespans and
 times, once with the scheduler pushing the list and once pulling (``pull``: where the policy's
 units wait for a free slot), keeping the better of the two; then, where
 no-ops ran on a second worker count, how much the per-task costs stretch when the cores are
-busy (``contention``: :meth:`Costs.under_load`; searched on every calibration trial, kept only
-where it fits them better than the same search without it and leaves the second count's
-no-ops within 5% or no worse), and where the costs miss those no-ops, their growth per worker
+busy (``contention``: :meth:`Costs.under_load`; searched on every calibration trial with a
+worker's own cost taken as busy and as a wait, ``worker_load``, kept only where it fits them
+better than the same search without it and leaves the second count's no-ops within 5% or no
+worse), and where the costs miss those no-ops, their growth per worker
 (``dispatch_per_worker_s``, ``worker_per_worker_s``: :meth:`Costs.at`); then ``cpu_share_s``
 on the CPU trials alone.
 
 The file (JSON)::
 
-    {"format": "research.calibration", "version": 5, "label": "...", "source": "RESULTS",
+    {"format": "research.calibration", "version": 6, "label": "...", "source": "RESULTS",
      "created": "ISO time", "studies": ["overhead", "granularity"],
      "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
                                        "start_per_task_s": ..., "requeue_s": ..., "pull": 0,
@@ -27,6 +28,7 @@ The file (JSON)::
                                        "cpu_scale": ..., "noop_s": ..., "cpu_share_s": ...,
                                        "unit_s": ..., "dispatch_per_worker_s": ...,
                                        "worker_per_worker_s": ..., "contention": ...,
+                                       "worker_load": ...,
                                        "sleep_curve": [[planned_s, overshoot_s], ...],
                                        "cpu_curve": [[planned_s, stretch], ...]},
                              "n_trials": 21, "fit_error": 0.03, "trials": ["trial_id", ...]}},
@@ -40,7 +42,9 @@ version 3). Version 3 files (no ``dispatch_per_worker_s`` or ``worker_per_worker
 in version 4: how the shared and the per-worker cost grow with the workers, :meth:`Costs.at`)
 load with both 0. Version 4 files (no ``contention``, added in version 5: the per-task costs
 stretched by the load of the cores, :meth:`Costs.under_load`) load with it 0: the same costs
-at every load, as they were fitted. ``default`` (the median
+at every load, as they were fitted. Version 5 files (no ``worker_load``, added in version 6:
+whether a worker's own per-task cost loads its core or is a wait) load with it 1, as they
+were fitted. ``default`` (the median
 of the fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
 :data:`SHIPPED` is the package's own file (its label says what it was fitted on).
 """
@@ -63,12 +67,13 @@ from .core import BUSY_BODIES, STRETCHED, Costs, _receive, loaded_schedule
 from .policies import base_name, policy_for
 
 FORMAT = "research.calibration"
-VERSION = 5
+VERSION = 6
 #: Versions :func:`load` reads (1: no body curves, the scalars serve every length; 2: no
 #: ``cpu_share_s`` or ``unit_s``, 0; 3: no ``dispatch_per_worker_s`` or
 #: ``worker_per_worker_s``, 0: the costs hold on every worker count, as they were fitted;
-#: 4: no ``contention``, 0: the costs hold at every load of the cores).
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5)
+#: 4: no ``contention``, 0: the costs hold at every load of the cores; 5: no
+#: ``worker_load``, 1: a worker's own cost counts as busy, as it was fitted).
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 CALIBRATION_STUDIES: tuple[str, ...] = ("overhead", "granularity")
 SHIPPED = Path(__file__).with_name("default_calibration.json")
 #: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms
@@ -442,14 +447,31 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
         # below is then decided from there). The comparison is with the same search without
         # it (the other costs refitted on every trial too): the stretch must earn its place,
         # not the refit.
+        #
+        # Twice: with a worker's own per-task cost counted as work on its core, and as a
+        # wait (Costs.worker_load 1 or 0). Which it is decides the no-ops' own load: taken as
+        # busy, the stretch can only make the sleeping trials cheaper than the no-ops; taken
+        # as waiting (Parsl's hand-over through its manager's queues), it makes the CPU
+        # trials dearer, where the bodies hold both cores while the scheduler's processes
+        # wait their turn.
         flat_err = _search_costs(search, {**base, "pull": costs.pull}, passes, keys,
                                  costs.to_dict())[1]
-        loaded, loaded_err = _search_costs(search, {**base, "pull": costs.pull}, passes,
-                                           (*keys, "contention"), costs.to_dict())
-        if (loaded.contention and loaded_err < flat_err - 1e-12
-                and second.error(loaded) <= max(second.error(costs), GROWTH_MISS) + 1e-12):
-            costs, err = loaded, loaded_err
-    base = {**base, "contention": costs.contention}
+        missed = second.error(costs)
+        best: tuple[Costs, float] | None = None
+        for share in WORKER_LOADS:
+            # As a wait, the no-ops and sleeps run at the idle costs the search above fitted,
+            # so the stretch (which then moves the CPU trials alone) is searched by itself.
+            fixed = {} if share else {k: getattr(costs, k) for k in keys}
+            loaded, loaded_err = _search_costs(
+                search, {**base, "pull": costs.pull, "worker_load": share, **fixed}, passes,
+                (*keys, "contention") if share else ("contention",), costs.to_dict())
+            if (loaded.contention and loaded_err < flat_err - 1e-12
+                    and loaded_err < (best[1] if best else math.inf) - 1e-12
+                    and second.error(loaded) <= max(missed, GROWTH_MISS) + 1e-12):
+                best = loaded, loaded_err
+        if best is not None:
+            costs, err = best
+    base = {**base, "contention": costs.contention, "worker_load": costs.worker_load}
     if len(set(noop_counts)) >= 2:
         # Shared or per worker, and how either grows with the workers (Costs.at): only no-ops
         # on two worker counts show it (the per-task costs alone, no body to hide them; the
@@ -528,11 +550,12 @@ def _search_costs(search: _Search, base: dict[str, Any], passes: int,
     from ``start``, else all 0)."""
     best: dict[str, Any] = {k: float((start or {}).get(k, 0.0)) for k in keys}
     best_err = search.error(Costs(**base, **best))
+    share = float(base.get("worker_load", 1.0))  # the no-ops' load, for _set
     for _ in range(passes):
         improved = False
         for key in keys:
             for v in CONTENTION_GRID if key == "contention" else GRID:
-                trial = _set(best, key, v)
+                trial = _set(best, key, v, share)
                 err = search.error(Costs(**base, **trial))
                 if err < best_err - 1e-12:
                     best, best_err, improved = trial, err, True
@@ -550,7 +573,7 @@ def _search_costs(search: _Search, base: dict[str, Any], passes: int,
                 for cand in (v * step, v / step):
                     if v <= 0:
                         continue
-                    trial = _set(best, key, cand)
+                    trial = _set(best, key, cand, share)
                     err = search.error(Costs(**base, **trial))
                     if err < best_err - 1e-12:
                         best, best_err, improved = trial, err, True
@@ -560,16 +583,18 @@ def _search_costs(search: _Search, base: dict[str, Any], passes: int,
     return Costs(**base, **best), best_err
 
 
-def _set(costs: dict[str, Any], key: str, value: float) -> dict[str, Any]:
+def _set(costs: dict[str, Any], key: str, value: float,
+         noop_load: float = 1.0) -> dict[str, Any]:
     """``costs`` with ``key`` set to ``value``; a new ``contention`` divides the per-task costs
-    it stretches by the change of their stretch at full load (1 + contention), so the costs
-    in force on busy cores (what the no-ops pin down) stay put: a coordinate step in
-    contention then moves the idle cores' costs alone, which is the question it asks. (Only
-    approximately where the no-ops' own load is below 1, e.g. held up by the dispatch: the
+    it stretches by the change of their stretch at the no-ops' load (``noop_load``: 1 where a
+    worker's own cost counts as busy, 0 where it is a wait, :attr:`Costs.worker_load`), so
+    the costs in force on the no-ops (what they pin down) stay put: a coordinate step in
+    contention then moves the other loads' costs alone, which is the question it asks. (Only
+    approximately where the no-ops' own load is between, e.g. held up by the dispatch: the
     search's other steps take up the rest.)"""
     out = {**costs, key: value}
     if key == "contention":
-        f = (1.0 + value) / (1.0 + costs.get("contention", 0.0))
+        f = (1.0 + value * noop_load) / (1.0 + costs.get("contention", 0.0) * noop_load)
         for k in STRETCHED:
             if k in out:
                 out[k] = out[k] / f
@@ -578,6 +603,8 @@ def _set(costs: dict[str, Any], key: str, value: float) -> dict[str, Any]:
 
 #: Values tried for :attr:`Costs.contention` (the stretch at full load less 1).
 CONTENTION_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+#: Values tried for :attr:`Costs.worker_load` (with the stretch): busy, or a wait.
+WORKER_LOADS: tuple[float, ...] = (1.0, 0.0)
 
 
 def _shortened(d: TrialData, most: int, start_per_task_s: float = 0.0) -> TrialData:

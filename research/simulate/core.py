@@ -104,6 +104,12 @@ class Costs:
     #: keep busy (:func:`core_load`); the costs above are those of idle cores. 0: the costs
     #: are the same at every load (and calibration files before version 5).
     contention: float = 0.0
+    #: The share of a task's ``worker_s`` that keeps a core busy, for the load ``contention``
+    #: reads (:func:`core_load`): 1, a worker's per-task cost is work on its core (a prefork
+    #: child's own bookkeeping); 0, it is a wait (a hand-over through the scheduler's queues
+    #: and processes, which leaves the core to others). Fitted with ``contention`` (1 in
+    #: calibration files before version 6).
+    worker_load: float = 1.0
 
     def at(self, n_workers: int) -> Costs:
         """The costs in force on ``n_workers`` workers: ``dispatch_s`` and ``worker_s`` with
@@ -455,15 +461,15 @@ def _receive(end: Sequence[float], return_s: float, result_s: float) -> list[flo
 def core_load(durations: Sequence[float], busy: Sequence[bool], start: Sequence[float],
               end: Sequence[float], n_workers: int, costs: Costs, cores: int) -> float:
     """The share of ``cores`` a schedule's workers keep busy (0-1): the bodies that run on a
-    core (``busy``: CPU bodies, no-ops) and every task's own cost (``worker_s``), over the
-    cores' time from the first start to the last end. Sleeping bodies do not count: they
-    leave their core to the scheduler and the client."""
+    core (``busy``: CPU bodies, no-ops) and every task's own cost (``worker_s``, its share
+    ``worker_load``), over the cores' time from the first start to the last end. Sleeping
+    bodies do not count: they leave their core to the scheduler and the client."""
     if not start:
         return 0.0
     span = max(end) - min(start)
     if not (span > 0 and math.isfinite(span)):
         return 1.0
-    worker_s = costs.at(n_workers).worker_s
+    worker_s = costs.at(n_workers).worker_s * costs.worker_load
     used = sum(d for d, b in zip(durations, busy, strict=True) if b) + worker_s * len(start)
     return min(1.0, max(0.0, used / (max(1, cores) * span)))
 
