@@ -557,6 +557,13 @@ def _loaded_study(truth: Costs, sched: str = "dask") -> list[cal.TrialData]:
     return out
 
 
+def _unseen(body: str, planned_s: float, n: int, costs: Costs) -> float:
+    """The makespan ``costs`` give a trial the calibration never saw: ``n`` tasks of one
+    body on 2 workers and 2 cores (Dask's policy)."""
+    return simulate(policy_for("dask"), [body] * n, [planned_s] * n, 2, costs,
+                    cores=2).makespan_s
+
+
 def test_fit_finds_the_contention_that_makes_sleeping_trials_cheaper(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Costs that stretch 2.5x on busy cores: fitted on no-ops (busy) and sweeps, the
@@ -567,16 +574,13 @@ def test_fit_finds_the_contention_that_makes_sleeping_trials_cheaper(
     trials = _loaded_study(truth)
     fitted, err = cal.fit_scheduler(trials)
     assert fitted.contention > 0 and err < 0.05
-    planned = [2e-3] * 100
-    want = simulate(policy_for("dask"), ["sleep"] * 100, planned, 2, truth, cores=2)
-    got = simulate(policy_for("dask"), ["sleep"] * 100, planned, 2, fitted, cores=2)
-    assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.05)
+    want = _unseen("sleep", 2e-3, 100, truth)
+    assert _unseen("sleep", 2e-3, 100, fitted) == pytest.approx(want, rel=0.05)
     # The same trials fitted without a stretch (none to choose from): too slow.
     monkeypatch.setattr(cal, "CONTENTION_GRID", (0.0,))
     flat, _ = cal.fit_scheduler(trials)
     assert flat.contention == 0.0
-    assert simulate(policy_for("dask"), ["sleep"] * 100, planned, 2, flat,
-                    cores=2).makespan_s > 1.1 * want.makespan_s
+    assert _unseen("sleep", 2e-3, 100, flat) > 1.1 * want
 
 
 def test_contention_is_not_kept_where_the_costs_do_not_stretch() -> None:
@@ -620,15 +624,12 @@ def test_a_worker_cost_that_is_a_wait_leaves_the_noops_idle_and_the_cpu_trials_s
     trials = _loaded_study(truth)
     fitted, err = cal.fit_scheduler(trials)
     assert fitted.worker_load == 0.0 and fitted.contention > 0 and err < 0.05
-    planned = [5e-3] * 60
-    want = simulate(policy_for("dask"), ["cpu"] * 60, planned, 2, truth, cores=2)
-    got = simulate(policy_for("dask"), ["cpu"] * 60, planned, 2, fitted, cores=2)
-    assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.05)
+    want, got = _unseen("cpu", 5e-3, 60, truth), _unseen("cpu", 5e-3, 60, fitted)
+    assert got == pytest.approx(want, rel=0.05)
     monkeypatch.setattr(cal, "WORKER_LOADS", (1.0,))
     busy, _ = cal.fit_scheduler(trials)
     assert busy.worker_load == 1.0
-    off = simulate(policy_for("dask"), ["cpu"] * 60, planned, 2, busy, cores=2).makespan_s
-    assert abs(off / want.makespan_s - 1) > abs(got.makespan_s / want.makespan_s - 1)
+    assert abs(_unseen("cpu", 5e-3, 60, busy) / want - 1) > abs(got / want - 1)
 
 
 def test_start_latency_grows_with_the_list_where_it_does() -> None:
