@@ -251,12 +251,12 @@ def test_a_dying_worker_fails_the_run(name: str, options: dict, tmp_path: Path) 
 @pytest.mark.usefixtures("no_leaks")
 def test_ray_pool_cut_short_leaves_no_thread_that_restarts_ray(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A map cut short by its timeout leaves the pool's result thread polling Ray (and a cut
-    short ``imap`` waiting for chunks that never come). Shutdown ends those threads before
-    ``ray.shutdown``, and Ray's auto-init is off while ours runs: a thread that polled after
-    shutdown made Ray start a cluster of its own (``/tmp/ray``), whose driver then ended the
-    whole process with ``_exit(1)`` 60 s after that cluster's GCS was killed (the test run
-    died in a later file that way, with no traceback)."""
+    """A map cut short by its timeout leaves the pool's result thread polling Ray, and one
+    cut short by a dead actor leaves it waiting for chunks that never come. Shutdown ends
+    both kinds before ``ray.shutdown``, and Ray's auto-init is off while ours runs: a thread
+    that polled after shutdown made Ray start a cluster of its own (``/tmp/ray``), whose
+    driver then ended the whole process with ``_exit(1)`` 60 s after that cluster's GCS was
+    killed (the test run died in a later file that way, with no traceback)."""
     import ray
     from ray._private import auto_init_hook
     from ray.util.multiprocessing.pool import ResultThread
@@ -264,8 +264,7 @@ def test_ray_pool_cut_short_leaves_no_thread_that_restarts_ray(
     died: list[str] = []  # a thread that polled Ray after shutdown dies of it (auto-init off)
     monkeypatch.setattr(threading, "excepthook",
                         lambda a: died.append(f"{a.thread}: {a.exc_type.__name__}"))
-    before = auto_init_hook.enable_auto_connect
-    earlier = set(threading.enumerate())  # an earlier test's idle result threads stay idle
+    monkeypatch.setattr(auto_init_hook, "enable_auto_connect", True)  # Ray's default
     tasks = _sleeps([30.0, 30.0, 0.1, 0.1, 0.1])  # imap: the last three are never sent
     with get_scheduler("ray-pool")(2, {}, workdir=tmp_path) as sched:
         assert auto_init_hook.enable_auto_connect is False
@@ -274,12 +273,22 @@ def test_ray_pool_cut_short_leaves_no_thread_that_restarts_ray(
             sched.options = {**sched.options, "method": method}
             out = sched.run(tasks, 1.0)
             assert out.error and "timeout" in out.error, method
-        threads = [t for t in threading.enumerate()
-                   if isinstance(t, ResultThread) and t not in earlier]
-        assert [t for t in threads if t.is_alive()]  # the cut-short maps' threads run on
+        threads = [t for t in threading.enumerate() if isinstance(t, ResultThread)]
+        assert len([t for t in threads if t.is_alive()]) >= 2  # the cut-short maps' run on
+    # An idle one: a chunk failed with its actor, the imap stopped, and its thread has every
+    # result it was given and waits for chunks that never come.
+    tasks = [Task(0, "sleep", 0.1, 0.1), Task(1, "crash", 0, 0.0), Task(2, "sleep", 0.1, 0.1),
+             Task(3, "sleep", 0.1, 0.1)]
+    with get_scheduler("ray-pool")(2, {"method": "imap_unordered"}, workdir=tmp_path) as sched:
+        sched.warm()
+        out = sched.run(tasks, 30)
+        assert out.error and "timeout" not in out.error, out.error
+        idle = [t for t in threading.enumerate() if isinstance(t, ResultThread)]
+        assert [t for t in idle if t.is_alive() and t not in threads]
+        threads += idle
     assert not [t for t in threads if t.is_alive()]
     time.sleep(0.5)  # longer than the threads' 0.1 s poll
     assert not died, died  # they ended before ray.shutdown, not by polling after it
     assert not ray.is_initialized()
-    assert auto_init_hook.enable_auto_connect is before  # put back
+    assert auto_init_hook.enable_auto_connect is True  # put back
     assert not wait_no_children()

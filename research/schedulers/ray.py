@@ -26,8 +26,9 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, NamedTuple
@@ -161,6 +162,33 @@ def _auto_init(enabled: bool) -> bool | None:
         auto_init_hook.enable_auto_connect = enabled
         return old
     return None
+
+
+#: Ray's auto-init setting before an adapter of ours turned it off (None: ours is not off).
+#: Process-wide, as the setting is: a second adapter must not take "off" for the original.
+_auto_init_saved: bool | None = None
+#: Library threads a shutdown left running that may still call Ray: auto-init stays off
+#: until they are gone.
+_threads_left: list[threading.Thread] = []
+
+
+def _auto_init_off() -> None:
+    """Turn Ray's auto-init off for as long as an adapter of ours runs Ray (see
+    :func:`_auto_init`), remembering the setting it had."""
+    global _auto_init_saved
+    was = _auto_init(False)
+    if _auto_init_saved is None:
+        _auto_init_saved = was
+
+
+def _auto_init_back(left: Iterable[threading.Thread] = ()) -> None:
+    """Put Ray's auto-init back as it was, unless a library thread that may call Ray is still
+    running (``left``, and those left by earlier shutdowns)."""
+    global _auto_init_saved
+    _threads_left[:] = [t for t in (*_threads_left, *left) if t.is_alive()]
+    if _auto_init_saved is not None and not _threads_left:
+        _auto_init(_auto_init_saved)
+        _auto_init_saved = None
 
 
 @contextlib.contextmanager
@@ -398,9 +426,6 @@ class Ray(ClusterScheduler):
         self.address: str | None = self.options["address"]
         self.temp_dir: str | None = None
         self._env_cm: contextlib.ExitStack | None = None
-        #: Ray's auto-init setting before start turned it off (None: not changed), put back
-        #: at shutdown unless :meth:`_threads_left` says a library thread may still call Ray.
-        self._auto_init_was: bool | None = None
         self._remote: Any = None
         self._remote_pickled: Any = None
         self._node_ip: str | None = None
@@ -441,9 +466,7 @@ class Ray(ClusterScheduler):
         if ray.is_initialized():
             raise RuntimeError("a Ray driver is already connected in this process: "
                                "run one Ray adapter at a time")
-        was = _auto_init(False)
-        if self._auto_init_was is None:  # not a restart that found it still off
-            self._auto_init_was = was
+        _auto_init_off()
         if self.address is None:
             self._start_local(ray)
         else:
@@ -502,14 +525,13 @@ class Ray(ClusterScheduler):
             if self._env_cm is not None:
                 self._env_cm.close()
                 self._env_cm = None
-            if self._auto_init_was is not None and not self._threads_left():
-                _auto_init(self._auto_init_was)
-                self._auto_init_was = None
+            _auto_init_back(self._threads_running())
 
-    def _threads_left(self) -> bool:
-        """Whether a library thread of this cluster may still call Ray after shutdown (then
-        Ray's auto-init stays off for this process). None here; the Pool has result threads."""
-        return False
+    def _threads_running(self) -> list[threading.Thread]:
+        """Library threads of this cluster still running after shutdown, which may call Ray
+        (Ray's auto-init then stays off until they are gone). None here; the Pool has result
+        threads."""
+        return []
 
     def match_process(self, cmd: str) -> bool:
         """Ray's processes below this one: its binaries, scripts and ``ray::`` workers."""

@@ -46,23 +46,9 @@ from .ray import Ray, execute_labelled_block, import_ray, native_table, timeline
 
 METHODS = ("map", "imap", "imap_unordered")
 WARM_SLEEP_S = 0.1
-#: Seconds shutdown waits for the pool's result threads once its actors are killed (their
-#: chunks then fail within about a second).
+#: Seconds shutdown waits for the pool's result threads to end once its actors are killed
+#: (their chunks then fail within about a second).
 RESULT_THREAD_WAIT_S = 5.0
-
-
-def _polling(thread: threading.Thread) -> bool:
-    """Whether a Pool's result thread may still call Ray: alive with results outstanding (it
-    polls ``ray.wait`` every 0.1 s). One that has every result it was given waits on its
-    queue and calls Ray again only when a chunk is queued, which a terminated pool never does.
-    Private attributes of Ray's ``ResultThread``: where they are missing, assume it polls."""
-    if not thread.is_alive():
-        return False
-    try:
-        return bool(thread._num_ready < len(thread._object_refs)  # type: ignore[attr-defined]
-                    or not thread._new_object_refs.empty())  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):
-        return True
 
 
 class RayPool(Ray):
@@ -85,8 +71,8 @@ class RayPool(Ray):
                  workdir: Path | None = None) -> None:
         super().__init__(n_workers, options, workdir)
         self.pool: Any = None
-        #: The pool's result threads that may still poll Ray (a map cut short by its
-        #: timeout): ended at shutdown before Ray is (:meth:`_stop_cluster`).
+        #: The pool's result threads that may still run (a map cut short by its timeout):
+        #: ended at shutdown before Ray is (:meth:`_stop_cluster`).
         self._result_threads: list[threading.Thread] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -109,31 +95,39 @@ class RayPool(Ray):
 
     def _keep_result_thread(self, handle: Any) -> None:
         """Remember the result thread of a map (private attribute: none, nothing to keep)."""
-        self._result_threads = [t for t in self._result_threads if _polling(t)]
+        self._result_threads = [t for t in self._result_threads if t.is_alive()]
         thread = getattr(handle, "_result_thread", None)
         if isinstance(thread, threading.Thread) and thread.is_alive():
             self._result_threads.append(thread)
 
     def _end_result_threads(self) -> None:
-        """Tell each polling result thread that no more chunks come (a cut-short ``imap``
-        would wait for them for ever): it ends once the chunks it has are in, or have failed
-        with their actor. Not the idle ones: the message would have them poll once more."""
+        """Have every result thread still running end, while Ray still runs.
+
+        Ray's ``ResultThread`` polls ``ray.wait`` every 0.1 s while it has results out, and
+        otherwise waits on its queue for the next chunk of an ``imap``, which a cut-short map
+        never sends. Each gets the end marker (no more chunks: it stops once what it has is
+        in) and then one result that is ready at once, so that even one with nothing out
+        wakes, counts it and returns. Those with results out end once their chunks fail with
+        the actors (:meth:`_stop_cluster` kills them next)."""
+        import ray
+
         for thread in self._result_threads:
             add = getattr(thread, "add_object_ref", None)
-            if _polling(thread) and add is not None:
+            if thread.is_alive() and add is not None:
                 with contextlib.suppress(Exception):
                     add(getattr(thread, "END_SENTINEL", None))
+                    add(ray.put([]))  # an empty chunk: nothing to count as a result
 
     def _join_result_threads(self, timeout_s: float) -> None:
-        """Wait (bounded) until no result thread polls Ray: one that polled after
+        """Wait (bounded) for the result threads to end: one that polled after
         ``ray.shutdown`` would start a new cluster (see :func:`.ray._auto_init`)."""
         deadline = time.monotonic() + timeout_s
-        while any(_polling(t) for t in self._result_threads) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self._result_threads = [t for t in self._result_threads if _polling(t)]
+        for thread in self._result_threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._result_threads = [t for t in self._result_threads if t.is_alive()]
 
-    def _threads_left(self) -> bool:
-        return bool(self._result_threads)
+    def _threads_running(self) -> list[threading.Thread]:
+        return list(self._result_threads)
 
     # -- trials ----------------------------------------------------------------------------
     def warm(self, timeout_s: float = 60.0) -> None:
@@ -153,10 +147,14 @@ class RayPool(Ray):
         from ..tasks import noop
 
         method, chunksize = self.options["method"], self.options["chunksize"]
-        if method == "map":
-            self.pool.map(noop, range(n_tasks), chunksize=chunksize)
+        if method == "map":  # Pool.map is map_async(...).get(): its thread is kept
+            handle = self.pool.map_async(noop, range(n_tasks), chunksize=chunksize)
+            self._keep_result_thread(handle)
+            handle.get()
         else:  # the same call run() makes, results drained one by one
-            for _ in getattr(self.pool, method)(noop, list(range(n_tasks)), chunksize or 1):
+            handle = getattr(self.pool, method)(noop, list(range(n_tasks)), chunksize or 1)
+            self._keep_result_thread(handle)
+            for _ in handle:
                 pass
 
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:

@@ -459,8 +459,9 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
         missed = second.error(costs)
         best: tuple[Costs, float] | None = None
         for share in WORKER_LOADS:
-            # As a wait, the no-ops and sleeps run at the idle costs the search above fitted,
-            # so the stretch (which then moves the CPU trials alone) is searched by itself.
+            # As a wait, the no-ops (whose bodies take next to nothing) and sleeps run at the
+            # idle costs the search above fitted, so the stretch, which then moves the CPU
+            # trials alone, is searched by itself; it must still beat the refit without it.
             fixed = {} if share else {k: getattr(costs, k) for k in keys}
             loaded, loaded_err = _search_costs(
                 search, {**base, "pull": costs.pull, "worker_load": share, **fixed}, passes,
@@ -550,12 +551,11 @@ def _search_costs(search: _Search, base: dict[str, Any], passes: int,
     from ``start``, else all 0)."""
     best: dict[str, Any] = {k: float((start or {}).get(k, 0.0)) for k in keys}
     best_err = search.error(Costs(**base, **best))
-    share = float(base.get("worker_load", 1.0))  # the no-ops' load, for _set
     for _ in range(passes):
         improved = False
         for key in keys:
             for v in CONTENTION_GRID if key == "contention" else GRID:
-                trial = _set(best, key, v, share)
+                trial = _set(best, key, v)
                 err = search.error(Costs(**base, **trial))
                 if err < best_err - 1e-12:
                     best, best_err, improved = trial, err, True
@@ -573,7 +573,7 @@ def _search_costs(search: _Search, base: dict[str, Any], passes: int,
                 for cand in (v * step, v / step):
                     if v <= 0:
                         continue
-                    trial = _set(best, key, cand, share)
+                    trial = _set(best, key, cand)
                     err = search.error(Costs(**base, **trial))
                     if err < best_err - 1e-12:
                         best, best_err, improved = trial, err, True
@@ -583,18 +583,17 @@ def _search_costs(search: _Search, base: dict[str, Any], passes: int,
     return Costs(**base, **best), best_err
 
 
-def _set(costs: dict[str, Any], key: str, value: float,
-         noop_load: float = 1.0) -> dict[str, Any]:
+def _set(costs: dict[str, Any], key: str, value: float) -> dict[str, Any]:
     """``costs`` with ``key`` set to ``value``; a new ``contention`` divides the per-task costs
-    it stretches by the change of their stretch at the no-ops' load (``noop_load``: 1 where a
-    worker's own cost counts as busy, 0 where it is a wait, :attr:`Costs.worker_load`), so
-    the costs in force on the no-ops (what they pin down) stay put: a coordinate step in
-    contention then moves the other loads' costs alone, which is the question it asks. (Only
-    approximately where the no-ops' own load is between, e.g. held up by the dispatch: the
-    search's other steps take up the rest.)"""
+    it stretches by the change of their stretch at full load (1 + contention), so the costs
+    in force on busy cores (what the no-ops pin down, their worker cost counted as busy) stay
+    put: a coordinate step in contention then moves the idle cores' costs alone, which is the
+    question it asks. (Only approximately where the no-ops' own load is below 1, e.g. held up
+    by the dispatch: the search's other steps take up the rest. With the worker cost a wait
+    the stretch is searched alone, the costs it stretches fixed: nothing here to divide.)"""
     out = {**costs, key: value}
     if key == "contention":
-        f = (1.0 + value * noop_load) / (1.0 + costs.get("contention", 0.0) * noop_load)
+        f = (1.0 + value) / (1.0 + costs.get("contention", 0.0))
         for k in STRETCHED:
             if k in out:
                 out[k] = out[k] / f
@@ -625,6 +624,21 @@ def _shortened(d: TrialData, most: int, start_per_task_s: float = 0.0) -> TrialD
                    body_s=d.body_s[:most], first_start_s=first)
 
 
+def default_costs(scheds: dict[str, Any]) -> Costs:
+    """The costs for a scheduler the calibration does not know: the median of each number
+    over the fitted ones (``scheds``: name -> entry with ``costs``); the body curves stay per
+    scheduler. ``worker_load`` is a choice (0 or 1) that goes with a stretch: the one most
+    schedulers with a stretch made (1, as before it was a choice, where none has one or
+    they tie), not a median that could fall between."""
+    if not scheds:
+        return Costs()
+    default = Costs.from_dict({k: _median([e["costs"][k] for e in scheds.values()], 0.0)
+                               for k in Costs().scalars()})
+    chosen = [e["costs"].get("worker_load", 1.0) for e in scheds.values()
+              if e["costs"].get("contention", 0.0)]
+    return replace(default, worker_load=0.0 if chosen.count(0.0) > len(chosen) / 2 else 1.0)
+
+
 def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
         label: str = "", n_jobs: int | None = None) -> Calibration:
     """Fit every scheduler found in ``studies`` of ``results`` (a loaded results directory),
@@ -643,14 +657,12 @@ def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,
     for (name, trials), (costs, err) in zip(ordered, fitted, strict=True):
         scheds[name] = {"costs": costs.to_dict(), "n_trials": len(trials),
                         "fit_error": err, "trials": sorted(d.trial_id for d in trials)}
-    # The default takes the median of each number; the body curves stay per scheduler.
-    default = Costs.from_dict({k: _median([e["costs"][k] for e in scheds.values()], 0.0)
-                               for k in Costs().scalars()}) if scheds else Costs()
-    return Calibration(scheds, default, label or f"fitted on {results.results_dir}",
+    return Calibration(scheds, default_costs(scheds), label or f"fitted on {results.results_dir}",
                        str(results.results_dir),
                        _dt.datetime.now().isoformat(timespec="seconds"), tuple(studies))
 
 
 __all__ = ["CALIBRATION_STUDIES", "FORMAT", "SHIPPED", "VERSION", "Calibration", "TrialData",
-           "body_costs", "capped_mean", "collect", "fit", "fit_error", "fit_scheduler", "load",
+           "body_costs", "capped_mean", "collect", "default_costs", "fit", "fit_error",
+           "fit_scheduler", "load",
            "log_error", "start_line", "trial_data"]
