@@ -282,6 +282,39 @@ def test_greedy_heap_path_is_the_scan_float_for_float(prefetch: int) -> None:
             want.worker, want.start, want.end, want.receive)
 
 
+def _dask_pick_reference(p: int, ready_s: float, state: State) -> int:
+    """DaskQueued.pick as first written: keys (accept, max(free_at, accept)), tolerance 1e-15."""
+    best, best_key = 0, (math.inf, math.inf)
+    for w in range(state.n_workers):
+        s = state.slots[w]
+        accept = max(ready_s, s[-p] + state.requeue_s if len(s) >= p else 0.0)
+        key = (accept, max(state.free_at[w], accept))
+        if key[0] < best_key[0] - 1e-15 or (abs(key[0] - best_key[0]) <= 1e-15
+                                            and key[1] < best_key[1] - 1e-15):
+            best, best_key = w, key
+    return best
+
+
+def test_dask_queued_pick_is_its_reference_float_for_float() -> None:
+    """The hand-written pick of the Dask policy (the fit's hottest loop) picks what the plain
+    key comparison picks, exact ties, near ties and NaN included."""
+    from research.simulate.policies import DaskQueued
+
+    rng = random.Random(7)
+    for sat in (1.1, 1, 3, "x", float("inf")):
+        policy = DaskQueued({"worker_saturation": sat})
+        p = policy.prefetch
+        for _ in range(400):
+            n = rng.choice([1, 2, 4, 12])
+            grid = [0.0, 0.1, 0.2, 0.30000000000000004, 0.3, 1.0, float("nan")]
+            slots = [[rng.choice(grid) for _ in range(rng.choice([0, 1, 2, 3]))]
+                     for _ in range(n)]
+            state = State(n, [rng.choice(grid) for _ in range(n)], slots, [0] * n,
+                          [[] for _ in range(n)], rng.choice([0.0, 0.1]))
+            ready = rng.choice(grid)
+            assert policy.pick(0, ready, state) == _dask_pick_reference(p, ready, state)
+
+
 def test_fit_error_is_the_capped_mean_of_simulated_errors() -> None:
     """The fitter's remembered schedules give what simulating each trial gives, summed up as
     their mean, an unpredictable trial (inf) counting as the cap."""
@@ -793,6 +826,37 @@ def test_metg_goal_holds_only_well_posed_rows() -> None:
     assert "1 of 3 well-posed" in text and "slow sleep" in text and "flat sleep" in text
     assert "quick sleep (predicted above 50% down to the smallest point" in text
     assert "slow sleep (predicted never reaching 50%" in text
+
+
+def test_metg_of_threads_on_cpu_bodies_is_ill_posed_by_the_gil() -> None:
+    """Threads sharing one GIL can reach 1 / workers efficiency on CPU bodies: a curve that
+    passes 60% there (the spin rate measured in the client was off) is still ill-posed, with
+    the GIL named; the same curve on processes, on sleep bodies or on one thread is not."""
+    import pandas as pd
+
+    from research.analysis.metg import efficiency_cap, metg_table
+
+    rows = []
+    cases = (("threads", "cpu", 2), ("threads", "sleep", 4), ("threads", "cpu", 1),
+             ("mp-map", "cpu", 2), ("threads[x=1]", "cpu", 2), ("mystery", "cpu", 2))
+    for sched, body, n in cases:
+        for k, (task, e) in enumerate(zip([1e-4, 1e-3, 1e-2], [0.3, 0.65, 0.45], strict=True)):
+            wall = task * 40 / (n * e)
+            rows.append({"scheduler": sched, "body": body, "n_workers": n,
+                         "trial_id": f"{sched}{body}{n}-{k}", "task_s": task, "n_tasks": 40,
+                         "wall_s": wall, "efficiency": e, "granularity_s": n * wall / 40})
+    table = metg_table(pd.DataFrame(rows)).set_index(["scheduler", "body", "n_workers"])
+    for key in (("threads", "cpu", 2), ("threads[x=1]", "cpu", 2)):
+        row = table.loc[key]
+        assert math.isfinite(row["metg_s"]) and not row["well_posed"], key
+        assert "one GIL" in row["note"] and "at most 50%" in row["note"], row["note"]
+    for key in (("threads", "sleep", 4), ("threads", "cpu", 1), ("mp-map", "cpu", 2),
+                ("mystery", "cpu", 2)):
+        assert table.loc[key, "well_posed"], key
+        assert table.loc[key, "note"] == "", key
+    assert efficiency_cap("threads", "cpu", 4) == 0.25
+    assert efficiency_cap("threads", "sleep", 4) == 1.0
+    assert efficiency_cap("mp-map", "cpu", 2) == 1.0
 
 
 def test_metg_range_over_the_sweeps_repeats() -> None:

@@ -31,6 +31,21 @@ CROSSED, ABOVE, NEVER, NO_POINTS = "crossed", "above throughout", "never reaches
 #: prediction goal.
 WELL_POSED_PEAK = 0.6
 
+
+def efficiency_cap(scheduler: str, body: str, n_workers: int) -> float:
+    """The most efficiency the system can reach by construction: ``1 / n_workers`` for CPU
+    bodies on a scheduler whose workers share one GIL (:attr:`Scheduler.shares_gil`: N
+    threads do one core's work), 1 otherwise (and for a scheduler the registry does not
+    know). Where it is at most 50% the METG is ill-posed whatever the curve shows: a peak
+    above the cap is the CPU body's rate, measured in the client before the trial, being
+    off by that much, not the system's speed."""
+    from ..schedulers import REGISTRY, get_scheduler
+
+    name = str(scheduler).partition("[")[0]  # an option variant: its adapter's class
+    if body != "cpu" or n_workers <= 1 or name not in REGISTRY:
+        return 1.0
+    return 1.0 / n_workers if get_scheduler(name).shares_gil else 1.0
+
 #: Published numbers to read ours beside, with what differs from this setup.
 ANCHORS: tuple[tuple[str, str, str], ...] = (
     ("Task Bench: Dask METG(50%)", "about 14 ms",
@@ -98,9 +113,10 @@ def metg_crossing(gran: Sequence[float], eff: Sequence[float]) -> tuple[float, s
 def metg_table(pts: pd.DataFrame) -> pd.DataFrame:
     """METG per (scheduler, body, n_workers), with why where 50% is never crossed (``note``,
     and the reason code ``crossing``), the median efficiency per task length over repeats,
-    ``well_posed`` (the efficiency passes :data:`WELL_POSED_PEAK` somewhere; else the note
-    says the crossing is noise), and ``metg_low_s``/``metg_high_s``, the METG's range over the
-    sweep's repeats (:func:`_repeat_range`)."""
+    ``well_posed`` (the efficiency passes :data:`WELL_POSED_PEAK` somewhere and the system can
+    pass 50% at all, :func:`efficiency_cap`; else the note says why the crossing is noise),
+    and ``metg_low_s``/``metg_high_s``, the METG's range over the sweep's repeats
+    (:func:`_repeat_range`)."""
     rows: list[dict[str, Any]] = []
     if pts.empty:
         return pd.DataFrame(columns=list(METG_COLUMNS))
@@ -110,8 +126,14 @@ def metg_table(pts: pd.DataFrame) -> pd.DataFrame:
                                       efficiency=("efficiency", "median")).reset_index()
         m, why, crossing = metg_crossing(per["granularity_s"], per["efficiency"])
         peak = float(per["efficiency"].max())
-        posed = bool(math.isfinite(m) and peak >= WELL_POSED_PEAK)
-        if math.isfinite(m) and not posed:
+        cap = efficiency_cap(str(sched), str(body), int(n))
+        posed = bool(math.isfinite(m) and peak >= WELL_POSED_PEAK and cap > THRESHOLD)
+        if math.isfinite(m) and cap <= THRESHOLD:
+            why = (f"ill-posed: {int(n)} workers sharing one GIL do one core's work, so the "
+                   f"efficiency is at most {cap:.0%} by construction (it peaks at {peak:.0%}: "
+                   "the CPU body's measured rate is off by the rest; where it first reaches "
+                   "50% is that error)")
+        elif math.isfinite(m) and not posed:
             why = (f"ill-posed: the efficiency peaks at {peak:.0%}, within noise of 50% "
                    f"(a flat curve: where it first reaches 50% is noise)")
         low, high = _repeat_range(g, per)
