@@ -1,0 +1,91 @@
+"""The standard library's process pools (``mp-map``, ``mp-dynamic``), started for real with 2
+workers: the ``quiet_handler`` what-if (research.schedulers.mp.QuietPool) against the stock
+pool it changes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from research.schedulers import get_scheduler
+from research.tasks import Task
+
+
+def _handler_sentinels(pool: object) -> list[object]:
+    """What the pool's worker-handler thread waits on besides the workers: the ``sentinels``
+    argument of ``Pool._handle_workers`` (the second last; CPython 3.8 and later)."""
+    return list(pool._worker_handler._args[-2])  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow  # starts process pools
+@pytest.mark.parametrize("name", ["mp-map", "mp-dynamic"])
+def test_quiet_handler_waits_for_workers_not_results(name: str, no_leaks: None,
+                                                     tmp_path: Path) -> None:
+    """The stock pool's worker handler waits on the result pipe (the premise of the option:
+    if a Python release drops it, this fails and the option is moot); the quiet one waits on
+    the pool's change notifier only, and still runs every task, replaces a worker that died
+    in a task (its exit still wakes the handler) and shuts down with nothing left."""
+    tasks = [Task(i, "sleep", 0.005, 0.005) for i in range(12)]
+    for quiet in (False, True):
+        with get_scheduler(name)(2, {"quiet_handler": quiet}, workdir=tmp_path) as sched:
+            pool = sched.pool
+            sentinels = _handler_sentinels(pool)
+            results = pool._outqueue._reader  # type: ignore[attr-defined]
+            notifier = pool._change_notifier._reader  # type: ignore[attr-defined]
+            assert notifier in sentinels
+            assert (results in sentinels) is not quiet, (quiet, sentinels)
+            out = sched.run(tasks, 30)
+            assert out.error is None
+            assert sorted(o.task_id for o in out.outcomes) == list(range(12))
+            assert set(out.receive_ns) == set(range(12))
+            # A worker that dies in a task (not one killed while it waits for work: that one
+            # holds the pool's read lock, and the stock pool then hangs either way).
+            before = {p.pid for p in pool._pool}  # type: ignore[attr-defined]
+            crashed = sched.run([Task(0, "crash", 0, 0.0)], 3)
+            assert crashed.error
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                now = {p.pid for p in pool._pool if p.is_alive()}  # type: ignore[attr-defined]
+                if len(now) == 2 and now != before:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail(f"quiet={quiet}: the dead worker was not replaced: {now}")
+        assert not pool._worker_handler.is_alive()  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow  # starts a process pool
+def test_shutdown_is_bounded_when_a_worker_died_holding_the_pool_lock(
+        no_leaks: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers killed while they wait for work: the one holding the pool's read lock never
+    frees it, and the stock ``Pool.terminate()`` waits for it forever. The adapter's shutdown
+    gives up after its bound, kills the workers and says so; nothing is left."""
+
+    from research.schedulers import mp
+
+    monkeypatch.setattr(mp, "TERMINATE_WAIT_S", 2.0)
+    sched = get_scheduler("mp-dynamic")(2, workdir=tmp_path)
+    with sched:
+        assert sched.run([Task(i, "sleep", 0.005, 0.005) for i in range(4)], 30).error is None
+        pool = sched.pool
+        time.sleep(0.2)  # both idle: one blocked in the task pipe's read, holding its lock
+        for proc in list(pool._pool):  # type: ignore[attr-defined]
+            proc.kill()
+            proc.join(5)
+        t0 = time.monotonic()
+        with pytest.warns(RuntimeWarning, match="terminate"):
+            sched.shutdown()
+        assert time.monotonic() - t0 < 15
+
+
+def test_the_what_if_config_loads(repo: Path) -> None:
+    """experiments/extra/quiet_pool.toml (not in `make experiments`) is a valid config whose
+    trials pair every stock pool with a quiet one."""
+    from research import config
+
+    exp = config.load(repo / "experiments" / "extra" / "quiet_pool.toml")
+    labels = {t.label for t in exp.trials}
+    for name in ("mp-map", "mp-dynamic"):
+        assert {f"{name}[quiet_handler=False]", f"{name}[quiet_handler=True]"} <= labels
