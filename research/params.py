@@ -28,6 +28,10 @@ class Param:
     default: Any = REQUIRED
     choices: tuple[str, ...] = ()
     help: str = ""
+    #: A scheduler option left out of the validated options while at its default: an option
+    #: added after results were stored, whose trials (their keys hash the options) must keep
+    #: the keys they had, and stay resumable. Its adapter reads it with ``.get``.
+    omit_default: bool = False
 
 
 def check_param(key: str, spec: Param, value: Any) -> Any:

@@ -4,6 +4,7 @@ pool it changes."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -70,22 +71,47 @@ def test_shutdown_is_bounded_when_a_worker_died_holding_the_pool_lock(
     with sched:
         assert sched.run([Task(i, "sleep", 0.005, 0.005) for i in range(4)], 30).error is None
         pool = sched.pool
-        time.sleep(0.2)  # both idle: one blocked in the task pipe's read, holding its lock
+        # Both idle: wait until one of them is blocked in the task pipe's read, holding its
+        # lock (the lock cannot be taken from here).
+        lock = pool._inqueue._rlock  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 20
+        while lock.acquire(False):
+            lock.release()
+            assert time.monotonic() < deadline, "no idle worker took the pool's read lock"
+            time.sleep(0.02)
         for proc in list(pool._pool):  # type: ignore[attr-defined]
             proc.kill()
             proc.join(5)
         t0 = time.monotonic()
         with pytest.warns(RuntimeWarning, match="terminate"):
             sched.shutdown()
-        assert time.monotonic() - t0 < 15
+        assert time.monotonic() - t0 < 30
+    # The lock freed, terminate() finished: no pool thread is left running.
+    assert not pool._worker_handler.is_alive()  # type: ignore[attr-defined]
+    assert not pool._task_handler.is_alive()  # type: ignore[attr-defined]
+    assert not pool._result_handler.is_alive()  # type: ignore[attr-defined]
+    assert not [t for t in threading.enumerate() if t.name == "research-pool-terminate"]
+
+
+def test_quiet_handler_is_left_out_of_the_options_at_its_default() -> None:
+    """An option added after results were stored: at its default it is not in the validated
+    options, so the trial keys (which hash the options) of stored runs stay the same."""
+    for name in ("mp-map", "mp-dynamic"):
+        cls = get_scheduler(name)
+        plain = cls.validate_options({})
+        assert "quiet_handler" not in plain
+        assert cls.validate_options({"quiet_handler": False}) == plain
+        assert cls.validate_options({"quiet_handler": True}) == {**plain, "quiet_handler": True}
 
 
 def test_the_what_if_config_loads(repo: Path) -> None:
     """experiments/extra/quiet_pool.toml (not in `make experiments`) is a valid config whose
-    trials pair every stock pool with a quiet one."""
+    trials pair every stock pool (its plain label) with a quiet one."""
     from research import config
 
     exp = config.load(repo / "experiments" / "extra" / "quiet_pool.toml")
     labels = {t.label for t in exp.trials}
     for name in ("mp-map", "mp-dynamic"):
-        assert {f"{name}[quiet_handler=False]", f"{name}[quiet_handler=True]"} <= labels
+        assert {name, f"{name}[quiet_handler=True]"} <= labels
+    stock = [t for t in exp.trials if t.label == "mp-map"]
+    assert stock and all("quiet_handler" not in t.options for t in stock)

@@ -25,10 +25,10 @@ METG_COLUMNS: tuple[str, ...] = ("scheduler", "body", "n_workers", "metg_s", "no
 #: text, for code that must tell the cases apart.
 CROSSED, ABOVE, NEVER, NO_POINTS = "crossed", "above throughout", "never reaches", "no points"
 #: A METG is well posed when the efficiency climbs clearly past 50%: its best point at least
-#: this high. Below it the curve runs flat near 50% (two threads sharing one GIL do one core's
-#: work: 50% by construction) and where it first touches 50% is decided by a few percent of
-#: noise, anywhere along the sweep; such a METG is reported, marked, and not held to a
-#: prediction goal.
+#: this high. Below it the curve runs flat near 50% and where it first touches 50% is decided
+#: by a few percent of noise, anywhere along the sweep; such a METG is reported, marked, and
+#: not held to a prediction goal. (A system that cannot pass 50% at all, two threads sharing
+#: one GIL on CPU bodies, is ill-posed whatever its peak: :func:`efficiency_cap`.)
 WELL_POSED_PEAK = 0.6
 
 
@@ -61,13 +61,17 @@ ANCHORS: tuple[tuple[str, str, str], ...] = (
 
 def points(summary: pd.DataFrame, experiment: str = STUDY) -> pd.DataFrame:
     """One row per completed trial of the sweep: scheduler, body, n_workers, trial_id, task_s,
-    n_tasks, wall_s, efficiency, granularity_s, repeat (0 where the summary has none)."""
+    n_tasks, wall_s, efficiency, granularity_s, repeat (0 where the summary has none). No-op
+    trials are left out: a no-op has no planned length, so no efficiency to read a METG from
+    (a sweep may run them beside its points, e.g. experiments/extra/quiet_pool.toml)."""
     cols = ["scheduler", "body", "n_workers", "trial_id", "task_s", "n_tasks", "wall_s",
             "efficiency", "granularity_s", "repeat"]
     if summary.empty:
         return pd.DataFrame(columns=cols)
     s = summary[(summary["experiment"] == experiment)
                 & (summary["trial_status"].astype(str) != "failed")].copy()
+    if "body" in s.columns:
+        s = s[s["body"].astype(str) != "noop"]
     if s.empty:
         return pd.DataFrame(columns=cols)
     n = pd.to_numeric(s["n_tasks"]).astype(float)

@@ -127,7 +127,8 @@ class Scheduler(ABC):
 
     @classmethod
     def validate_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """Check options against :attr:`options_spec`; fill defaults (None when not given)."""
+        """Check options against :attr:`options_spec`; fill defaults (None when not given),
+        except those of an option that is left out at its default (``Param.omit_default``)."""
         unknown = sorted(set(raw) - set(cls.options_spec))
         if unknown:
             allowed = ", ".join(cls.options_spec) or "none"
@@ -139,6 +140,8 @@ class Scheduler(ABC):
                 out[key] = check_param(key, spec, raw[key])
             else:
                 out[key] = None if spec.default is REQUIRED else spec.default
+            if spec.omit_default and out[key] == spec.default:
+                del out[key]  # the trial keys of results stored before it existed stay
         return out
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.pool
 import threading
@@ -46,6 +47,9 @@ class QuietPool(multiprocessing.pool.Pool):
     the stock pool unless asked (option ``quiet_handler``): a what-if of that fix."""
 
     def _get_sentinels(self) -> list[Any]:
+        """What the worker handler waits on besides the workers: the stock pool's list
+        without the result pipe (``self._outqueue._reader``), which stays readable while a
+        result waits for the result handler."""
         return [self._change_notifier._reader]  # type: ignore[attr-defined]
 
 
@@ -55,13 +59,15 @@ class _PoolScheduler(Scheduler):
         "start_method": START_METHOD_OPTION,
         "quiet_handler": Param(
             "bool", False, help="true: a pool whose worker-handler thread does not wake for "
-            "every result (research.schedulers.mp.QuietPool; not the stock library)"),
+            "every result (research.schedulers.mp.QuietPool; not the stock library)",
+            omit_default=True),
     }
     run_options = frozenset({"chunksize"})
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.options["start_method"])
-        pool = QuietPool if self.options["quiet_handler"] else multiprocessing.pool.Pool
+        # Absent at its default (Param.omit_default): the stock pool.
+        pool = QuietPool if self.options.get("quiet_handler") else multiprocessing.pool.Pool
         # Workers die with their parent even after a SIGKILL of the run, and leave Ctrl-C to
         # the harness (research.guard.init_worker). ctx.Pool(...) is Pool(..., context=ctx).
         self.pool: multiprocessing.pool.Pool = pool(self.n_workers, init_worker, context=ctx)
@@ -75,24 +81,41 @@ class _PoolScheduler(Scheduler):
         # terminate(), not close()+join(), which waits for a hung task. terminate() first
         # drains the task pipe under the pool's read lock, which the worker waiting for work
         # holds: one killed there (the OOM killer, a user's kill) leaves it taken for good
-        # and terminate() waits forever. So it runs in a thread, and after
-        # TERMINATE_WAIT_S the workers are killed here (the pool's threads are daemons).
+        # and terminate() waits forever. So it runs in a thread with a bound (_unstick).
         stopper = threading.Thread(target=pool.terminate, name="research-pool-terminate",
                                    daemon=True)
         stopper.start()
         stopper.join(TERMINATE_WAIT_S)
+        if stopper.is_alive():
+            self._unstick(pool, stopper)
         if not stopper.is_alive():
             pool.join()
-            return
+
+    def _unstick(self, pool: multiprocessing.pool.Pool, stopper: threading.Thread) -> None:
+        """A ``terminate()`` still running after its bound: kill the workers, free the read
+        lock a dead one may hold (a plain semaphore: any process may release it), let
+        ``terminate()`` finish, and say so."""
+        # terminate() has already told the worker handler to stop: once it has, no worker
+        # is started behind the list copied here.
+        handler = getattr(pool, "_worker_handler", None)
+        if handler is not None:
+            handler.join(TERMINATE_WAIT_S)
         workers = list(getattr(pool, "_pool", []))
         for proc in workers:
             if proc.exitcode is None:
                 proc.kill()
         for proc in workers:
             proc.join(TERMINATE_WAIT_S)
-        warnings.warn(f"{self.name}: Pool.terminate() hung for {TERMINATE_WAIT_S:g} s (a "
-                      "worker died holding the pool's read lock); its workers were killed",
-                      RuntimeWarning, stacklevel=2)
+        lock = getattr(getattr(pool, "_inqueue", None), "_rlock", None)
+        if lock is not None:
+            with contextlib.suppress(ValueError):  # not held: nothing to free
+                lock.release()
+        stopper.join(TERMINATE_WAIT_S)
+        left = " (it still runs: the pool's threads are daemons)" if stopper.is_alive() else ""
+        warnings.warn(f"{self.name}: Pool.terminate() had not finished after "
+                      f"{TERMINATE_WAIT_S:g} s, most likely a worker died holding the pool's "
+                      f"read lock; its workers were killed and the lock freed{left}",
+                      RuntimeWarning, stacklevel=4)
 
 
 class MpMap(_PoolScheduler):
