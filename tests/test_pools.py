@@ -113,3 +113,25 @@ def test_the_what_if_config_loads(repo: Path) -> None:
         assert {name, f"{name}[quiet_handler=True]"} <= labels
     stock = [t for t in exp.trials if t.label == "mp-map"]
     assert stock and all("quiet_handler" not in t.options for t in stock)
+
+
+@pytest.mark.slow  # starts process pools
+def test_pool_spin_benchmark_measures_both_pools(no_leaks: None,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """analysis/pool_spin.py's logic: a row per run for each pool, with the handler threads'
+    CPU read where /proc has it."""
+    import math
+    import sys
+
+    from research.bench import pool_spin
+
+    for cls in pool_spin.POOLS.values():
+        rows = pool_spin.measure(cls, 20, 2, 2)
+        assert len(rows) == 2
+        for r in rows:
+            assert r["wall_ms"] > 0 and r["parent_cpu_ms"] >= 0
+            if sys.platform.startswith("linux"):
+                assert math.isfinite(r["worker_handler_cpu_ms"]), r
+    assert pool_spin.main(["--tasks", "10", "--runs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "stock: wall median" in out and "quiet: wall median" in out
