@@ -41,10 +41,11 @@ class QuietPool(multiprocessing.pool.Pool):
     so the thread loops (``_maintain_pool``, then ``wait`` returns at once) and holds the GIL
     the result-handler thread needs to read that very result. Measured here: 400 no-ops
     through ``imap_unordered`` on 2 workers took 12 ms to 2.1 s of wall time (the parent
-    using more CPU than wall time), and 8-20 ms with this pool; a 50-task ``Pool.map`` of
-    0.45 ms sleeps on 4 workers took 14 ms (median) against 10-11 ms, its last result
-    reaching the client 5 ms (p90) after the last task ended against 1 ms. The adapters use
-    the stock pool unless asked (option ``quiet_handler``): a what-if of that fix."""
+    using more CPU than wall time), and 8-20 ms with this pool (``analysis/pool_spin.py``);
+    the last result of 50 sleeps of 0.45 ms through ``Pool.map`` on 4 workers reached the
+    client a median 1.2 ms (at most 4.4) after the last task ended, against 0.5 ms (at most
+    0.7) with this pool (``experiments/extra/quiet_pool.toml``). The adapters use the stock
+    pool unless asked (option ``quiet_handler``): a what-if of that fix."""
 
     def _get_sentinels(self) -> list[Any]:
         """What the worker handler waits on besides the workers: the stock pool's list
