@@ -78,6 +78,9 @@ POLL_S = 0.2
 #: ``join_native``'s interval: it sleeps that long once before it listens for results, then
 #: waits at most that long per read.
 JOIN_INTERVAL_S = 0.005
+#: Seconds a trial that failed on a connection error waits for the broker's exit to show before
+#: it names the cause (:meth:`Celery._check_alive`): an error path only.
+BROKER_EXIT_GRACE_S = 1.0
 #: How long run() waits after the last result for the trial's task-succeeded events.
 NATIVE_WAIT_S = 1.0
 NATIVE_SOURCE = "celery.events"
@@ -492,8 +495,16 @@ class Celery(ClusterScheduler):
                                         limit=len(self.node_names) or None) or []
         return {k for r in replies for k in r}
 
-    def _check_alive(self) -> None:
-        """Raise :class:`_Abort` if the broker or a worker node we started has died."""
+    def _check_alive(self, grace_s: float = 0.0) -> None:
+        """Raise :class:`_Abort` if the broker or a worker node we started has died.
+
+        ``grace_s``: how long to wait for the broker's exit to show. After a connection error
+        the client may be first: a killed redis-server's sockets close while the kernel tears
+        the process down, before it can be reaped (``poll()`` still says running), and
+        Celery's reconnect attempts can give up within that window."""
+        if self.redis is not None and grace_s > 0:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.redis.wait(grace_s)
         if self.redis is not None and self.redis.poll() is not None:
             raise _Abort(f"the redis-server broker died (exit code {self.redis.returncode})")
         for name, w in zip(self.node_names, self.workers, strict=False):
@@ -611,7 +622,7 @@ class Celery(ClusterScheduler):
         except Exception as exc:  # the broker went away mid-trial, ...
             error = " ".join(f"{type(exc).__name__}: {exc}".split())
             try:
-                self._check_alive()
+                self._check_alive(grace_s=BROKER_EXIT_GRACE_S)
             except _Abort as dead:  # the cause, in plain words, first
                 error = f"{dead}; then {error}"
         finally:
