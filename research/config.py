@@ -313,15 +313,10 @@ def parse(doc: Mapping[str, Any], path: Path, text: str = "") -> Experiment:
                 params = workloads.validate(shape, raw, n, ctx)
             except ParamError as exc:
                 raise ConfigError(_where(path, tname), exc.key, exc.problem) from None
-            _check_fits(path, tname, params, n, w_scheds, oversubscribe)
+            _check_fits(path, tname, params, n, variants, oversubscribe)
             _check_arrivals(path, tname, params, ctx, float(timeout))
             for sname, variant in variants:
                 cls = get_scheduler(sname)
-                if params.get("crash_ids") and cls.in_process:
-                    raise ConfigError(_where(path, tname), "crash_ids",
-                                      f"scheduler {sname!r} runs tasks in the client process, "
-                                      "which a crashing task would kill; drop it from this "
-                                      "workload's schedulers")
                 eff = min(n, cls.max_workers or n)
                 label, opts = variant
                 refusal = cls.workload_refusal(params, opts)
@@ -375,7 +370,8 @@ def _check_arrivals(path: Path, table: str, params: Mapping[str, Any],
 
 
 def _check_fits(path: Path, table: str, params: Mapping[str, Any], n_workers: int,
-                schedulers: list[str], oversubscribe: bool) -> None:
+                variants: list[tuple[str, tuple[str, dict[str, Any]]]],
+                oversubscribe: bool) -> None:
     """Refuse a trial that cannot fit this machine: its tasks' and records' memory, its
     workers' memory, and CPU-bodied workers beyond the cores (unless allowed)."""
     where = _where(path, table)
@@ -389,18 +385,19 @@ def _check_fits(path: Path, table: str, params: Mapping[str, Any], n_workers: in
                           f"{n_tasks:,} tasks need about {need / 2**30:.1f} GiB for the task list "
                           f"and records; {avail / 2**30:.1f} GiB are available")
     cores = usable_cores()
-    for sname in schedulers:
+    for sname, (label, opts) in variants:
         cls = get_scheduler(sname)
+        traits = cls.traits(opts)  # an option may change them (dask-local's scheduler)
         eff = min(n_workers, cls.max_workers or n_workers)
-        per = BYTES_PER_THREAD_WORKER if cls.in_process else BYTES_PER_PROCESS_WORKER
+        per = BYTES_PER_THREAD_WORKER if traits.in_process else BYTES_PER_PROCESS_WORKER
         if eff * per > MEMORY_SHARE * avail:
             raise ConfigError(where, "n_workers",
-                              f"{eff:,} workers of {sname} need about {eff * per / 2**30:.1f} GiB; "
+                              f"{eff:,} workers of {label} need about {eff * per / 2**30:.1f} GiB; "
                               f"{avail / 2**30:.1f} GiB are available")
-        if (params.get("body") == "cpu" and not cls.shares_gil and eff > cores
+        if (params.get("body") == "cpu" and not traits.shares_gil and eff > cores
                 and not oversubscribe):
             raise ConfigError(where, "n_workers",
-                              f"{eff} workers of {sname} run CPU-bodied tasks on {cores} cores: "
+                              f"{eff} workers of {label} run CPU-bodied tasks on {cores} cores: "
                               "oversubscribed timings; set [experiment] allow_oversubscribe = "
                               "true to run it anyway")
 

@@ -335,7 +335,8 @@ class Sweep:
         except Exception as exc:  # a data file changed or vanished since the config was read
             tasks, offsets = [], None
             build_error = f"cannot build the task list: {type(exc).__name__}: {exc}"
-        oversubscribed = (body == "cpu" and sched is not None and not sched.shares_gil
+        oversubscribed = (body == "cpu" and sched is not None
+                          and not sched.traits(spec.options).shares_gil
                           and spec.n_workers > (self.system.get("cpu_usable") or 1))
         if oversubscribed:
             self.log(f"note: {spec.trial_id}: {spec.n_workers} workers run CPU-bodied tasks on "

@@ -81,6 +81,46 @@ def test_crash_injection_refused_for_in_process_schedulers(tmp_path: Path) -> No
         config.load(_write(tmp_path, GOOD + "crash_ids = [1]\n"))
 
 
+def test_an_option_that_runs_tasks_in_the_client_is_seen_by_the_checks(tmp_path: Path) -> None:
+    """dask-local's ``scheduler = "threads"`` runs the tasks in the client under its GIL
+    (``Scheduler.traits``): crash injection is refused before anything runs, naming the key
+    and the variant, and CPU-bodied threads beyond the cores need no consent (they cannot
+    oversubscribe what one interpreter uses); with processes (the default) the reverse."""
+    from research.schedulers import REGISTRY, get_scheduler
+
+    def cfg(kind: str, extra: str, n: int = 2) -> str:
+        return textwrap.dedent(f"""
+            [experiment]
+            name = "t"
+            n_workers = {n}
+            schedulers = ["dask-local"]
+            [scheduler_options.dask-local]
+            scheduler = ["{kind}"]
+            [workloads.u]
+            shape = "uniform"
+            n_tasks = 3
+            duration_s = 0.01
+            """) + extra
+
+    with pytest.raises(ConfigError, match=r"crash_ids.*dask-local\[scheduler=threads\].*client"):
+        config.load(_write(tmp_path, cfg("threads", "crash_ids = [1]\n")))
+    assert config.load(_write(tmp_path, cfg("processes", "crash_ids = [1]\n"))).trials
+    many = config.usable_cores() + 1
+    assert config.load(_write(tmp_path, cfg("threads", 'body = "cpu"\n', many))).trials
+    with pytest.raises(ConfigError, match="allow_oversubscribe"):
+        config.load(_write(tmp_path, cfg("processes", 'body = "cpu"\n', many)))
+    # Every other adapter's traits are its class attributes, whatever the options.
+    for name in REGISTRY:
+        cls = get_scheduler(name)
+        if name != "dask-local":
+            assert cls.traits({}) == cls.traits(None)
+            assert (cls.traits().shares_gil, cls.traits().in_process) == (
+                cls.shares_gil, cls.in_process), name
+    local = get_scheduler("dask-local")
+    assert not local.traits({}).in_process and not local.traits(None).shares_gil
+    assert local.traits({"scheduler": "synchronous"}).in_process
+
+
 def test_not_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.load(_write(tmp_path, "[experiment\n"))

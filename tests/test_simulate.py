@@ -857,6 +857,10 @@ def test_metg_of_threads_on_cpu_bodies_is_ill_posed_by_the_gil() -> None:
     assert efficiency_cap("threads", "cpu", 4) == 0.25
     assert efficiency_cap("threads", "sleep", 4) == 1.0
     assert efficiency_cap("mp-map", "cpu", 2) == 1.0
+    # An option that puts the workers under one GIL is seen in the label (Scheduler.traits).
+    assert efficiency_cap("dask-local[scheduler=threads]", "cpu", 2) == 0.5
+    assert efficiency_cap("dask-local[scheduler=processes]", "cpu", 2) == 1.0
+    assert efficiency_cap("dask-local", "cpu", 2) == 1.0
 
 
 def test_metg_range_over_the_sweeps_repeats() -> None:

@@ -34,17 +34,20 @@ WELL_POSED_PEAK = 0.6
 
 def efficiency_cap(scheduler: str, body: str, n_workers: int) -> float:
     """The most efficiency the system can reach by construction: ``1 / n_workers`` for CPU
-    bodies on a scheduler whose workers share one GIL (:attr:`Scheduler.shares_gil`: N
-    threads do one core's work), 1 otherwise (and for a scheduler the registry does not
-    know). Where it is at most 50% the METG is ill-posed whatever the curve shows: a peak
-    above the cap is the CPU body's rate, measured in the client before the trial, being
-    off by that much, not the system's speed."""
+    bodies on a scheduler whose workers share one GIL (:meth:`Scheduler.traits` under the
+    options written in the label, so ``dask-local[scheduler=threads]`` too: N threads do one
+    core's work), 1 otherwise (and for a scheduler the registry does not know). Where it is
+    at most 50% the METG is ill-posed whatever the curve shows: a peak above the cap is the
+    CPU body's rate, measured in the client before the trial, being off by that much, not
+    the system's speed."""
     from ..schedulers import REGISTRY, get_scheduler
+    from .models import label_options
 
     name = str(scheduler).partition("[")[0]  # an option variant: its adapter's class
     if body != "cpu" or n_workers <= 1 or name not in REGISTRY:
         return 1.0
-    return 1.0 / n_workers if get_scheduler(name).shares_gil else 1.0
+    shares = get_scheduler(name).traits(label_options(str(scheduler))).shares_gil
+    return 1.0 / n_workers if shares else 1.0
 
 #: Published numbers to read ours beside, with what differs from this setup.
 ANCHORS: tuple[tuple[str, str, str], ...] = (

@@ -39,6 +39,21 @@ RECEIVE_OPTION = Param(
          "per task: see make bench)")
 
 
+@dataclass(frozen=True)
+class WorkerTraits:
+    """What the harness must know of an adapter's workers under given options
+    (:meth:`Scheduler.traits`): the config's checks, the runner's oversubscription record and
+    the analysis (METG's efficiency cap) read them from here, not from class attributes, so an
+    option that changes them (``dask-local[scheduler=threads]``) is seen everywhere alike."""
+
+    #: The workers share one interpreter: CPU bodies cannot run in parallel (N workers do one
+    #: core's work), and CPU-bodied workers beyond the cores do not oversubscribe them.
+    shares_gil: bool
+    #: Tasks run inside the client process: a task that kills its process would kill the
+    #: harness, so the ``crash`` fault cannot be injected; workers cost a thread's memory.
+    in_process: bool
+
+
 @dataclass
 class RunOutput:
     """What one trial produced on the client side.
@@ -69,10 +84,12 @@ class Scheduler(ABC):
     run_options: ClassVar[frozenset[str]] = frozenset()
     #: Upper bound on workers this scheduler can use (serial: 1); None means no bound.
     max_workers: ClassVar[int | None] = None
-    #: Workers share one interpreter (threads): CPU bodies cannot run in parallel.
+    #: Workers share one interpreter (threads): CPU bodies cannot run in parallel. Read it
+    #: through :meth:`traits`, which sees the options.
     shares_gil: ClassVar[bool] = False
     #: Tasks run inside the client process (serial, threads): a task that kills its process
-    #: would kill the harness, so the ``crash`` fault cannot be injected.
+    #: would kill the harness, so the ``crash`` fault cannot be injected. Read it through
+    #: :meth:`traits`, which sees the options.
     in_process: ClassVar[bool] = False
     #: PyPI distributions whose installed versions every trial's metadata records (e.g.
     #: ``("dask", "distributed")``); read from the class, without importing the library.
@@ -145,6 +162,14 @@ class Scheduler(ABC):
         return out
 
     @classmethod
+    def traits(cls, options: Mapping[str, Any] | None = None) -> WorkerTraits:
+        """What its workers are under ``options`` (validated, or as written in a label such as
+        ``dask-local[scheduler=threads]``; None or missing keys: the defaults). The class
+        attributes :attr:`shares_gil` and :attr:`in_process` here; an adapter whose options
+        change them overrides this (and only this)."""
+        return WorkerTraits(shares_gil=cls.shares_gil, in_process=cls.in_process)
+
+    @classmethod
     def workload_refusal(cls, params: Mapping[str, Any],
                          options: Mapping[str, Any]) -> tuple[str, str] | None:
         """(key, why) when this scheduler cannot run a workload with these validated params and
@@ -167,6 +192,9 @@ class Scheduler(ABC):
         if params.get("body") == "call" and not cls.supports_calls:
             return ("function", "its messages are JSON, which cannot carry a call's arguments "
                                 "and result faithfully")
+        if params.get("crash_ids") and cls.traits(options).in_process:
+            return ("crash_ids", "it runs tasks in the client process, which a crashing task "
+                                 "would kill; drop it from this workload's schedulers")
         return None
 
     # -- lifecycle -------------------------------------------------------------------------

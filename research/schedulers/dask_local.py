@@ -53,7 +53,7 @@ from .. import tasks as _tasks
 from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task, execute_in_thread, noop, pickled, unpickled
-from .base import RunOutput, Scheduler, stamp_all, timeout_error
+from .base import RunOutput, Scheduler, WorkerTraits, stamp_all, timeout_error
 from .cluster import EXIT_WAIT_S, reap
 
 SCHEDULERS = ("processes", "threads", "synchronous")
@@ -114,9 +114,13 @@ class DaskLocal(Scheduler):
         """``synchronous``: one; otherwise ``n_workers``."""
         return 1 if self.options["scheduler"] == "synchronous" else self.n_workers
 
-    @property
-    def _in_process(self) -> bool:
-        return self.options["scheduler"] != "processes"
+    @classmethod
+    def traits(cls, options: Mapping[str, Any] | None = None) -> WorkerTraits:
+        """``threads`` and ``synchronous`` run the tasks in the client process, under its
+        GIL; ``processes`` (the default) in worker processes."""
+        if str((options or {}).get("scheduler") or "processes") == "processes":
+            return super().traits(options)
+        return WorkerTraits(shares_gil=True, in_process=True)
 
     # -- lifecycle -------------------------------------------------------------------------
     def _start(self) -> None:
@@ -171,7 +175,7 @@ class DaskLocal(Scheduler):
     def run(self, tasks: Sequence[Task], timeout_s: float) -> RunOutput:
         import dask
 
-        if self._in_process and any(t.body == "crash" for t in tasks):
+        if self.traits(self.options).in_process and any(t.body == "crash" for t in tasks):
             return RunOutput([], {}, {}, error=f"scheduler {self.options['scheduler']!r} runs "
                              "tasks in this process: a crash task cannot be injected")
         # pure=False: keys are unique per call, so equal tasks are never merged or cached.
