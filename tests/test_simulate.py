@@ -897,9 +897,28 @@ def test_metg_range_over_the_sweeps_repeats() -> None:
     assert math.isnan(once["metg_low_s"]) and math.isnan(once["metg_high_s"])
     # A prediction 3x too slow misses, and the sentence quotes the repeats' range.
     pred = pd.DataFrame({"trial_id": pts["trial_id"], "predicted_wall_s": pts["wall_s"] * 3})
-    text = metg_goal_text(_with_predicted_metg(metg_table(pts), pts, pred))
+    out = _with_predicted_metg(metg_table(pts), pts, pred)
+    text = metg_goal_text(out)
     assert "0 of 1 well-posed" in text
     assert f"its repeats measured {min(want0, want1) * 1e3:.3g} ms to" in text
+    # 3x too slow never reaches 50%: no predicted METG, so no answer to "inside the range".
+    assert pd.isna(out.iloc[0]["within repeat range"])
+    # 1.3x too slow: a METG 4.5x the measured one, outside what the repeats measured; said
+    # so, and not claimed inside.
+    slower = pd.DataFrame({"trial_id": pts["trial_id"], "predicted_wall_s": pts["wall_s"] * 1.3})
+    out = _with_predicted_metg(metg_table(pts), pts, slower)
+    assert out.iloc[0]["within repeat range"] == False  # noqa: E712 (pandas' boolean)
+    text = metg_goal_text(out)
+    assert "0 of the 1 miss(es) predict a METG inside" in text
+    assert "the prediction inside that range" not in text
+    # The same miss where the repeats spread wider: inside their range, which the text says.
+    table = metg_table(pts)
+    wide = table.assign(metg_low_s=table["metg_low_s"] / 10, metg_high_s=table["metg_high_s"] * 10)
+    out = _with_predicted_metg(wide, pts, slower)
+    assert out.iloc[0]["within repeat range"] == True  # noqa: E712
+    assert out.iloc[0]["within goal"] == False  # noqa: E712
+    text = metg_goal_text(out)
+    assert "the prediction inside that range" in text and "1 of the 1 miss(es)" in text
     # A repeat at or above 50% down to its smallest point widens the range to 0; the
     # sentence says so. One repeat alone gives no range.
     high = pts.assign(efficiency=pts["efficiency"].where(pts["repeat"] == 0, 0.6))
