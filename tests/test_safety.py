@@ -268,6 +268,37 @@ def test_cpu_oversubscription_needs_consent(tmp_path: Path) -> None:
     assert config.load(write_cfg(tmp_path / "c.toml", text)).trials
 
 
+@pytest.mark.slow
+def test_oversubscription_is_recorded_by_what_the_workers_are(tmp_path: Path,
+                                                              no_leaks: None) -> None:
+    """The runner's ``oversubscribed`` record follows ``Scheduler.traits`` under the trial's
+    options: more CPU-bodied dask-local workers than cores oversubscribe them with processes
+    (run with consent), not with threads, which share one interpreter's GIL."""
+    many = config.usable_cores() + 1
+    text = f"""
+        [experiment]
+        name = "over"
+        n_workers = {many}
+        allow_oversubscribe = true
+        schedulers = ["dask-local"]
+        [scheduler_options.dask-local]
+        scheduler = ["processes", "threads"]
+        [workloads.u]
+        shape = "uniform"
+        n_tasks = 4
+        duration_s = 0.002
+        body = "cpu"
+        """
+    out = tmp_path / "out"
+    assert main(["run", str(write_cfg(tmp_path / "c.toml", text)), "--out", str(out),
+                 "--no-progress"]) == 0
+    seen = {}
+    for f in trial_files(out):
+        trial = schema.read_metadata(f)["trial"]
+        seen[trial["options"]["scheduler"]] = trial["oversubscribed"]
+    assert seen == {"processes": True, "threads": False}
+
+
 def test_config_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_bytes(b'[experiment]\nname = "caf\xe9"\n')

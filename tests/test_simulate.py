@@ -861,6 +861,24 @@ def test_metg_of_threads_on_cpu_bodies_is_ill_posed_by_the_gil() -> None:
     assert efficiency_cap("dask-local[scheduler=threads]", "cpu", 2) == 0.5
     assert efficiency_cap("dask-local[scheduler=processes]", "cpu", 2) == 1.0
     assert efficiency_cap("dask-local", "cpu", 2) == 1.0
+    # ... and in the options a trial recorded, which no label shows when they are fixed for
+    # the whole sweep (the label is then plain "dask-local"): end to end through the table.
+    rows = []
+    for kind in ("threads", "processes"):
+        for k, (task, e) in enumerate(zip([1e-4, 1e-3, 1e-2], [0.3, 0.65, 0.45], strict=True)):
+            wall = task * 40 / (2 * e)
+            rows.append({"scheduler": "dask-local", "body": kind, "n_workers": 2,
+                         "trial_id": f"{kind}-{k}", "task_s": task, "n_tasks": 40,
+                         "wall_s": wall, "efficiency": e, "granularity_s": 2 * wall / 40,
+                         "scheduler_options": f'{{"chunksize": 1, "scheduler": "{kind}"}}'})
+    table = metg_table(pd.DataFrame(rows).assign(body="cpu", scheduler=[
+        "dask-local" if r["body"] == "threads" else "dask-local[x=1]" for r in rows]))
+    by = table.set_index("scheduler")
+    assert not by.loc["dask-local", "well_posed"] and "one GIL" in by.loc["dask-local", "note"]
+    assert by.loc["dask-local[x=1]", "well_posed"]
+    assert efficiency_cap("dask-local", "cpu", 2, {"scheduler": "threads"}) == 0.5
+    # A value the adapter does not know is not taken for threads.
+    assert efficiency_cap("dask-local[scheduler=Threads]", "cpu", 2) == 1.0
 
 
 def test_metg_range_over_the_sweeps_repeats() -> None:
@@ -901,15 +919,17 @@ def test_metg_range_over_the_sweeps_repeats() -> None:
     text = metg_goal_text(out)
     assert "0 of 1 well-posed" in text
     assert f"its repeats measured {min(want0, want1) * 1e3:.3g} ms to" in text
-    # 3x too slow never reaches 50%: no predicted METG, so no answer to "inside the range".
+    # 3x too slow never reaches 50%: no predicted METG, so no answer to "inside the range",
+    # and the sentence counts no miss it cannot place.
     assert pd.isna(out.iloc[0]["within repeat range"])
+    assert "miss(es) with a predicted METG" not in text
     # 1.3x too slow: a METG 4.5x the measured one, outside what the repeats measured; said
     # so, and not claimed inside.
     slower = pd.DataFrame({"trial_id": pts["trial_id"], "predicted_wall_s": pts["wall_s"] * 1.3})
     out = _with_predicted_metg(metg_table(pts), pts, slower)
     assert out.iloc[0]["within repeat range"] == False  # noqa: E712 (pandas' boolean)
     text = metg_goal_text(out)
-    assert "0 of the 1 miss(es) predict a METG inside" in text
+    assert "0 of the 1 miss(es) with a predicted METG and a bounded range" in text
     assert "the prediction inside that range" not in text
     # The same miss where the repeats spread wider: inside their range, which the text says.
     table = metg_table(pts)
@@ -926,6 +946,9 @@ def test_metg_range_over_the_sweeps_repeats() -> None:
     assert row["metg_low_s"] == 0.0 and row["metg_high_s"] == pytest.approx(want0)
     text = metg_goal_text(_with_predicted_metg(metg_table(high), high, pred))
     assert "its repeats measured below the smallest point to" in text
+    # An open bound holds any prediction: no answer to "inside the range" there.
+    opened = _with_predicted_metg(metg_table(high), high, slower)
+    assert pd.isna(opened.iloc[0]["within repeat range"])
     alone = metg_table(pts.assign(repeat=0)).iloc[0]
     assert math.isnan(alone["metg_low_s"])
 

@@ -58,7 +58,7 @@ def metg_section(doc: Any, results: R.Results, out_dir: Path,
              "simulator's wall "
              f"times; within goal: within {METG_GOAL:g}x of the measured METG, for well-posed "
              "rows; within repeat range: the predicted METG between metg_low_s and "
-             "metg_high_s (the same rows).", "note")
+             "metg_high_s (the same rows, where both bounds are finite and above 0).", "note")
     doc.table(table)
     if "within goal" in table.columns:
         doc.para(metg_goal_text(table), "note")
@@ -94,11 +94,14 @@ def _with_predicted_metg(table: pd.DataFrame, pts: pd.DataFrame,
     # Whether the prediction lies inside the METGs the sweep's own repeats measured (a miss
     # of the goal that does is within this machine's spread between repeats, not only the
     # model's): for rows held to the goal and with a range.
-    lo = pd.to_numeric(out.get("metg_low_s"), errors="coerce")
-    hi = pd.to_numeric(out.get("metg_high_s"), errors="coerce")
+    # An open bound (a repeat above 50% down to the smallest point, 0, or never reaching it,
+    # inf) holds any prediction: no answer there.
+    lo = pd.to_numeric(out["metg_low_s"], errors="coerce")
+    hi = pd.to_numeric(out["metg_high_s"], errors="coerce")
     pm = pd.to_numeric(out["predicted_metg_s"], errors="coerce")
     inside = ((pm >= lo) & (pm <= hi)).astype("boolean")
-    out["within repeat range"] = inside.where(held & lo.notna() & hi.notna() & pm.notna(), pd.NA)
+    bounded = (lo > 0) & np.isfinite(hi) & lo.notna()
+    out["within repeat range"] = inside.where(held & bounded & pm.notna(), pd.NA)
     return out
 
 
@@ -114,11 +117,15 @@ def metg_goal_text(table: pd.DataFrame) -> str:
             "rows" + (": misses " + "; ".join(
                 f"{r['scheduler']} {r['body']} ({_ratio(r)}{_spread_text(r)}"
                 f"{_inside_text(r)})" for _, r in miss.iterrows()) if len(miss) else "") + ".")
-    if len(miss) and "within repeat range" in miss.columns:
-        inside = int(miss["within repeat range"].fillna(False).astype(bool).sum())
-        text += (f" {inside} of the {len(miss)} miss(es) predict a METG inside the range the "
-                 "row's own repeats measured: a miss there is no larger than the spread "
-                 "between the sweep's repeats on this machine.")
+    known = (miss["within repeat range"].dropna() if "within repeat range" in miss.columns
+             else pd.Series(dtype="boolean"))
+    if len(known):
+        # Only the misses with a predicted METG and a bounded range of repeats can say.
+        inside = int(known.astype(bool).sum())
+        text += (f" {inside} of the {len(known)} miss(es) with a predicted METG and a bounded "
+                 "range of repeats predict a METG inside the range the row's own repeats "
+                 "measured: a miss there is no larger than the spread between the sweep's "
+                 "repeats on this machine.")
     if len(loose):
         text += (" Not held to it (ill-posed: the efficiency never clearly passes 50%, or "
                  "cannot, see the note): " + "; ".join(f"{r['scheduler']} {r['body']} (peak "

@@ -8,8 +8,9 @@ interpolated linearly between the two sweep points around 50%.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,11 +33,14 @@ CROSSED, ABOVE, NEVER, NO_POINTS = "crossed", "above throughout", "never reaches
 WELL_POSED_PEAK = 0.6
 
 
-def efficiency_cap(scheduler: str, body: str, n_workers: int) -> float:
+def efficiency_cap(scheduler: str, body: str, n_workers: int,
+                   options: Mapping[str, Any] | None = None) -> float:
     """The most efficiency the system can reach by construction: ``1 / n_workers`` for CPU
     bodies on a scheduler whose workers share one GIL (:meth:`Scheduler.traits` under the
-    options written in the label, so ``dask-local[scheduler=threads]`` too: N threads do one
-    core's work), 1 otherwise (and for a scheduler the registry does not know). Where it is
+    trial's ``options``, the recorded ones over those written in the label, so
+    ``dask-local[scheduler=threads]`` too, and a ``scheduler = "threads"`` fixed for a whole
+    sweep, which no label shows: N threads do one core's work), 1 otherwise (and for a
+    scheduler the registry does not know). Where it is
     at most 50% the METG is ill-posed whatever the curve shows: a peak above the cap is the
     CPU body's rate, measured in the client before the trial, being off by that much, not
     the system's speed."""
@@ -46,8 +50,24 @@ def efficiency_cap(scheduler: str, body: str, n_workers: int) -> float:
     name = str(scheduler).partition("[")[0]  # an option variant: its adapter's class
     if body != "cpu" or n_workers <= 1 or name not in REGISTRY:
         return 1.0
-    shares = get_scheduler(name).traits(label_options(str(scheduler))).shares_gil
+    opts = {**label_options(str(scheduler)), **dict(options or {})}
+    shares = get_scheduler(name).traits(opts).shares_gil
     return 1.0 / n_workers if shares else 1.0
+
+def _recorded_options(g: pd.DataFrame) -> dict[str, Any]:
+    """The scheduler options the trials of one METG row recorded (their files' JSON; the
+    first that parses: a row's trials share their label, so all but per-map options)."""
+    if "scheduler_options" not in g.columns:
+        return {}
+    for raw in g["scheduler_options"]:
+        try:
+            parsed = json.loads(str(raw)) if raw and str(raw) != "nan" else None
+        except ValueError:
+            continue
+        if isinstance(parsed, dict):
+            return parsed
+    return {}
+
 
 #: Published numbers to read ours beside, with what differs from this setup.
 ANCHORS: tuple[tuple[str, str, str], ...] = (
@@ -68,7 +88,7 @@ def points(summary: pd.DataFrame, experiment: str = STUDY) -> pd.DataFrame:
     trials are left out: a no-op has no planned length, so no efficiency to read a METG from
     (a sweep may run them beside its points, e.g. experiments/extra/quiet_pool.toml)."""
     cols = ["scheduler", "body", "n_workers", "trial_id", "task_s", "n_tasks", "wall_s",
-            "efficiency", "granularity_s", "repeat"]
+            "efficiency", "granularity_s", "repeat", "scheduler_options"]
     if summary.empty:
         return pd.DataFrame(columns=cols)
     s = summary[(summary["experiment"] == experiment)
@@ -85,7 +105,11 @@ def points(summary: pd.DataFrame, experiment: str = STUDY) -> pd.DataFrame:
         "scheduler": s["scheduler"].astype(str), "body": s.get("body", "sleep"),
         "n_workers": w.astype(int), "trial_id": s["trial_id"], "task_s": task, "n_tasks": n,
         "wall_s": wall, "efficiency": task * n / (w * wall), "granularity_s": w * wall / n,
-        "repeat": pd.to_numeric(s["repeat"], errors="coerce") if "repeat" in s.columns else 0})
+        "repeat": pd.to_numeric(s["repeat"], errors="coerce") if "repeat" in s.columns else 0,
+        # The options each trial ran with (JSON, from its file): what its workers are
+        # (efficiency_cap) may hang on one that no label shows.
+        "scheduler_options": (s["scheduler_options"].fillna("").astype(str)
+                              if "scheduler_options" in s.columns else "")})
     return out[np.isfinite(out["efficiency"])].reset_index(drop=True)
 
 
@@ -133,7 +157,7 @@ def metg_table(pts: pd.DataFrame) -> pd.DataFrame:
                                       efficiency=("efficiency", "median")).reset_index()
         m, why, crossing = metg_crossing(per["granularity_s"], per["efficiency"])
         peak = float(per["efficiency"].max())
-        cap = efficiency_cap(str(sched), str(body), int(n))
+        cap = efficiency_cap(str(sched), str(body), int(n), _recorded_options(g))
         posed = bool(math.isfinite(m) and peak >= WELL_POSED_PEAK and cap > THRESHOLD)
         if math.isfinite(m) and cap <= THRESHOLD:
             why = (f"ill-posed: {int(n)} workers sharing one GIL do one core's work, so the "

@@ -118,9 +118,9 @@ class DaskLocal(Scheduler):
     def traits(cls, options: Mapping[str, Any] | None = None) -> WorkerTraits:
         """``threads`` and ``synchronous`` run the tasks in the client process, under its
         GIL; ``processes`` (the default) in worker processes."""
-        if str((options or {}).get("scheduler") or "processes") == "processes":
-            return super().traits(options)
-        return WorkerTraits(shares_gil=True, in_process=True)
+        if str((options or {}).get("scheduler")) in ("threads", "synchronous"):
+            return WorkerTraits(shares_gil=True, in_process=True)
+        return super().traits(options)
 
     # -- lifecycle -------------------------------------------------------------------------
     def _start(self) -> None:
