@@ -40,10 +40,9 @@ def efficiency_cap(scheduler: str, body: str, n_workers: int,
     trial's ``options``, the recorded ones over those written in the label, so
     ``dask-local[scheduler=threads]`` too, and a ``scheduler = "threads"`` fixed for a whole
     sweep, which no label shows: N threads do one core's work), 1 otherwise (and for a
-    scheduler the registry does not know). Where it is
-    at most 50% the METG is ill-posed whatever the curve shows: a peak above the cap is the
-    CPU body's rate, measured in the client before the trial, being off by that much, not
-    the system's speed."""
+    scheduler the registry does not know). Where it is at most 50% the METG is ill-posed
+    whatever the curve shows: a peak above the cap is the CPU body's rate, measured in the
+    client before the trial, being off by that much, not the system's speed."""
     from ..schedulers import REGISTRY, get_scheduler
     from .models import label_options
 
@@ -53,6 +52,7 @@ def efficiency_cap(scheduler: str, body: str, n_workers: int,
     opts = {**label_options(str(scheduler)), **dict(options or {})}
     shares = get_scheduler(name).traits(opts).shares_gil
     return 1.0 / n_workers if shares else 1.0
+
 
 def _recorded_options(g: pd.DataFrame) -> dict[str, Any]:
     """The scheduler options the trials of one METG row recorded (their files' JSON; the
