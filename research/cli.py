@@ -152,6 +152,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print(f"{report.index_html}: {len(s)} trial(s), {n_failed} failed, "
           f"{len(results.broken)} broken, {len(report.figures.figures)} figure(s)",
           file=sys.stderr)
+    from .analysis.headline import headline
+
+    for line in headline(report.index_html.parent):  # the verdicts, without opening the HTML
+        print(f"  {line}", file=sys.stderr)
     for b in results.broken:
         print(f"  cannot analyse {b.path}: {b.reason}", file=sys.stderr)
     for e in report.figures.errors:

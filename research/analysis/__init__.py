@@ -8,6 +8,7 @@
 * :mod:`~research.analysis.claims`: the talk's claims as a table of rows, and their checks.
 * :mod:`~research.analysis.figures`: timelines and summary figures, chosen through a registry.
 * :mod:`~research.analysis.report`: the HTML (Jinja2 template) and markdown report.
+* :mod:`~research.analysis.headline`: a report's verdicts in three lines, from its CSVs.
 * :mod:`~research.analysis.trace`: Chrome trace-event export for Perfetto.
 
 Import the submodule you need; this package imports nothing heavy itself.
