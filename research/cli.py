@@ -50,9 +50,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def _interrupted(exc: KeyboardInterrupt, what: str) -> int:
+    """Say which signal stopped a command that started processes; its exit status."""
+    from .guard import Interrupted
+
+    signum = exc.signum if isinstance(exc, Interrupted) else 2
+    name = exc.name if isinstance(exc, Interrupted) else "SIGINT"
+    print(f"\ninterrupted by {name}: clusters shut down, {what}", file=sys.stderr)
+    return 128 + signum
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import config
-    from .guard import DirectoryBusy, Interrupted
+    from .guard import DirectoryBusy
     from .runner import run_sweep
 
     try:
@@ -69,11 +80,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (research.guard.Interrupted)
-        signum = exc.signum if isinstance(exc, Interrupted) else 2
-        name = exc.name if isinstance(exc, Interrupted) else "SIGINT"
-        print(f"\ninterrupted by {name}: clusters shut down, finished trials saved; rerun to "
-              "resume", file=sys.stderr)
-        return 128 + signum
+        return _interrupted(exc, "finished trials saved; rerun to resume")
     print(f"wrote {len(result.written)} trial file(s), skipped {len(result.skipped)}, "
           f"{len(result.failed)} failed", file=sys.stderr)
     for trial_id, reason in result.failed:
@@ -82,8 +89,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
-    """Stop the processes that runs into ``args.out`` left behind (found by their run token)."""
-    from .guard import DirectoryBusy, RunLock, kill_token_processes, known_tokens
+    """Stop the processes that runs into ``args.out`` left behind (found by their run token),
+    and remove the temp dirs of runs that are gone."""
+    from .guard import DirectoryBusy, RunLock, kill_token_processes, known_tokens, sweep_temp_dirs
 
     out: Path = args.out
     lock = RunLock(out, "")
@@ -101,7 +109,11 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         lock.release()
     for line in stopped:
         print(f"stopped {line}")
-    if not stopped:
+    # Any run's, not only this directory's: a temp dir says nothing of where its run wrote.
+    removed = sweep_temp_dirs()
+    for path in removed:
+        print(f"removed {path} (temp dir of a run that is gone)")
+    if not stopped and not removed:
         print(f"{out}: nothing to stop")
     return 0
 
@@ -124,7 +136,13 @@ def _cmd_talk_primes(args: argparse.Namespace) -> int:
     print(f"timing the talk's prime benchmark on {len(numbers)} numbers "
           f"(number={args.number})...", file=sys.stderr)
     repeat = 1 if args.quick else args.repeat
-    table = talkbench.run(numbers, number=args.number, repeat=repeat)
+    from .guard import run_scope
+
+    try:
+        with run_scope():  # its pools are stopped on SIGTERM too, and gone after SIGKILL
+            table = talkbench.run(numbers, number=args.number, repeat=repeat)
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, "nothing written")
     if path.exists():
         supersede(path)
     talkbench.write(table, path, {"number": args.number, "repeat": repeat,
@@ -242,13 +260,18 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench.overhead import print_benchmark
+    from .guard import run_scope
     from .schedulers import REGISTRY
 
-    return print_benchmark(args.schedulers or list(REGISTRY), args.workers, args.tasks,
-                           args.repeats, out=None if args.no_out else args.out,
-                           run_s=args.run_seconds or None,
-                           min_run_s=args.min_run_seconds or None,
-                           extra_repeats=args.extra_repeats)
+    try:
+        with run_scope():  # its clusters are shut down on SIGTERM too, and gone after SIGKILL
+            return print_benchmark(args.schedulers or list(REGISTRY), args.workers, args.tasks,
+                                   args.repeats, out=None if args.no_out else args.out,
+                                   run_s=args.run_seconds or None,
+                                   min_run_s=args.min_run_seconds or None,
+                                   extra_repeats=args.extra_repeats)
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, "nothing written")
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -419,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="all fifteen of the talk's numbers (default: the first nine)")
     tp.add_argument("--force", action="store_true", help="redo even if the table exists")
     tp.set_defaults(func=_cmd_talk_primes)
-    cln = sub.add_parser("clean", help="stop processes that killed runs into DIR left behind")
+    cln = sub.add_parser("clean", help="stop processes that killed runs into DIR left behind, "
+                         "remove temp dirs of runs that are gone")
     cln.add_argument("out", type=Path, nargs="?", default=Path("results"), metavar="DIR")
     cln.set_defaults(func=_cmd_clean)
     lst = sub.add_parser("list", help="list schedulers and workload shapes")

@@ -1,11 +1,19 @@
 """Run safety: a token that marks every process a run starts, signals handled like Ctrl-C,
-critical sections no signal cuts in half, parent-death signals, and one run per results dir.
+critical sections no signal cuts in half, parent-death signals, one run per results dir, and a
+private temp directory per run that nothing outlives.
 
 The token (:data:`TOKEN_ENV` in the environment) is inherited by everything the run starts,
 also by processes that libraries start in their own session (ipyparallel's controller and
 engines, Dask's nannies, Ray's raylet). :mod:`research.watchdog` kills them by it when the run
 process dies without cleaning up (SIGKILL, OOM kill), and ``python -m research clean`` does the
 same for the runs a results directory knows about.
+
+:func:`run_scope` puts them together for every command that starts processes (``run``,
+``bench``, ``talk-primes``). Its temp directory (:class:`RunTemp`) is the ``TMPDIR`` of every
+process the run starts, so what they leave there (``multiprocessing``'s ``pymp-*`` dirs of a
+Parsl or Celery worker that was terminated, a cluster's state) goes with it: removed when the
+run ends, by the watchdog after a SIGKILL, and by the next run's (or ``clean``'s) sweep when
+the watchdog died too.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import contextlib
 import ctypes
 import errno
 import json
+import logging
 import os
 import signal
 import sys
@@ -139,6 +148,19 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+class _QuietInterrupted(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for a task that a stop signal cut
+    short (ipyparallel starts its cluster in a task on this thread): the signal is reported
+    once, in one line, and the traceback would say nothing more."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, Interrupted)
+
+
+_QUIET = _QuietInterrupted()
+
+
 @contextlib.contextmanager
 def stop_signals() -> Iterator[None]:
     """Within: SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread (held
@@ -148,6 +170,8 @@ def stop_signals() -> Iterator[None]:
     except ValueError:  # not the main thread
         yield
         return
+    # Kept after the block: the report comes when the task is collected, maybe at exit.
+    logging.getLogger("asyncio").addFilter(_QUIET)  # a set: adding it twice keeps one
     try:
         yield
     finally:
@@ -259,8 +283,227 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+# -- a private temp directory per run ----------------------------------------------------------
+#: A run's temp directory is ``<system temp>/research-XXXXXXXX``: short, because Ray's unix
+#: socket paths (at most 107 bytes) live under it (:data:`research.schedulers.ray`).
+TEMP_PREFIX = "research-"
+#: The lock file that marks a directory as a run's temp directory; held while the run lives.
+TEMP_LOCK = ".research-temp.lock"
+#: Directories of the run outside its temp directory (one path per line): removed with it when
+#: the run dies (the run removes its own as it shuts down).
+TEMP_ALSO = ".research-temp-also"
+#: The longest a run's temp directory's path may be: unix socket paths (at most 107 bytes) go
+#: under it (multiprocessing's listeners need about 32 more characters, Ray's 67). Where the
+#: system temp dir would give a longer one, it goes to ``/tmp``.
+TEMP_MAX_CHARS = 40
+#: Seconds a temp directory must exist before a sweep may take it: a run creating its own has
+#: not yet locked it (see :meth:`RunTemp.create`).
+SWEEP_MIN_AGE_S = 60.0
+
+
+class RunTemp:
+    """A run's private temp directory, locked (``flock``) by the run process while it lives.
+
+    While :meth:`active`, it is the ``TMPDIR`` of every process the run starts; this process's
+    own :func:`tempfile.gettempdir` does not change (a notebook's multiprocessing keeps its
+    temp dir after the run). :meth:`remove` deletes it with everything in it.
+    """
+
+    def __init__(self, token: str, base: str | None = None) -> None:
+        self.token = token
+        self.base = base
+        self.path: Path | None = None
+        self._lock: IO[str] | None = None
+
+    def create(self) -> Path:
+        """Make and lock the directory (the lock file appears, already locked, by a rename:
+        a sweep never sees it unlocked while this run lives)."""
+        import fcntl
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.base or temp_base()))
+        new = path / (TEMP_LOCK + ".new")
+        f = open(new, "w")  # noqa: SIM115 - held until remove()
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.write(json.dumps({"pid": os.getpid(), "token": self.token,
+                            "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        f.flush()
+        os.rename(new, path / TEMP_LOCK)
+        self.path, self._lock = path, f
+        return path
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Path]:
+        """Within: ``TMPDIR`` (inherited by every process started) is this directory, and
+        :func:`run_temp_dir` returns it."""
+        import tempfile
+
+        assert self.path is not None, "create() first"
+        tempfile.gettempdir()  # cached now: this process's own temp dir stays where it was
+        old = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = str(self.path)
+        _Temp.active = self
+        try:
+            yield self.path
+        finally:
+            _Temp.active = None
+            if old is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = old
+
+    def also_remove(self, path: Path | str) -> None:
+        """Note a directory of this run made outside it (a short path for unix sockets, this
+        process's multiprocessing temp dir): removed with it by the watchdog or a sweep when
+        the run dies; the run itself removes its own."""
+        if self.path is not None:
+            with open(self.path / TEMP_ALSO, "a") as f:
+                f.write(f"{path}\n")
+
+    def remove(self) -> None:
+        """Delete the directory; drop the lock."""
+        if self.path is not None:
+            remove_temp_dir(self.path, listed=False)
+            self.path = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+class _Temp:
+    active: RunTemp | None = None
+
+
+def run_temp_dir() -> Path | None:
+    """The temp directory of the run going on in this process (None outside a run)."""
+    return _Temp.active.path if _Temp.active is not None else None
+
+
+def note_outside_temp(path: Path | str) -> None:
+    """Have ``path`` removed with the current run's temp directory if the run dies (no-op
+    outside a run): :meth:`RunTemp.also_remove`."""
+    if _Temp.active is not None:
+        _Temp.active.also_remove(path)
+
+
+def remove_temp_dir(path: Path, listed: bool = True) -> None:
+    """Delete a run's temp directory, and with ``listed`` (its run died) the directories it
+    lists in :data:`TEMP_ALSO`."""
+    import shutil
+
+    if listed:
+        with contextlib.suppress(OSError):
+            for line in (path / TEMP_ALSO).read_text().splitlines():
+                if line.strip():
+                    shutil.rmtree(line.strip(), ignore_errors=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def temp_base() -> str:
+    """Where a run's temp directory goes: the system temp dir, or ``/tmp`` where that would
+    make its path longer than :data:`TEMP_MAX_CHARS`."""
+    import tempfile
+
+    base = tempfile.gettempdir()
+    if len(base) + len(TEMP_PREFIX) + 9 > TEMP_MAX_CHARS and os.path.isdir("/tmp") \
+            and os.access("/tmp", os.W_OK | os.X_OK):
+        return "/tmp"
+    return base
+
+
+def temp_dirs(base: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Every run temp directory in ``base`` (default: the system temp dir and
+    :func:`temp_base`) with what its lock file says (pid, token)."""
+    import tempfile
+
+    roots = [base] if base else list(dict.fromkeys([tempfile.gettempdir(), temp_base()]))
+    found = []
+    for lock in (lk for root in roots for lk in Path(root).glob(f"{TEMP_PREFIX}*/{TEMP_LOCK}")):
+        try:
+            info = dict(json.loads(lock.read_text()))
+        except (OSError, ValueError):
+            info = {}
+        found.append((lock.parent, info))
+    return found
+
+
+def sweep_temp_dirs(base: str | None = None) -> list[Path]:
+    """Remove the temp directories of runs that are gone (their lock is free and no process
+    carries their token): the ones a run's watchdog could not remove (it was killed too).
+    Returns those removed."""
+    import fcntl
+
+    removed = []
+    for path, info in temp_dirs(base):
+        try:
+            if path.stat().st_uid != os.getuid() or \
+                    time.time() - (path / TEMP_LOCK).stat().st_mtime < SWEEP_MIN_AGE_S:
+                continue
+            with open(path / TEMP_LOCK) as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # its run (or a process it forked) still lives
+                if info.get("token") and processes_with_token(str(info["token"])):
+                    continue  # its watchdog is still stopping them
+                remove_temp_dir(path)
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+@contextlib.contextmanager
+def run_scope(out: Path | None = None, wait: bool = False) -> Iterator[str]:
+    """Everything a command that starts processes needs to leave nothing behind; yields the
+    run token.
+
+    - the token, in the environment of every process started within (restored after);
+    - with ``out``, the results directory's lock (:class:`DirectoryBusy`, or wait for it)
+      and the run noted in it for ``research clean``;
+    - a private temp directory (:class:`RunTemp`), after a sweep of those of runs gone;
+    - a watchdog (:mod:`research.watchdog`) that stops the token's processes and removes the
+      temp directory if this process dies without cleaning up;
+    - SIGTERM and SIGHUP raise :class:`Interrupted`, like Ctrl-C, so ``with`` blocks shut
+      their clusters down.
+    """
+    from . import watchdog
+
+    had_token = TOKEN_ENV in os.environ
+    token = run_token()
+    lock = RunLock(out, token) if out is not None else None
+    try:
+        if lock is not None and out is not None:
+            lock.acquire(wait)
+            record_run(out, token)
+        sweep_temp_dirs()
+        temp = RunTemp(token)
+        try:
+            path = temp.create()
+            # This process's own multiprocessing temp dir (a forkserver's socket) stays where
+            # it is (a notebook goes on using it after the run); gone if the run dies.
+            from multiprocessing.util import get_temp_dir
+
+            temp.also_remove(get_temp_dir())
+            dog = watchdog.start(token, path)
+            try:
+                with temp.active(), stop_signals():
+                    yield token
+            finally:
+                watchdog.stop(dog)
+        finally:
+            temp.remove()
+    finally:
+        if lock is not None:
+            lock.release()
+        if not had_token:
+            os.environ.pop(TOKEN_ENV, None)
+
+
 __all__ = [
-    "LOCK_NAME", "RUNS_NAME", "STOP_SIGNALS", "TOKEN_ENV", "DirectoryBusy", "Interrupted",
-    "RunLock", "critical", "init_worker", "kill_token_processes", "known_tokens", "pid_alive",
-    "processes_with_token", "record_run", "run_token", "set_pdeathsig", "stop_signals",
+    "LOCK_NAME", "RUNS_NAME", "STOP_SIGNALS", "TEMP_ALSO", "TEMP_LOCK", "TEMP_MAX_CHARS",
+    "TEMP_PREFIX", "TOKEN_ENV", "DirectoryBusy", "Interrupted", "RunLock", "RunTemp", "critical",
+    "init_worker", "kill_token_processes", "known_tokens", "note_outside_temp", "pid_alive",
+    "processes_with_token", "record_run", "remove_temp_dir", "run_scope", "run_temp_dir",
+    "run_token", "set_pdeathsig", "stop_signals", "sweep_temp_dirs", "temp_base", "temp_dirs",
 ]

@@ -9,8 +9,9 @@ shut down (its shutdown seconds) goes into a per-cluster file,
 files name their cluster by ``cluster.cluster_id``.
 
 A run holds a lock on its results directory, marks every process it starts with a token
-(:mod:`research.guard`) and keeps a watchdog (:mod:`research.watchdog`) that stops them if the
-run process is killed; SIGTERM and SIGHUP stop it like Ctrl-C.
+(:mod:`research.guard`), gives them a temp dir of its own and keeps a watchdog
+(:mod:`research.watchdog`) that stops them and removes it if the run process is killed; SIGTERM
+and SIGHUP stop it like Ctrl-C.
 """
 
 from __future__ import annotations
@@ -289,8 +290,10 @@ class Sweep:
         return self.result
 
     def _run_group(self, group: list[TrialSpec], bar: Any) -> None:
-        with tempfile.TemporaryDirectory(
-                prefix=f"research-{get_scheduler(group[0].scheduler).name}-") as workdir:
+        # In the run's own temp dir (research.guard.RunTemp), named short: Ray's unix sockets
+        # live under it.
+        with tempfile.TemporaryDirectory(prefix=f"{get_scheduler(group[0].scheduler).name}-",
+                                         dir=guard.run_temp_dir()) as workdir:
             sched: Scheduler | None = None
             cluster = _Cluster()
             start_error: str | None = None
@@ -512,7 +515,8 @@ def run_sweep(experiments: Sequence[Experiment], out: Path, *, force: bool = Fal
 
     Holds ``out``'s lock (:class:`research.guard.DirectoryBusy` if another run has it, unless
     ``wait``), marks the processes it starts with the run token, keeps a watchdog for them,
-    and turns SIGTERM and SIGHUP into :class:`research.guard.Interrupted` like Ctrl-C.
+    gives them a temp dir of the run's own, and turns SIGTERM and SIGHUP into
+    :class:`research.guard.Interrupted` like Ctrl-C (:func:`research.guard.run_scope`).
     """
     if log is None:
         from tqdm import tqdm
@@ -521,25 +525,9 @@ def run_sweep(experiments: Sequence[Experiment], out: Path, *, force: bool = Fal
     out = Path(out)
     check_out_dir(out)
     trials = [t for e in experiments for t in e.trials]
-    had_token = guard.TOKEN_ENV in os.environ
-    token = guard.run_token()
-    lock = guard.RunLock(out, token)
-    try:
-        lock.acquire(wait)
-        guard.record_run(out, token)
+    with guard.run_scope(out, wait):
         cleanup_tmp(out)
-        from . import watchdog
-
-        dog = watchdog.start(token)
-        try:
-            with guard.stop_signals():
-                return Sweep(out, force, progress, log, rerun_stale).run(trials)
-        finally:
-            watchdog.stop(dog)
-    finally:
-        lock.release()
-        if not had_token:
-            os.environ.pop(guard.TOKEN_ENV, None)
+        return Sweep(out, force, progress, log, rerun_stale).run(trials)
 
 
 def cleanup_tmp(out: Path) -> None:

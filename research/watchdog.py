@@ -1,6 +1,7 @@
-"""``python -m research.watchdog PARENT_PID TOKEN``: when the run process ``PARENT_PID``
-disappears without stopping the watchdog (SIGKILL, OOM kill, a segfault: no handler ran), kill
-every process whose environment carries the run's ``TOKEN``.
+"""``python -m research.watchdog PARENT_PID TOKEN [TEMP_DIR]``: when the run process
+``PARENT_PID`` disappears without stopping the watchdog (SIGKILL, OOM kill, a segfault: no
+handler ran), kill every process whose environment carries the run's ``TOKEN``, then remove the
+run's ``TEMP_DIR`` (:class:`research.guard.RunTemp`).
 
 That covers what PR_SET_PDEATHSIG cannot: processes that libraries start in their own session
 or as grandchildren (ipyparallel's controller and engines, Dask's nannies and workers, Ray's
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 
@@ -23,15 +25,15 @@ import psutil
 POLL_S = 0.5
 
 
-def watch(parent_pid: int, token: str) -> int:
+def watch(parent_pid: int, token: str, temp_dir: str | None = None) -> int:
     """Wait until ``parent_pid`` is gone, then kill the token's processes and every
-    descendant of the parent seen while it lived; exit status.
+    descendant of the parent seen while it lived, and remove ``temp_dir``; exit status.
 
     Descendants are noted too because a process that sets its title (Ray's workers and agents
     use setproctitle) may overwrite its environment, token included. psutil's Process checks
     its creation time, so a pid reused since is never killed.
     """
-    from .guard import kill_token_processes, pid_alive
+    from .guard import kill_token_processes, pid_alive, remove_temp_dir
 
     # A Ctrl-C or hang-up meant for the run must not stop its watchdog; SIGTERM does (stop()).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -55,14 +57,17 @@ def watch(parent_pid: int, token: str) -> int:
             print(f"research.watchdog: run {parent_pid} died; stopped {line}", file=sys.stderr)
         if not stopped:
             break
+    if temp_dir:  # after the kills: nothing writes there any more
+        remove_temp_dir(Path(temp_dir))
     return 0
 
 
-def start(token: str) -> subprocess.Popen[bytes]:
+def start(token: str, temp_dir: Path | None = None) -> subprocess.Popen[bytes]:
     """Start the watchdog of this process, in its own session (a signal to the run's process
     group does not reach it). Its environment has no token: it never kills itself."""
     env = {k: v for k, v in os.environ.items() if k != "RESEARCH_RUN_TOKEN"}
-    return subprocess.Popen([sys.executable, "-m", "research.watchdog", str(os.getpid()), token],
+    args = [str(os.getpid()), token, *([str(temp_dir)] if temp_dir else [])]
+    return subprocess.Popen([sys.executable, "-m", "research.watchdog", *args],
                             env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -78,12 +83,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``PARENT_PID TOKEN``."""
-    if len(argv) != 2 or not argv[0].isdigit():
-        print("usage: python -m research.watchdog PARENT_PID TOKEN", file=sys.stderr)
+    """Entry point: ``PARENT_PID TOKEN [TEMP_DIR]``."""
+    if len(argv) not in (2, 3) or not argv[0].isdigit():
+        print("usage: python -m research.watchdog PARENT_PID TOKEN [TEMP_DIR]", file=sys.stderr)
         return 2
     with contextlib.suppress(psutil.Error):
-        return watch(int(argv[0]), argv[1])
+        return watch(int(argv[0]), argv[1], argv[2] if len(argv) == 3 else None)
     return 1
 
 

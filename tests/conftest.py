@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,3 +27,13 @@ def no_leaks() -> Iterator[None]:
 def repo() -> Path:
     """The repository root."""
     return REPO
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A private temp dir with a short path (``/tmp/rt-XXXXXXXX``), for a run's ``TMPDIR``: a
+    run's own temp dir goes inside it only when the path stays short (unix sockets live
+    there; research.guard.temp_base), and pytest's own paths are long."""
+    path = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp" if Path("/tmp").is_dir() else None))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

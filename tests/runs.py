@@ -26,16 +26,52 @@ def write_cfg(path: Path, text: str) -> Path:
     return path
 
 
-def start_run(cfg: Path, out: Path, *extra: str, token: str | None = None
+def start_run(cfg: Path, out: Path, *extra: str, token: str | None = None,
+              tmpdir: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+    """Start a run in its own session with a fresh token; (process, token). With ``tmpdir``,
+    that is its ``TMPDIR`` (made if missing), so a test can see what the run leaves there."""
+    return start_cli(["run", str(cfg), "--out", str(out), "--no-progress", *extra], token=token,
+                     tmpdir=tmpdir)
+
+
+def start_cli(args: list[str], token: str | None = None, tmpdir: Path | None = None
               ) -> tuple[subprocess.Popen[str], str]:
-    """Start a run in its own session with a fresh token; (process, token)."""
+    """Start ``python -m research ARGS`` like :func:`start_run`."""
     token = token or uuid.uuid4().hex
     env = {**os.environ, TOKEN_ENV: token}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "research", "run", str(cfg), "--out", str(out), "--no-progress",
-         *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+    if tmpdir is not None:
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmpdir)
+    proc = subprocess.Popen([sys.executable, "-m", "research", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     return proc, token
+
+
+def signal_when(proc: subprocess.Popen[str], cond: Callable[[], bool], sig: int,
+                wait_s: float = 120, exit_s: float = 60) -> tuple[str, list[psutil.Process]]:
+    """Send ``sig`` to ``proc`` once ``cond()`` holds (within ``wait_s``) and wait for it to
+    exit; (its stderr, its descendants just before the signal). Killed if it outlives the
+    test."""
+    try:
+        wait_for(cond, wait_s, proc)
+        kids = descendants(proc.pid)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=exit_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return err, kids
+
+
+def left_in(path: Path, timeout_s: float) -> list[str]:
+    """Wait up to ``timeout_s`` until the directory ``path`` is empty; what is left in it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def trial_files(out: Path) -> list[Path]:

@@ -1,7 +1,7 @@
 """Fault injection: SIGKILL of the run process (no handler runs) between trials and during a
 trial, for each kind of cluster. The trials finished before the kill are on disk, nothing the
-run started is alive 30 s later (the watchdog; pool workers also get PR_SET_PDEATHSIG), and a
-rerun completes exactly the rest."""
+run started is alive 30 s later (the watchdog; pool workers also get PR_SET_PDEATHSIG), nothing
+is left in its temp dir, and a rerun completes exactly the rest."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from runs import descendants, left_alive, start_run, trial_files, wait_for, write_cfg
+from runs import (
+    descendants,
+    left_alive,
+    left_in,
+    start_run,
+    trial_files,
+    wait_for,
+    write_cfg,
+)
 
 from research import schema
 
@@ -31,7 +39,8 @@ def _kill(proc: subprocess.Popen[str], token: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["mp-dynamic", "futures", "ipp-lb", "dask", "ray"])
-def test_sigkill_between_and_during_trials(tmp_path: Path, scheduler: str) -> None:
+def test_sigkill_between_and_during_trials(tmp_path: Path, short_tmp: Path, scheduler: str
+                                           ) -> None:
     cfg = write_cfg(tmp_path / "c.toml", f"""
         [experiment]
         name = "kill"
@@ -46,28 +55,32 @@ def test_sigkill_between_and_during_trials(tmp_path: Path, scheduler: str) -> No
         """)
     out = tmp_path / "out"
     exp = out / "kill"
+    tmp = short_tmp  # the runs' TMPDIR: what they leave behind, the watchdog removes
 
     # 1. Between trials: the moment the first trial file is there.
-    proc, token = start_run(cfg, out)
+    proc, token = start_run(cfg, out, tmpdir=tmp)
     wait_for(lambda: len(trial_files(out)) >= 1, 120, proc)
     assert _kill(proc, token) == []
+    assert left_in(tmp, GONE_S) == []
     first = trial_files(out)
     assert 1 <= len(first) < N_TRIALS
 
     # 2. During a trial: a rerun, killed while the trial after its first one runs.
-    proc, token = start_run(cfg, out)
+    proc, token = start_run(cfg, out, tmpdir=tmp)
     wait_for(lambda: len(trial_files(out)) > len(first), 120, proc)
     time.sleep(0.5)  # warm-up done, tasks of the next trial running
     assert _kill(proc, token) == []
+    assert left_in(tmp, GONE_S) == []
     second = trial_files(out)
     assert set(first) <= set(second) and len(second) < N_TRIALS, second
 
     # 3. The rerun completes exactly the rest.
-    proc, token = start_run(cfg, out)
+    proc, token = start_run(cfg, out, tmpdir=tmp)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     assert f"wrote {N_TRIALS - len(second)} trial file(s), skipped {len(second)}" in err
     assert left_alive(token, [], 10) == []
+    assert left_in(tmp, 0) == []
     done = trial_files(out)
     assert len(done) == N_TRIALS
     for path in done:  # every trial file is complete
@@ -80,7 +93,7 @@ def test_sigkill_between_and_during_trials(tmp_path: Path, scheduler: str) -> No
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["ipp-lb", "ray"])
-def test_sigkill_during_a_shutdown(tmp_path: Path, scheduler: str) -> None:
+def test_sigkill_during_a_shutdown(tmp_path: Path, short_tmp: Path, scheduler: str) -> None:
     # One trial: once its file is there, the run is shutting its cluster down (seconds for
     # these two), and the kill lands in the middle of it.
     cfg = write_cfg(tmp_path / "c.toml", f"""
@@ -95,10 +108,12 @@ def test_sigkill_during_a_shutdown(tmp_path: Path, scheduler: str) -> None:
         duration_s = 0.1
         """)
     out = tmp_path / "out"
-    proc, token = start_run(cfg, out)
+    tmp = short_tmp
+    proc, token = start_run(cfg, out, tmpdir=tmp)
     wait_for(lambda: len(trial_files(out)) >= 1, 120, proc)
     assert proc.poll() is None, "the run ended before the kill: not during its shutdown"
     assert _kill(proc, token) == []
+    assert left_in(tmp, GONE_S) == []
     (path,) = trial_files(out)
     assert len(schema.read_trial(path)) == N_TASKS
     assert schema.read_metadata(path)["trial"]["trial_status"] == schema.TRIAL_OK

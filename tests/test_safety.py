@@ -9,12 +9,23 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from runs import REPO, descendants, left_alive, start_run, trial_files, wait_for, write_cfg
+from runs import (
+    REPO,
+    left_alive,
+    left_in,
+    signal_when,
+    start_cli,
+    start_run,
+    trial_files,
+    wait_for,
+    write_cfg,
+)
 
 from research import config, guard, metadata, schema
 from research.cli import main
@@ -57,14 +68,7 @@ def test_stop_signals_act_like_ctrl_c(tmp_path: Path, sig: signal.Signals) -> No
     cfg = write_cfg(tmp_path / "c.toml", SLOW_FUTURES)
     out = tmp_path / "out"
     proc, token = start_run(cfg, out)
-    try:
-        wait_for(lambda: len(trial_files(out)) >= 1, 60, proc)
-        kids = descendants(proc.pid)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err, kids = signal_when(proc, lambda: len(trial_files(out)) >= 1, sig, 60, 30)
     assert proc.returncode == 128 + sig, err
     assert f"interrupted by {sig.name}" in err
     assert "Traceback" not in err
@@ -388,3 +392,152 @@ def test_clean_stops_what_a_results_directory_knows(tmp_path: Path,
     finally:
         if left.poll() is None:
             left.kill()
+
+
+def test_a_task_cut_short_by_a_stop_signal_is_not_reported_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import gc
+    import logging
+
+    def cut_short() -> None:  # as ipyparallel's cluster start is, in a task on this thread
+        async def step() -> None:
+            raise guard.Interrupted(signal.SIGTERM)
+
+        loop = asyncio.new_event_loop()
+        raised = False
+        try:
+            loop.run_until_complete(loop.create_task(step()))  # a task of its own, unconsumed
+        except guard.Interrupted:  # not kept: its traceback holds the task
+            raised = True
+        finally:
+            loop.close()
+        assert raised
+        gc.collect()
+
+    logging.getLogger("asyncio").removeFilter(guard._QUIET)
+    cut_short()
+    assert "never retrieved" in caplog.text  # the control: asyncio reports it
+    caplog.clear()
+    with guard.stop_signals():
+        cut_short()
+    assert "never retrieved" not in caplog.text
+
+# -- the run's own temp dir --------------------------------------------------------------------
+def test_a_run_temp_dir_is_the_tmpdir_of_what_it_starts(short_tmp: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(short_tmp))
+    monkeypatch.delenv("TMPDIR", raising=False)
+    temp = guard.RunTemp("tok-live")
+    path = temp.create()
+    assert path.parent == short_tmp and len(str(path)) <= guard.TEMP_MAX_CHARS
+    outside = short_tmp / "outside"  # a short path for unix sockets, made outside the run's dir
+    outside.mkdir()
+    with temp.active():
+        assert os.environ["TMPDIR"] == str(path) and guard.run_temp_dir() == path
+        assert tempfile.gettempdir() == str(short_tmp)  # this process's own stays where it was
+        guard.note_outside_temp(outside)
+        subprocess.run([sys.executable, "-c", "import tempfile; tempfile.mkdtemp(prefix='kid-')"],
+                       check=True)
+        assert [p.name[:4] for p in path.glob("kid-*")] == ["kid-"]
+        os.utime(path / guard.TEMP_LOCK, (0, 0))  # old, but its run lives: never swept
+        assert guard.sweep_temp_dirs() == []
+    assert "TMPDIR" not in os.environ and guard.run_temp_dir() is None
+    temp.remove()
+    assert not path.exists() and outside.is_dir()  # the run removes its own as it shuts down
+    # A run that died: the watchdog or a sweep removes the dirs it noted, with its temp dir.
+    dead = guard.RunTemp("tok-dead")
+    dead_path = dead.create()
+    dead.also_remove(outside)
+    guard.remove_temp_dir(dead_path)
+    assert not dead_path.exists() and not outside.exists()
+    dead.remove()
+
+
+def test_a_run_temp_dir_stays_short(tmp_path: Path, short_tmp: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    long = tmp_path / ("t" * 40)  # unix sockets under it would pass 107 bytes
+    long.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long))
+    assert guard.temp_base() == "/tmp"
+    monkeypatch.setattr(tempfile, "tempdir", str(short_tmp))
+    assert guard.temp_base() == str(short_tmp)
+
+
+def test_sweep_and_clean_remove_only_temp_dirs_of_runs_that_are_gone(
+        tmp_path: Path, short_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(short_tmp))
+    code = ("import sys, time; from research import guard; "
+            "t = guard.RunTemp(sys.argv[1]); print(t.create(), flush=True); time.sleep(60)")
+
+    def make(token: str) -> tuple[subprocess.Popen[str], Path]:
+        env = {**os.environ, "TMPDIR": str(short_tmp)}
+        proc = subprocess.Popen([sys.executable, "-c", code, token], text=True, cwd=REPO,
+                                stdout=subprocess.PIPE, env=env)
+        assert proc.stdout is not None
+        return proc, Path(proc.stdout.readline().strip())
+
+    dead, dead_dir = make("tok-dead")
+    live, live_dir = make("tok-live")
+    # A run that died, but one of its processes (carrying its token) is still being stopped.
+    lingering = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                 env={**os.environ, guard.TOKEN_ENV: "tok-lingering"})
+    linger_proc, linger_dir = make("tok-lingering")
+    try:
+        for proc in (dead, linger_proc):
+            proc.kill()
+            proc.wait(10)
+        (dead_dir / "pymp-x").mkdir()
+        assert guard.sweep_temp_dirs() == []  # too young: a run may be making its own
+        for d in (dead_dir, live_dir, linger_dir):
+            os.utime(d / guard.TEMP_LOCK, (0, 0))
+        assert main(["clean", str(tmp_path / "out")]) == 0
+        assert f"removed {dead_dir} (temp dir of a run that is gone)" in capsys.readouterr().out
+        assert not dead_dir.exists() and live_dir.is_dir() and linger_dir.is_dir()
+        lingering.kill()
+        lingering.wait(10)
+        assert guard.sweep_temp_dirs() == [linger_dir]
+        assert live_dir.is_dir()
+    finally:
+        for proc in (dead, live, lingering, linger_proc):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["parsl", "celery"])
+def test_a_run_leaves_nothing_in_the_temp_dir(tmp_path: Path, short_tmp: Path, scheduler: str
+                                              ) -> None:
+    # These two's workers are terminated, and leave multiprocessing's pymp-* dirs behind.
+    cfg = write_cfg(tmp_path / "c.toml", f"""
+        [experiment]
+        name = "tidy"
+        n_workers = 2
+        schedulers = ["{scheduler}"]
+        [workloads.u]
+        shape = "uniform"
+        n_tasks = 4
+        duration_s = 0.01
+        """)
+    tmp = short_tmp
+    proc, token = start_run(cfg, tmp_path / "out", tmpdir=tmp)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0 and ", 0 failed" in err, err
+    assert left_alive(token, [], 10) == []
+    assert left_in(tmp, 0) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_bench_stops_its_clusters_on_a_signal(short_tmp: Path, sig: signal.Signals) -> None:
+    tmp = short_tmp
+    proc, token = start_cli(["bench", "--schedulers", "ipp-lb", "--no-out"], tmpdir=tmp)
+    # Once the controller and both engines are up (each carries the token).
+    err, kids = signal_when(proc, lambda: len(guard.processes_with_token(token)) >= 4, sig)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + sig, err
+        assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    assert left_alive(token, kids, 30) == []
+    assert left_in(tmp, 30) == []

@@ -36,6 +36,7 @@ from typing import IO, Any, ClassVar
 
 import psutil
 
+from .. import guard
 from ..errors import ParamError
 from .base import Scheduler, timeout_error
 
@@ -294,7 +295,8 @@ def stop_processes(procs: Sequence[subprocess.Popen[Any]], timeout_s: float = EX
 
 class OwnedDir:
     """Where a cluster keeps its state: ``<workdir>/<name>`` when the run gave a work dir
-    (removed with it), else an own temp dir, removed by :meth:`remove`."""
+    (removed with it), else an own temp dir, removed by :meth:`remove` (and, inside a run,
+    with the run's temp dir when the run is killed)."""
 
     def __init__(self) -> None:
         self.path: Path | None = None
@@ -310,7 +312,16 @@ class OwnedDir:
                 path.mkdir(parents=True, exist_ok=True)
                 self.path = path
                 return path
-        self._own = self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_root))
+        # Else in the run's temp dir (research.guard.RunTemp), so a killed run's watchdog
+        # removes it; in ``tmp_root`` if that path would be too long, noted for removal.
+        run_dir = guard.run_temp_dir()
+        base = tmp_root
+        if run_dir is not None and (max_chars is None
+                                    or len(str(run_dir)) + len(prefix) + 9 <= max_chars):
+            base = str(run_dir)
+        self._own = self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+        if run_dir is not None and not self.path.is_relative_to(run_dir):
+            guard.note_outside_temp(self.path)
         return self.path
 
     @property

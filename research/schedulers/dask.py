@@ -284,12 +284,15 @@ class Dask(ClusterScheduler):
         import dask
         import distributed
 
-        config: dict[str, Any] = {"distributed.scheduler.allowed-failures": 0}
+        local_dir = self.dir.make(self.workdir, f"dask-{self._token}", prefix="research-dask-")
+        # temporary-directory: the client's and scheduler's scratch space too (else a
+        # dask-scratch-space in the system temp dir, which a killed run would leave behind).
+        config: dict[str, Any] = {"distributed.scheduler.allowed-failures": 0,
+                                  "temporary-directory": str(local_dir)}
         if self.options["work_stealing"] is not None:
             config["distributed.scheduler.work-stealing"] = self.options["work_stealing"]
         if self.options["worker_saturation"] is not None:
             config["distributed.scheduler.worker-saturation"] = self.options["worker_saturation"]
-        local_dir = self.dir.make(self.workdir, f"dask-{self._token}", prefix="research-dask-")
         # The scheduler (in this process) reads these when it is built; each nanny keeps a copy
         # for the worker processes it spawns and re-spawns. Restored on leaving the block.
         # security = true: TLS with a certificate made for this cluster (needs `cryptography`),
