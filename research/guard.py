@@ -453,6 +453,27 @@ def sweep_temp_dirs(base: str | None = None) -> list[Path]:
     return removed
 
 
+def stop_orphans(token: str) -> list[str]:
+    """Stop the processes of this run (they carry ``token``) that are no longer this process's
+    descendants, and say so on stderr; their descriptions.
+
+    Run when the run's clusters have been shut down: whatever carries the token and has left
+    this process's tree by then (re-parented to init when its own parent exited: a server's
+    helper still exiting when a cluster start was cut short by a signal) was missed by the
+    shutdown and would outlive the run. Descendants are left to their owners: a
+    ``multiprocessing`` forkserver or resource tracker serves this process after the run.
+    """
+    try:
+        mine = {p.pid for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        mine = set()
+    stopped = kill_token_processes(token, exclude=mine)
+    if stopped:
+        print(f"research: stopped {len(stopped)} process(es) of this run that its shutdown "
+              f"missed: {'; '.join(stopped)}", file=sys.stderr)
+    return stopped
+
+
 @contextlib.contextmanager
 def run_scope(out: Path | None = None, wait: bool = False) -> Iterator[str]:
     """Everything a command that starts processes needs to leave nothing behind; yields the
@@ -463,7 +484,8 @@ def run_scope(out: Path | None = None, wait: bool = False) -> Iterator[str]:
       and the run noted in it for ``research clean``;
     - a private temp directory (:class:`RunTemp`), after a sweep of those of runs gone;
     - a watchdog (:mod:`research.watchdog`) that stops the token's processes and removes the
-      temp directory if this process dies without cleaning up;
+      temp directory if this process dies without cleaning up, and at the end
+      :func:`stop_orphans` for what the shutdown missed;
     - SIGTERM and SIGHUP raise :class:`Interrupted`, like Ctrl-C, so ``with`` blocks shut
       their clusters down.
     """
@@ -490,7 +512,10 @@ def run_scope(out: Path | None = None, wait: bool = False) -> Iterator[str]:
                 with temp.active(), stop_signals():
                     yield token
             finally:
-                watchdog.stop(dog)
+                try:
+                    stop_orphans(token)
+                finally:
+                    watchdog.stop(dog)
         finally:
             temp.remove()
     finally:
@@ -505,5 +530,6 @@ __all__ = [
     "TEMP_PREFIX", "TOKEN_ENV", "DirectoryBusy", "Interrupted", "RunLock", "RunTemp", "critical",
     "init_worker", "kill_token_processes", "known_tokens", "note_outside_temp", "pid_alive",
     "processes_with_token", "record_run", "remove_temp_dir", "run_scope", "run_temp_dir",
-    "run_token", "set_pdeathsig", "stop_signals", "sweep_temp_dirs", "temp_base", "temp_dirs",
+    "run_token", "set_pdeathsig", "stop_signals", "stop_orphans", "sweep_temp_dirs", "temp_base",
+    "temp_dirs",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from research import schema, watchdog
+from research import guard, schema, watchdog
 from research.cli import main as cli_main
 from research.config import TrialSpec
 from research.errors import ParamError
@@ -431,8 +431,10 @@ def test_sweep_through_the_cli(tmp_path: Path, no_leaks: None) -> None:
         cluster_file = read_cluster_file(path, cluster["cluster_id"])
         assert cluster_file is not None and cluster_file["shutdown_s"] is not None
         assert cluster["node_ip"] == "127.0.0.1" and cluster["existing_cluster"] is False
-        # The runner's work dir is short enough to hold Ray's session itself.
-        assert "research-ray-" in cluster["temp_dir"]
+        # The runner's work dir (ray-XXXXXXXX in the run's own temp dir) is short enough to
+        # hold Ray's session itself.
+        work = Path(cluster["temp_dir"]).parent
+        assert work.name.startswith("ray-") and work.parent.name.startswith(guard.TEMP_PREFIX)
     assert set(by_status) == {schema.TRIAL_OK, schema.TRIAL_FAILED}
 
     path, trial = by_status[schema.TRIAL_OK]

@@ -4,6 +4,7 @@ honest limits of in-process schedulers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -422,6 +423,29 @@ def test_a_task_cut_short_by_a_stop_signal_is_not_reported_again(
     with guard.stop_signals():
         cut_short()
     assert "never retrieved" not in caplog.text
+
+def test_stop_orphans_stops_what_left_the_tree_only(capsys: pytest.CaptureFixture[str]) -> None:
+    token = f"tok-orphans-{os.getpid()}"
+    env = {**os.environ, guard.TOKEN_ENV: token}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    # A grandchild whose parent exits at once: re-parented to init, out of this process's tree.
+    code = ("import subprocess, sys; print(subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(60)'], stdout=subprocess.DEVNULL, "
+            "stderr=subprocess.DEVNULL).pid)")
+    orphan = int(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                text=True, check=True).stdout)
+    try:
+        stopped = guard.stop_orphans(token)
+        assert [int(line.split()[0]) for line in stopped] == [orphan]
+        assert not guard.pid_alive(orphan) and child.poll() is None  # a child is its owner's
+        assert "stopped 1 process(es) of this run that its shutdown missed" in \
+            capsys.readouterr().err
+        assert guard.stop_orphans(token) == []
+    finally:
+        child.kill()
+        child.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orphan, signal.SIGKILL)
 
 # -- the run's own temp dir --------------------------------------------------------------------
 def test_a_run_temp_dir_is_the_tmpdir_of_what_it_starts(short_tmp: Path,
