@@ -433,22 +433,30 @@ def _noops(costs: Costs, counts: tuple[int, ...], sched: str = "ray") -> list[ca
 
 def test_growth_per_worker_is_fitted_only_from_two_worker_counts() -> None:
     """A shared cost that grows with the workers: with no-ops on 2 workers alone the fit has
-    no growth (one count cannot show it); with no-ops on 2 and 4 it finds it and predicts 12
-    workers, which the costs fitted on one count predict too fast."""
+    no growth (one count cannot show it); with no-ops on 2 and 4 it finds it and predicts 4
+    workers, which the costs fitted on one count predict too fast. Beyond 4, the most workers
+    it saw, it holds the 4-worker costs: a growth is not extrapolated (ipp-lb's, linear, made
+    its 12-worker trials 9-22% too slow)."""
     truth = Costs(dispatch_s=1e-4, dispatch_per_worker_s=5e-4, worker_s=1e-3, return_s=1e-3,
                   sleep_overshoot_s=5e-5)
     sleeps = _synthetic(truth, "ray")[1:]  # the sleep trials (2 workers)
     one, _ = cal.fit_scheduler(sleeps + _noops(truth, (2, 2)))
     assert one.dispatch_per_worker_s == 0.0 and one.worker_per_worker_s == 0.0
     two, _ = cal.fit_scheduler(sleeps + _noops(truth, (2, 2, 4)))
-    assert two.dispatch_per_worker_s > 0.0
-    planned = [2e-3] * 150
-    want = simulate(policy_for("ray"), ["sleep"] * 150, planned, 12, truth)
-    got = simulate(policy_for("ray"), ["sleep"] * 150, planned, 12, two)
-    # Within the grid's resolution (values about 1.6x apart), three times the fitted range.
-    assert got.makespan_s == pytest.approx(want.makespan_s, rel=0.15)
-    assert simulate(policy_for("ray"), ["sleep"] * 150, planned, 12,
-                    one).makespan_s < 0.8 * want.makespan_s
+    assert two.dispatch_per_worker_s > 0.0 and two.growth_workers == 4
+
+    def makespan(n_workers: int, costs: Costs) -> float:
+        return simulate(policy_for("ray"), ["sleep"] * 150, [2e-3] * 150, n_workers,
+                        costs).makespan_s
+
+    # Within the grid's resolution (values about 1.6x apart).
+    assert makespan(4, two) == pytest.approx(makespan(4, truth), rel=0.15)
+    assert makespan(4, one) < 0.8 * makespan(4, truth)
+    # On 12 workers: the costs in force on 4, to the float.
+    assert two.at(12) == two.at(4)
+    assert makespan(12, two) == makespan(12, two.at(4))
+    # A version 6 calibration (no bound) extrapolates, as it was fitted.
+    assert replace(two, growth_workers=0.0).at(12).dispatch_s > two.at(12).dispatch_s
 
 
 def test_growth_is_not_kept_where_the_second_count_does_not_need_it() -> None:
@@ -757,6 +765,15 @@ def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
     loaded = Costs(dispatch_s=1e-3, contention=1.5, worker_load=0.0)
     c.schedulers["dask"]["costs"] = loaded.to_dict()
     assert cal.load(c.write(tmp_path / "v6.json")).costs("dask") == (loaded, True)
+    # A version 6 file (no growth_workers) loads with the growth unbounded, as it was fitted.
+    grown = Costs(dispatch_s=1e-3, dispatch_per_worker_s=1e-4)
+    v6 = {k: v for k, v in grown.to_dict().items() if k != "growth_workers"}
+    old.write_text(json.dumps({**doc, "version": 6, "schedulers": {"dask": {"costs": v6}}}))
+    assert cal.load(old).costs("dask") == (grown, True)
+    assert cal.load(old).costs("dask")[0].at(12).dispatch_s == pytest.approx(2.2e-3)
+    held = replace(grown, growth_workers=4.0)
+    c.schedulers["dask"]["costs"] = held.to_dict()
+    assert cal.load(c.write(tmp_path / "v7.json")).costs("dask") == (held, True)
     assert back.costs("dask[x=1]")[0].dispatch_s == 1e-3
     assert back.costs("unknown") == (Costs(dispatch_s=2e-3), False)
     assert back.trials("dask") == {"t0"}

@@ -15,19 +15,21 @@ busy (``contention``: :meth:`Costs.under_load`; searched on every calibration tr
 worker's own cost taken as busy and as a wait, ``worker_load``, kept only where it fits them
 better than the same search without it and leaves the second count's no-ops within 5% or no
 worse), and where the costs miss those no-ops, their growth per worker
-(``dispatch_per_worker_s``, ``worker_per_worker_s``: :meth:`Costs.at`); then ``cpu_share_s``
+(``dispatch_per_worker_s``, ``worker_per_worker_s``: :meth:`Costs.at`), held beyond the
+largest worker count of the trials it was fitted on (``growth_workers``); then ``cpu_share_s``
 on the CPU trials alone.
 
 The file (JSON)::
 
-    {"format": "research.calibration", "version": 6, "label": "...", "source": "RESULTS",
+    {"format": "research.calibration", "version": 7, "label": "...", "source": "RESULTS",
      "created": "ISO time", "studies": ["overhead", "granularity"],
      "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
                                        "start_per_task_s": ..., "requeue_s": ..., "pull": 0,
                                        "return_s": ..., "result_s": ..., "sleep_overshoot_s": ...,
                                        "cpu_scale": ..., "noop_s": ..., "cpu_share_s": ...,
                                        "unit_s": ..., "dispatch_per_worker_s": ...,
-                                       "worker_per_worker_s": ..., "contention": ...,
+                                       "worker_per_worker_s": ..., "growth_workers": 4,
+                                       "contention": ...,
                                        "worker_load": ...,
                                        "sleep_curve": [[planned_s, overshoot_s], ...],
                                        "cpu_curve": [[planned_s, stretch], ...]},
@@ -44,7 +46,9 @@ load with both 0. Version 4 files (no ``contention``, added in version 5: the pe
 stretched by the load of the cores, :meth:`Costs.under_load`) load with it 0: the same costs
 at every load, as they were fitted. Version 5 files (no ``worker_load``, added in version 6:
 whether a worker's own per-task cost loads its core or is a wait) load with it 1, as they
-were fitted. ``default`` (the median
+were fitted. Version 6 files (no ``growth_workers``, added in version 7: the worker count
+beyond which the growth per worker is held, not extrapolated) load with it 0: the growth
+extrapolated to every count, as they were fitted. ``default`` (the median
 of the fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
 :data:`SHIPPED` is the package's own file (its label says what it was fitted on).
 """
@@ -67,13 +71,14 @@ from .core import BUSY_BODIES, STRETCHED, Costs, _receive, loaded_schedule
 from .policies import base_name, policy_for
 
 FORMAT = "research.calibration"
-VERSION = 6
+VERSION = 7
 #: Versions :func:`load` reads (1: no body curves, the scalars serve every length; 2: no
 #: ``cpu_share_s`` or ``unit_s``, 0; 3: no ``dispatch_per_worker_s`` or
 #: ``worker_per_worker_s``, 0: the costs hold on every worker count, as they were fitted;
 #: 4: no ``contention``, 0: the costs hold at every load of the cores; 5: no
-#: ``worker_load``, 1: a worker's own cost counts as busy, as it was fitted).
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+#: ``worker_load``, 1: a worker's own cost counts as busy, as it was fitted; 6: no
+#: ``growth_workers``, 0: the growth per worker extrapolated to every count).
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
 CALIBRATION_STUDIES: tuple[str, ...] = ("overhead", "granularity")
 SHIPPED = Path(__file__).with_name("default_calibration.json")
 #: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms
@@ -472,7 +477,9 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
                 best = loaded, loaded_err
         if best is not None:
             costs, err = best
-    base = {**base, "contention": costs.contention, "worker_load": costs.worker_load}
+    # The growth holds up to the most workers the calibration saw (Costs.growth_workers).
+    base = {**base, "contention": costs.contention, "worker_load": costs.worker_load,
+            "growth_workers": float(max((d.n_workers for d in trials), default=0))}
     if len(set(noop_counts)) >= 2:
         # Shared or per worker, and how either grows with the workers (Costs.at): only no-ops
         # on two worker counts show it (the per-task costs alone, no body to hide them; the
