@@ -565,3 +565,20 @@ def test_bench_stops_its_clusters_on_a_signal(short_tmp: Path, sig: signal.Signa
         assert "interrupted by SIGTERM" in err and "Traceback" not in err
     assert left_alive(token, kids, 30) == []
     assert left_in(tmp, 30) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["parsl", "celery"])
+def test_a_cluster_used_directly_leaves_nothing_in_the_temp_dir(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch, scheduler: str) -> None:
+    # Outside a run (a notebook's `with Celery(2) as s`), its processes' TMPDIR is the
+    # cluster's own dir: the pymp-* dirs their terminated workers leave go with it.
+    from research.schedulers import get_scheduler
+    from research.tasks import Task
+
+    monkeypatch.setenv("TMPDIR", str(short_tmp))  # what the processes it starts inherit
+    with get_scheduler(scheduler)(2) as sched:
+        sched.warm()
+        out = sched.run([Task(i, "sleep", 0.01, 0.01) for i in range(4)], 60)
+        assert out.error is None and len(out.outcomes) == 4
+    assert left_in(short_tmp, 5) == []

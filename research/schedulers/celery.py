@@ -55,6 +55,7 @@ from ..tasks import Outcome, Task
 from .base import RunOutput, timeout_error
 from .cluster import (
     LOOPBACK,
+    TMPDIR_MAX_CHARS,
     ClusterScheduler,
     check_worker_count,
     free_port,
@@ -470,6 +471,10 @@ class Celery(ClusterScheduler):
                # the workers import research.tasks by module, installed or not
                "PYTHONPATH": os.pathsep.join(
                    p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
+        if len(str(state)) <= TMPDIR_MAX_CHARS:
+            # The prefork children's multiprocessing temp dirs (pymp-*), which a terminated
+            # child leaves, go into the cluster's own dir, removed with it.
+            env["TMPDIR"] = str(state)
         for i in range(nodes):
             name = f"r{i}-{self._token}@localhost"
             self.workers.append(start_process(

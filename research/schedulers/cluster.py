@@ -42,6 +42,10 @@ from .base import Scheduler, timeout_error
 
 #: The only address servers we start listen on.
 LOOPBACK = "127.0.0.1"
+#: A cluster's own dir serves as its processes' ``TMPDIR`` (what they leave there goes with it)
+#: only when its path is at most this long: unix socket paths under it (multiprocessing's
+#: listeners add about 32 characters) must stay within 107 bytes.
+TMPDIR_MAX_CHARS = 72
 #: Standard-library helper processes that live as long as the interpreter by design: never a
 #: cluster's, never reaped, never a leak.
 HELPER_PROCESSES = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
@@ -402,7 +406,7 @@ class ClusterScheduler(Scheduler):
 
 
 __all__ = [
-    "EXIT_WAIT_S", "HELPER_PROCESSES", "LOOPBACK", "ClusterProcesses", "ClusterScheduler",
-    "OwnedDir", "check_worker_count", "die_with_parent", "free_port", "reap", "start_process",
-    "stop_process", "stop_processes", "timeout_error", "wait_gone",
+    "EXIT_WAIT_S", "HELPER_PROCESSES", "LOOPBACK", "TMPDIR_MAX_CHARS", "ClusterProcesses",
+    "ClusterScheduler", "OwnedDir", "check_worker_count", "die_with_parent", "free_port", "reap",
+    "start_process", "stop_process", "stop_processes", "timeout_error", "wait_gone",
 ]

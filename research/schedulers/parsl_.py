@@ -46,7 +46,7 @@ from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task, execute, pickled, unpickled
 from .base import ReceiveStamps, RunOutput, paced, timeout_error
-from .cluster import LOOPBACK, ClusterScheduler, check_worker_count
+from .cluster import LOOPBACK, TMPDIR_MAX_CHARS, ClusterScheduler, check_worker_count
 
 #: Label of the executor this adapter builds.
 EXECUTOR_LABEL = "htex_research"
@@ -344,7 +344,8 @@ class Parsl(ClusterScheduler):
             # Workers per node are min(max_workers_per_node, cores / cores_per_worker): a tiny
             # share lets n_workers exceed the cores, as in the other adapters.
             cores_per_worker=1e-6,
-            provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, nodes_per_block=1),
+            provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, nodes_per_block=1,
+                                   worker_init=self._worker_init()),
             # Parsl starts both by script name, found on PATH only when the venv is activated:
             # run them with this interpreter instead.
             interchange_launch_cmd=_script_cmd("interchange"),
@@ -364,6 +365,15 @@ class Parsl(ClusterScheduler):
                                        resource_monitoring_interval=0)
         return Config(executors=[htex], run_dir=self.run_dir, monitoring=monitoring,
                       initialize_logging=FileLogging(level=LOG_LEVEL), **CONFIG_SETTINGS)
+
+    def _worker_init(self) -> str:
+        """The shell line run before the worker pool starts: its ``TMPDIR`` is the run dir
+        (short enough), so the multiprocessing temp dirs (pymp-*) its terminated processes
+        leave go with the cluster's own dir."""
+        run_dir = self.run_dir
+        if run_dir and len(run_dir) <= TMPDIR_MAX_CHARS:
+            return f"export TMPDIR={shlex.quote(run_dir)}"
+        return ""
 
     def cluster_procs(self) -> list[psutil.Process]:
         """The cluster's processes, remembered until shutdown reaps them: our descendants since
