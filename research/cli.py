@@ -50,7 +50,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _interrupted(exc: KeyboardInterrupt, what: str) -> int:
     """Say which signal stopped a command that started processes; its exit status."""
     from .guard import Interrupted

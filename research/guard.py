@@ -154,6 +154,7 @@ class _QuietInterrupted(logging.Filter):
     once, in one line, and the traceback would say nothing more."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop) for a record whose exception is :class:`Interrupted`."""
         exc = record.exc_info[1] if record.exc_info else None
         return not isinstance(exc, Interrupted)
 
@@ -296,8 +297,8 @@ TEMP_ALSO = ".research-temp-also"
 #: under it (multiprocessing's listeners need about 32 more characters, Ray's 67). Where the
 #: system temp dir would give a longer one, it goes to ``/tmp``.
 TEMP_MAX_CHARS = 40
-#: Seconds a temp directory must exist before a sweep may take it: a run creating its own has
-#: not yet locked it (see :meth:`RunTemp.create`).
+#: Seconds a temp directory's lock file must have existed before a sweep may take it: a margin
+#: only (:meth:`RunTemp.create` renames it into place already locked).
 SWEEP_MIN_AGE_S = 60.0
 
 
@@ -319,16 +320,22 @@ class RunTemp:
         """Make and lock the directory (the lock file appears, already locked, by a rename:
         a sweep never sees it unlocked while this run lives)."""
         import fcntl
+        import shutil
         import tempfile
 
         path = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.base or temp_base()))
         new = path / (TEMP_LOCK + ".new")
         f = open(new, "w")  # noqa: SIM115 - held until remove()
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        f.write(json.dumps({"pid": os.getpid(), "token": self.token,
-                            "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
-        f.flush()
-        os.rename(new, path / TEMP_LOCK)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            f.write(json.dumps({"pid": os.getpid(), "token": self.token,
+                                "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            f.flush()
+            os.rename(new, path / TEMP_LOCK)
+        except BaseException:
+            f.close()
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         self.path, self._lock = path, f
         return path
 
@@ -342,11 +349,11 @@ class RunTemp:
         tempfile.gettempdir()  # cached now: this process's own temp dir stays where it was
         old = os.environ.get("TMPDIR")
         os.environ["TMPDIR"] = str(self.path)
-        _Temp.active = self
+        outer, _Temp.active = _Temp.active, self
         try:
             yield self.path
         finally:
-            _Temp.active = None
+            _Temp.active = outer
             if old is None:
                 os.environ.pop("TMPDIR", None)
             else:
@@ -463,10 +470,12 @@ def stop_orphans(token: str) -> list[str]:
     shutdown and would outlive the run. Descendants are left to their owners: a
     ``multiprocessing`` forkserver or resource tracker serves this process after the run.
     """
-    try:
-        mine = {p.pid for p in psutil.Process().children(recursive=True)}
-    except psutil.Error:
-        mine = set()
+    me = os.getpid()
+    mine = set()
+    for p in processes_with_token(token, {me}):  # each one's ancestry read now, not before
+        with contextlib.suppress(psutil.Error):
+            if any(a.pid == me for a in p.parents()):
+                mine.add(p.pid)
     stopped = kill_token_processes(token, exclude=mine)
     if stopped:
         print(f"research: stopped {len(stopped)} process(es) of this run that its shutdown "
@@ -503,10 +512,13 @@ def run_scope(out: Path | None = None, wait: bool = False) -> Iterator[str]:
         try:
             path = temp.create()
             # This process's own multiprocessing temp dir (a forkserver's socket) stays where
-            # it is (a notebook goes on using it after the run); gone if the run dies.
+            # it is (a notebook goes on using it after the run); gone if the run dies. Not in a
+            # multiprocessing child: there it is the parent's, which lives on.
+            import multiprocessing
             from multiprocessing.util import get_temp_dir
 
-            temp.also_remove(get_temp_dir())
+            if multiprocessing.parent_process() is None:
+                temp.also_remove(get_temp_dir())
             dog = watchdog.start(token, path)
             try:
                 with temp.active(), stop_signals():

@@ -21,7 +21,7 @@ from runs import (
     write_cfg,
 )
 
-from research import schema
+from research import guard, schema
 
 N_TRIALS = 4
 N_TASKS = 4
@@ -29,12 +29,17 @@ N_TASKS = 4
 GONE_S = 30
 
 
-def _kill(proc: subprocess.Popen[str], token: str) -> list[str]:
-    """SIGKILL the run process alone; what it started and is still alive 30 s later."""
+def _kill(proc: subprocess.Popen[str], token: str, tmp: Path) -> list[str]:
+    """SIGKILL the run process alone; what it started and is still alive 30 s later, and what
+    is left of it in its ``TMPDIR`` ``tmp`` and of the dirs its temp dir noted outside it
+    (Ray's short socket dir, the run process's own pymp-* dir)."""
+    noted = [Path(line) for f in tmp.glob(f"{guard.TEMP_PREFIX}*/{guard.TEMP_ALSO}")
+             for line in f.read_text().splitlines() if line.strip()]
     kids = descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    return left_alive(token, kids, GONE_S)
+    left = left_alive(token, kids, GONE_S) + left_in(tmp, GONE_S)
+    return left + [str(p) for p in noted if p.exists()]
 
 
 @pytest.mark.slow
@@ -60,8 +65,7 @@ def test_sigkill_between_and_during_trials(tmp_path: Path, short_tmp: Path, sche
     # 1. Between trials: the moment the first trial file is there.
     proc, token = start_run(cfg, out, tmpdir=tmp)
     wait_for(lambda: len(trial_files(out)) >= 1, 120, proc)
-    assert _kill(proc, token) == []
-    assert left_in(tmp, GONE_S) == []
+    assert _kill(proc, token, tmp) == []
     first = trial_files(out)
     assert 1 <= len(first) < N_TRIALS
 
@@ -69,8 +73,7 @@ def test_sigkill_between_and_during_trials(tmp_path: Path, short_tmp: Path, sche
     proc, token = start_run(cfg, out, tmpdir=tmp)
     wait_for(lambda: len(trial_files(out)) > len(first), 120, proc)
     time.sleep(0.5)  # warm-up done, tasks of the next trial running
-    assert _kill(proc, token) == []
-    assert left_in(tmp, GONE_S) == []
+    assert _kill(proc, token, tmp) == []
     second = trial_files(out)
     assert set(first) <= set(second) and len(second) < N_TRIALS, second
 
@@ -112,8 +115,7 @@ def test_sigkill_during_a_shutdown(tmp_path: Path, short_tmp: Path, scheduler: s
     proc, token = start_run(cfg, out, tmpdir=tmp)
     wait_for(lambda: len(trial_files(out)) >= 1, 120, proc)
     assert proc.poll() is None, "the run ended before the kill: not during its shutdown"
-    assert _kill(proc, token) == []
-    assert left_in(tmp, GONE_S) == []
+    assert _kill(proc, token, tmp) == []
     (path,) = trial_files(out)
     assert len(schema.read_trial(path)) == N_TASKS
     assert schema.read_metadata(path)["trial"]["trial_status"] == schema.TRIAL_OK

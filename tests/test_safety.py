@@ -424,6 +424,24 @@ def test_a_task_cut_short_by_a_stop_signal_is_not_reported_again(
         cut_short()
     assert "never retrieved" not in caplog.text
 
+
+def test_a_stop_signal_waits_for_a_shutdown() -> None:
+    # bench and talk-primes shut clusters down through Scheduler.shutdown alone (the runner
+    # adds its own critical section): a signal cut short there left the processes running.
+    from research.schedulers.serial import Serial
+
+    done: list[str] = []
+
+    class Slow(Serial):
+        def _shutdown(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the signal arrives here
+            done.append("shut down")
+
+    with guard.stop_signals(), pytest.raises(guard.Interrupted), Slow(1):
+        pass
+    assert done == ["shut down"]
+
 def test_stop_orphans_stops_what_left_the_tree_only(capsys: pytest.CaptureFixture[str]) -> None:
     token = f"tok-orphans-{os.getpid()}"
     env = {**os.environ, guard.TOKEN_ENV: token}
@@ -447,6 +465,7 @@ def test_stop_orphans_stops_what_left_the_tree_only(capsys: pytest.CaptureFixtur
         with contextlib.suppress(ProcessLookupError):
             os.kill(orphan, signal.SIGKILL)
 
+
 # -- the run's own temp dir --------------------------------------------------------------------
 def test_a_run_temp_dir_is_the_tmpdir_of_what_it_starts(short_tmp: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -458,6 +477,12 @@ def test_a_run_temp_dir_is_the_tmpdir_of_what_it_starts(short_tmp: Path,
     outside = short_tmp / "outside"  # a short path for unix sockets, made outside the run's dir
     outside.mkdir()
     with temp.active():
+        assert os.environ["TMPDIR"] == str(path) and guard.run_temp_dir() == path
+        inner = guard.RunTemp("tok-inner")
+        inner.create()
+        with inner.active():  # a run inside a run: the outer one's dir comes back after it
+            assert guard.run_temp_dir() == inner.path
+        inner.remove()
         assert os.environ["TMPDIR"] == str(path) and guard.run_temp_dir() == path
         assert tempfile.gettempdir() == str(short_tmp)  # this process's own stays where it was
         guard.note_outside_temp(outside)
@@ -558,7 +583,7 @@ def test_a_run_leaves_nothing_in_the_temp_dir(tmp_path: Path, short_tmp: Path, s
 def test_bench_stops_its_clusters_on_a_signal(short_tmp: Path, sig: signal.Signals) -> None:
     tmp = short_tmp
     proc, token = start_cli(["bench", "--schedulers", "ipp-lb", "--no-out"], tmpdir=tmp)
-    # Once the controller and both engines are up (each carries the token).
+    # Once bench and three processes of its cluster (the controller, engines) carry the token.
     err, kids = signal_when(proc, lambda: len(guard.processes_with_token(token)) >= 4, sig)
     if sig == signal.SIGTERM:
         assert proc.returncode == 128 + sig, err

@@ -326,10 +326,14 @@ def print_benchmark(names: Sequence[str], n_workers: int, n_tasks: int,
         if row.verdict == "error":
             print(f"{row.scheduler}: {row.note}", file=sys.stderr)
     if out is not None:
+        from ..guard import critical
+
         out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out, index=False)
         md = out.with_suffix(".md")
-        md.write_text(markdown(df, machine_line(n_workers, n_tasks, repeats, w["wrapper_us"],
-                                                   run_s, min_run_s, extra_repeats)))
+        with critical():  # a stop signal waits: neither file is left half written
+            df.to_csv(out, index=False)
+            md.write_text(markdown(df, machine_line(n_workers, n_tasks, repeats,
+                                                       w["wrapper_us"], run_s, min_run_s,
+                                                       extra_repeats)))
         print(f"wrote {out} and {md}", file=sys.stderr)
     return 0

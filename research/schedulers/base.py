@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import psutil
 
+from .. import guard
 from ..errors import ParamError
 from ..params import REQUIRED, Param, check_param
 from ..tasks import Outcome, Task
@@ -207,13 +208,16 @@ class Scheduler(ABC):
         self.rss_mib = descendants_rss_mib()
 
     def shutdown(self) -> None:
-        """Stop what :meth:`start` started; safe to call twice and after a failed start."""
+        """Stop what :meth:`start` started; safe to call twice and after a failed start. A
+        stop signal waits until it is done (:func:`research.guard.critical`): cut short, it
+        would leave the cluster's processes running."""
         if not self.started:
             return
         self.started = False
         t0 = time.perf_counter()
         try:
-            self._shutdown()
+            with guard.critical():
+                self._shutdown()
         finally:
             self.shutdown_s = time.perf_counter() - t0
 
