@@ -200,6 +200,12 @@ class DirectoryBusy(RuntimeError):
     """Another run holds the results directory's lock."""
 
 
+def _holder(token: str) -> str:
+    """What a lock file says about the run that holds it (JSON: pid, token, start time)."""
+    return json.dumps({"pid": os.getpid(), "token": token,
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
 class RunLock:
     """An exclusive ``flock`` on ``<out>/.research-run.lock``; the kernel drops it when the
     process dies, however it dies, so a stale lock never blocks a rerun."""
@@ -241,8 +247,7 @@ class RunLock:
                 time.sleep(0.5)
         f.seek(0)
         f.truncate()
-        f.write(json.dumps({"pid": os.getpid(), "token": self.token,
-                            "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        f.write(_holder(self.token))
         f.flush()
         self._file = f
 
@@ -328,8 +333,7 @@ class RunTemp:
         f = open(new, "w")  # noqa: SIM115 - held until remove()
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            f.write(json.dumps({"pid": os.getpid(), "token": self.token,
-                                "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            f.write(_holder(self.token))
             f.flush()
             os.rename(new, path / TEMP_LOCK)
         except BaseException:

@@ -436,7 +436,7 @@ def test_growth_per_worker_is_fitted_only_from_two_worker_counts() -> None:
     no growth (one count cannot show it); with no-ops on 2 and 4 it finds it and predicts 4
     workers, which the costs fitted on one count predict too fast. Beyond 4, the most workers
     it saw, it holds the 4-worker costs: a growth is not extrapolated (ipp-lb's, linear, made
-    its 12-worker trials 9-22% too slow)."""
+    its 12-worker trials of short tasks 9-22% too slow)."""
     truth = Costs(dispatch_s=1e-4, dispatch_per_worker_s=5e-4, worker_s=1e-3, return_s=1e-3,
                   sleep_overshoot_s=5e-5)
     sleeps = _synthetic(truth, "ray")[1:]  # the sleep trials (2 workers)

@@ -98,7 +98,8 @@ class Costs:
     #: The most workers the growth holds for: the largest worker count of the trials it was
     #: fitted on. Beyond it the costs in force are this count's; a growth seen between 2 and 4
     #: workers is not extrapolated to 12 (linear, it put ipp-lb's per-task cost on 12 workers
-    #: at 8.8 ms where its 4-worker cost was 3.1 ms, and its 12-worker trials 9-22% too slow).
+    #: at 8.8 ms where its 4-worker cost was 3.1 ms, and its 12-worker trials of short tasks
+    #: 9-22% too slow).
     #: 0: no bound (calibration files before version 7, as they were fitted).
     growth_workers: float = 0.0
     #: How much the per-task costs stretch when the cores are busy: the scheduler's, the
