@@ -367,13 +367,18 @@ def test_body_curves_interpolate_in_log_length_and_hold_at_the_ends() -> None:
     assert c.body_s("sleep", 1e-5) == pytest.approx(1e-5 + 1e-4)  # below: the first knot
     assert c.body_s("sleep", 10.0) == pytest.approx(10.0 + 3e-4)  # above: the last knot
     assert c.body_s("cpu", math.sqrt(1e-3)) == pytest.approx(math.sqrt(1e-3) * 1.5)
-    # The curves come from the per-length medians of the calibration trials' bodies.
-    d = cal.TrialData("t", "granularity", "x", "w", 1, {}, ["sleep"] * 4 + ["cpu"] * 4,
-                      [1e-3, 1e-3, 1e-2, 1e-2] * 2, 1.0, 1.0, [],
-                      [1.1e-3, 1.3e-3, 1.05e-2, 1.05e-2, 2e-3, 2e-3, 1.5e-2, 1.5e-2])
+    # The curves come from the per-length means of the calibration trials' bodies, not the
+    # medians: one body of three that lost a time slice lengthens the trial by its share.
+    d = cal.TrialData("t", "granularity", "x", "w", 1, {}, ["sleep"] * 6 + ["cpu"] * 6,
+                      [1e-3, 1e-3, 1e-3, 1e-2, 1e-2, 1e-2] * 2, 1.0, 1.0, [],
+                      [1.1e-3, 1.1e-3, 1.4e-3, 1.05e-2, 1.05e-2, 1.05e-2,
+                       2e-3, 2e-3, 2e-3, 1.5e-2, 1.5e-2, 3.0e-2])
     got = cal.body_costs([d])
     assert [x for k in got["sleep_curve"] for x in k] == pytest.approx([1e-3, 2e-4, 1e-2, 5e-4])
-    assert [x for k in got["cpu_curve"] for x in k] == pytest.approx([1e-3, 2.0, 1e-2, 1.5])
+    assert [x for k in got["cpu_curve"] for x in k] == pytest.approx([1e-3, 2.0, 1e-2, 2.0])
+    # The scalars likewise: the mean overshoot of every sleep, the mean stretch from 1 ms up.
+    assert got["sleep_overshoot_s"] == pytest.approx((1e-4 * 2 + 4e-4 + 5e-4 * 3) / 6)
+    assert got["cpu_scale"] == pytest.approx(2.0)
 
 
 def _synthetic(costs: Costs, sched: str = "dask") -> list[cal.TrialData]:

@@ -143,6 +143,21 @@ def round_robin_paced(durations: Sequence[float], n_workers: int, chunksize: int
 #: less than MIN from dispatch to completion grow, batches that take more than MAX shrink.
 JOBLIB_MIN_BATCH_S = 0.2
 JOBLIB_MAX_BATCH_S = 2.0
+
+
+def joblib_next_batch_size(old: int, smoothed_s: float) -> int:
+    """joblib's ``AutoBatchingMixin.compute_batch_size``: the batch size after ``old``, given
+    the smoothed duration of batches of size ``old`` (0: none has finished since the size last
+    changed, so the size is held). Under :data:`JOBLIB_MIN_BATCH_S` the size doubles (at most
+    up to twice the size that would fill it); over :data:`JOBLIB_MAX_BATCH_S` it shrinks;
+    between, it is held. The caller resets the smoothed duration when the size changes."""
+    if 0 < smoothed_s < JOBLIB_MIN_BATCH_S:
+        return max(1, min(2 * old, 2 * int(old * JOBLIB_MIN_BATCH_S / smoothed_s)))
+    if smoothed_s > JOBLIB_MAX_BATCH_S and old >= 2:
+        return max(1, 2 * int(old * JOBLIB_MIN_BATCH_S / smoothed_s))
+    return old
+
+
 _PRE_DISPATCH = re.compile(r"(?:(\d+)\*)?n_jobs(?:\*(\d+))?|(\d+)")
 
 
@@ -208,13 +223,8 @@ def joblib_schedule(durations: Sequence[float], n_workers: int, batch_size: str 
     def batch_size_now() -> int:
         if not auto:
             return fixed
-        old, s = state["eff"], state["smoothed"]
-        if 0 < s < JOBLIB_MIN_BATCH_S:
-            new = max(1, min(2 * old, int(old * JOBLIB_MIN_BATCH_S / s) * 2))
-        elif s > JOBLIB_MAX_BATCH_S and old >= 2:
-            new = max(1, 2 * int(old * JOBLIB_MIN_BATCH_S / s))
-        else:
-            new = old
+        old = int(state["eff"])
+        new = joblib_next_batch_size(old, state["smoothed"])
         if new != old:
             state["eff"], state["smoothed"] = new, 0.0
         return int(new)
@@ -560,6 +570,7 @@ def model_for_trial(scheduler: str, options: Mapping[str, Any] | None,
 
 __all__ = [
     "GREEDY", "JOBLIB_MAX_BATCH_S", "JOBLIB_MIN_BATCH_S", "SCHEDULER_MODELS", "JoblibSchedule",
+    "joblib_next_batch_size",
     "ModelFn", "ModelValue", "SchedulerModel", "TrialTasks", "block_makespan", "block_sizes",
     "celery_prefetch",
     "chunked_greedy", "chunks_of", "greedy_counts", "greedy_makespan", "joblib_makespan",

@@ -3,8 +3,9 @@
 The costs are fitted per scheduler from the studies named in :data:`CALIBRATION_STUDIES` (the
 no-op overhead study and the granularity sweep), never from the trial being predicted: body
 costs (sleep overshoot, CPU stretch, no-op length; and per planned length, the sleep and CPU
-curves), the return latency and the first start's latency (a robust line against the task
-count: :func:`start_line`) are read from what those trials measured; ``dispatch_s``,
+curves) and the last result's return latency are means of what those trials measured (a wall
+time adds them up: :func:`body_costs`), the first start's latency a robust line against the
+task count (:func:`start_line`); ``dispatch_s``,
 ``worker_s``, ``requeue_s``, ``result_s`` (and ``unit_s`` where the policy cuts chunks) are
 chosen by a coordinate search over a grid, then refined in finer steps, that minimises the
 mean (:func:`capped_mean`) of |log(predicted / measured)| of their makespans and wall
@@ -250,10 +251,23 @@ def _median(values: Sequence[float], default: float) -> float:
     return float(statistics.median(v)) if v else default
 
 
+def _mean(values: Sequence[float], default: float) -> float:
+    v = [x for x in values if math.isfinite(x)]
+    return float(statistics.fmean(v)) if v else default
+
+
 def body_costs(trials: Sequence[TrialData]) -> dict[str, Any]:
-    """Sleep overshoot, CPU stretch and no-op length: medians over the trials' tasks, overall
+    """Sleep overshoot, CPU stretch and no-op length: means over the trials' tasks, overall
     and per planned length (the curves: one knot per length with at least
-    :data:`KNOT_TASKS` tasks)."""
+    :data:`KNOT_TASKS` tasks).
+
+    Means, not medians: a worker's share of a makespan is the sum of its tasks' lengths, and
+    what a sum grows by is the mean. With as many CPU-bound workers as cores, most bodies run
+    at their planned speed while a few lose a time slice or more to the other processes on the
+    cores (mp-map's 0.45 ms bodies on 2 workers: median stretch 0.97, mean 1.64); a median
+    drops exactly the part that lengthens the trial (with medians, the full run of 56f0e73 had
+    the METGs of mp-map's and Parsl's CPU sweeps predicted at 0.26x and 0.66x; with means,
+    1.06x and 0.74x)."""
     over, scale, noop = [], [], []
     by_sleep: dict[float, list[float]] = {}
     by_cpu: dict[float, list[float]] = {}
@@ -270,21 +284,21 @@ def body_costs(trials: Sequence[TrialData]) -> dict[str, Any]:
                 by_cpu.setdefault(p, []).append(m / p)
             elif b == "noop":
                 noop.append(m)
-    return {"sleep_overshoot_s": max(0.0, _median(over, 0.0)), "cpu_scale": _median(scale, 1.0),
-            "noop_s": max(0.0, _median(noop, 0.0)),
+    return {"sleep_overshoot_s": max(0.0, _mean(over, 0.0)), "cpu_scale": _mean(scale, 1.0),
+            "noop_s": max(0.0, _mean(noop, 0.0)),
             "sleep_curve": _curve(by_sleep, lambda v: max(0.0, v)),
             "cpu_curve": _curve(by_cpu, lambda v: max(1e-3, v))}
 
 
 #: A length needs this many measured tasks to become a knot of a body curve (fewer: too noisy
-#: to trust a median of, e.g. the two tasks of a 1 s point, unless no other knot is near).
+#: to trust a mean of, e.g. the two tasks of a 1 s point, unless no other knot is near).
 KNOT_TASKS = 2
 
 
 def _curve(by: dict[float, list[float]], clip: Any) -> tuple[tuple[float, float], ...]:
-    """Knots (planned, median) of the lengths measured often enough; () with fewer than two
+    """Knots (planned, mean) of the lengths measured often enough; () with fewer than two
     (the scalar then serves every length)."""
-    knots = tuple((float(p), float(clip(statistics.median(v))))
+    knots = tuple((float(p), float(clip(statistics.fmean(v))))
                   for p, v in sorted(by.items()) if len(v) >= KNOT_TASKS)
     return knots if len(knots) >= 2 else ()
 
@@ -419,8 +433,12 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
     # costs chosen without growth.
     own = [d for d in trials if not _all_noop(d) or d.n_workers == main]
     start_s, per_task = start_line(own)
+    # The last result's way back: a mean, like the bodies (body_costs), since a wall time
+    # takes it whole. Its spread is wide: mp-dynamic's last results reached the client 0.2 ms
+    # after their end in one trial and 4-8 ms in the next of the same points, and a median of
+    # 0.5 ms had put its METGs at 0.6x (the full run of 56f0e73).
     base = {**body_costs(own), "start_s": start_s, "start_per_task_s": per_task,
-            "return_s": max(0.0, _median([d.last_return_s for d in own], 0.0))}
+            "return_s": max(0.0, _mean([d.last_return_s for d in own], 0.0))}
     # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
     search = _Search([_shortened(d, 400, per_task) for d in trials])
     first = _Search([_shortened(d, 400, per_task) for d in own])

@@ -9,7 +9,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..analysis.models import block_sizes, pool_map_chunksize
+from ..analysis.models import block_sizes, joblib_next_batch_size, pool_map_chunksize
 from .core import Costs, Policy, State
 
 
@@ -231,8 +231,6 @@ class JoblibBatches(Policy):
     name = "joblib-batches"
     description = "greedy over batches joblib sizes from their durations (batch_size auto)"
     bounded = False
-    MIN_IDEAL_BATCH_S = 0.2
-    MAX_IDEAL_BATCH_S = 2.0
 
     def pre_dispatch(self, n_workers: int) -> int | None:
         """Tasks dispatched before any completes (None: all of them)."""
@@ -267,10 +265,7 @@ class JoblibBatches(Policy):
             if fixed_size is not None:
                 return fixed_size
             old = size
-            if 0 < smoothed < self.MIN_IDEAL_BATCH_S:
-                size = max(1, min(2 * old, 2 * int(old * self.MIN_IDEAL_BATCH_S / smoothed)))
-            elif smoothed > self.MAX_IDEAL_BATCH_S and old >= 2:
-                size = max(1, 2 * int(old * self.MIN_IDEAL_BATCH_S / smoothed))
+            size = joblib_next_batch_size(old, smoothed)
             if size != old:
                 smoothed = 0.0
             return size
