@@ -89,7 +89,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_clean(args: argparse.Namespace) -> int:
     """Stop the processes that runs into ``args.out`` left behind (found by their run token),
-    and remove the temp dirs of runs that are gone."""
+    and remove the temp dirs of runs that are gone, and of clusters started outside a run
+    whose process is gone."""
     from .guard import DirectoryBusy, RunLock, kill_token_processes, known_tokens, sweep_temp_dirs
 
     out: Path = args.out
@@ -111,7 +112,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     # Any run's, not only this directory's: a temp dir says nothing of where its run wrote.
     removed = sweep_temp_dirs()
     for path in removed:
-        print(f"removed {path} (temp dir of a run that is gone)")
+        print(f"removed {path} (temp dir of a run or a cluster whose process is gone)")
     if not stopped and not removed:
         print(f"{out}: nothing to stop")
     return 0
@@ -442,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--force", action="store_true", help="redo even if the table exists")
     tp.set_defaults(func=_cmd_talk_primes)
     cln = sub.add_parser("clean", help="stop processes that killed runs into DIR left behind, "
-                         "remove temp dirs of runs that are gone")
+                         "remove temp dirs of runs and clusters that are gone")
     cln.add_argument("out", type=Path, nargs="?", default=Path("results"), metavar="DIR")
     cln.set_defaults(func=_cmd_clean)
     lst = sub.add_parser("list", help="list schedulers and workload shapes")

@@ -324,20 +324,13 @@ class RunTemp:
     def create(self) -> Path:
         """Make and lock the directory (the lock file appears, already locked, by a rename:
         a sweep never sees it unlocked while this run lives)."""
-        import fcntl
         import shutil
         import tempfile
 
         path = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.base or temp_base()))
-        new = path / (TEMP_LOCK + ".new")
-        f = open(new, "w")  # noqa: SIM115 - held until remove()
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            f.write(_holder(self.token))
-            f.flush()
-            os.rename(new, path / TEMP_LOCK)
+            f = lock_temp_dir(path, self.token)
         except BaseException:
-            f.close()
             shutil.rmtree(path, ignore_errors=True)
             raise
         self.path, self._lock = path, f
@@ -383,6 +376,27 @@ class RunTemp:
 
 class _Temp:
     active: RunTemp | None = None
+
+
+def lock_temp_dir(path: Path, token: str = "") -> IO[str]:
+    """Mark ``path`` (named :data:`TEMP_PREFIX`...) as a temp directory that
+    :func:`sweep_temp_dirs` removes once its owner is gone: a :data:`TEMP_LOCK` file saying who
+    holds it, ``flock``ed by this process for as long as the returned file stays open (the
+    kernel drops the lock when the process dies, however it dies). The file appears already
+    locked, by a rename, so a sweep never sees it unlocked while its owner lives."""
+    import fcntl
+
+    new = path / (TEMP_LOCK + ".new")
+    f = open(new, "w")  # noqa: SIM115 - held by the caller until it removes the directory
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.write(_holder(token))
+        f.flush()
+        os.rename(new, path / TEMP_LOCK)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def run_temp_dir() -> Path | None:
@@ -440,8 +454,10 @@ def temp_dirs(base: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
 
 def sweep_temp_dirs(base: str | None = None) -> list[Path]:
     """Remove the temp directories of runs that are gone (their lock is free and no process
-    carries their token): the ones a run's watchdog could not remove (it was killed too).
-    Returns those removed."""
+    carries their token): the ones a run's watchdog could not remove (it was killed too), and
+    those of clusters started outside a run whose process died without removing them
+    (:class:`~research.schedulers.cluster.OwnedDir`, :func:`lock_temp_dir`). Only directories at
+    least :data:`SWEEP_MIN_AGE_S` old. Returns those removed."""
     import fcntl
 
     removed = []
@@ -544,8 +560,8 @@ def run_scope(out: Path | None = None, wait: bool = False) -> Iterator[str]:
 __all__ = [
     "LOCK_NAME", "RUNS_NAME", "STOP_SIGNALS", "TEMP_ALSO", "TEMP_LOCK", "TEMP_MAX_CHARS",
     "TEMP_PREFIX", "TOKEN_ENV", "DirectoryBusy", "Interrupted", "RunLock", "RunTemp", "critical",
-    "init_worker", "kill_token_processes", "known_tokens", "note_outside_temp", "pid_alive",
-    "processes_with_token", "record_run", "remove_temp_dir", "run_scope", "run_temp_dir",
-    "run_token", "set_pdeathsig", "stop_signals", "stop_orphans", "sweep_temp_dirs", "temp_base",
-    "temp_dirs",
+    "init_worker", "kill_token_processes", "known_tokens", "lock_temp_dir", "note_outside_temp",
+    "pid_alive", "processes_with_token", "record_run", "remove_temp_dir", "run_scope",
+    "run_temp_dir", "run_token", "set_pdeathsig", "stop_signals", "stop_orphans",
+    "sweep_temp_dirs", "temp_base", "temp_dirs",
 ]

@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from research import guard
 from research.config import TrialSpec
 from research.errors import ParamError
 from research.runner import build_rows
@@ -236,7 +237,11 @@ def test_existing_broker_and_workers_are_used_and_left_running(
         app.close()
 
 
-def test_harness_killed_by_sigterm_takes_its_cluster_along(tmp_path: Path) -> None:
+def test_harness_killed_by_sigterm_takes_its_cluster_along(
+        tmp_path: Path, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script using the adapter directly (no run: no signal handling, no watchdog) killed by
+    SIGTERM: its Redis and worker nodes die with it; its state dir, which nothing was left to
+    remove, is taken by the next run's sweep (research.guard.sweep_temp_dirs)."""
     script = tmp_path / "harness.py"
     script.write_text(
         "import sys, time, psutil\n"
@@ -247,7 +252,8 @@ def test_harness_killed_by_sigterm_takes_its_cluster_along(tmp_path: Path) -> No
         " flush=True)\n"
         "time.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": celery_adapter.PACKAGE_ROOT})
+                            env={**os.environ, "PYTHONPATH": celery_adapter.PACKAGE_ROOT,
+                                 "TMPDIR": str(short_tmp)})
     try:
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]
@@ -260,6 +266,10 @@ def test_harness_killed_by_sigterm_takes_its_cluster_along(tmp_path: Path) -> No
                         and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
         assert _wait(gone, 15), [p for p in pids if psutil.pid_exists(p)]
+        left = list(short_tmp.glob("research-celery-*"))
+        assert len(left) == 1
+        monkeypatch.setattr(guard, "SWEEP_MIN_AGE_S", 0.0)
+        assert guard.sweep_temp_dirs(str(short_tmp)) == left and not any(short_tmp.iterdir())
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -513,6 +513,35 @@ def test_a_run_temp_dir_stays_short(tmp_path: Path, short_tmp: Path,
     assert guard.temp_base() == str(short_tmp)
 
 
+def test_a_cluster_dir_made_outside_a_run_is_swept_once_its_process_is_gone(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook's ``with Celery(2) as s`` keeps its state in an own temp dir: a kill of the
+    notebook leaves it, with nothing running to remove it. It is locked while its process
+    lives, and the next run's sweep (or ``research clean``) takes it once that is gone."""
+    from research.schedulers.cluster import OwnedDir
+
+    code = ("import os; from research.schedulers.cluster import OwnedDir; "
+            "print(OwnedDir().make(None, 'x', 'research-x-'), flush=True); os._exit(0)")
+    dead = Path(subprocess.run([sys.executable, "-c", code], text=True, cwd=REPO, check=True,
+                               capture_output=True,
+                               env={**os.environ, "TMPDIR": str(short_tmp)}).stdout.strip())
+    live = OwnedDir()
+    live_dir = live.make(None, "y", "research-y-", tmp_root=str(short_tmp))
+    other = OwnedDir()  # not named research-*: none of the sweep's business
+    other_dir = other.make(None, "ray", "ray-", tmp_root=str(short_tmp))
+    try:
+        assert dead.parent == short_tmp and (dead / guard.TEMP_LOCK).is_file()
+        assert guard.sweep_temp_dirs(str(short_tmp)) == []  # too young
+        monkeypatch.setattr(guard, "SWEEP_MIN_AGE_S", 0.0)
+        assert guard.sweep_temp_dirs(str(short_tmp)) == [dead]
+        assert not dead.exists() and live_dir.is_dir() and other_dir.is_dir()
+        live.remove()
+        assert not live_dir.exists() and guard.sweep_temp_dirs(str(short_tmp)) == []
+    finally:
+        live.remove()
+        other.remove()
+
+
 def test_sweep_and_clean_remove_only_temp_dirs_of_runs_that_are_gone(
         tmp_path: Path, short_tmp: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -542,7 +571,8 @@ def test_sweep_and_clean_remove_only_temp_dirs_of_runs_that_are_gone(
         for d in (dead_dir, live_dir, linger_dir):
             os.utime(d / guard.TEMP_LOCK, (0, 0))
         assert main(["clean", str(tmp_path / "out")]) == 0
-        assert f"removed {dead_dir} (temp dir of a run that is gone)" in capsys.readouterr().out
+        assert (f"removed {dead_dir} (temp dir of a run or a cluster whose process is gone)"
+                in capsys.readouterr().out)
         assert not dead_dir.exists() and live_dir.is_dir() and linger_dir.is_dir()
         lingering.kill()
         lingering.wait(10)

@@ -300,11 +300,13 @@ def stop_processes(procs: Sequence[subprocess.Popen[Any]], timeout_s: float = EX
 class OwnedDir:
     """Where a cluster keeps its state: ``<workdir>/<name>`` when the run gave a work dir
     (removed with it), else an own temp dir, removed by :meth:`remove` (and, inside a run,
-    with the run's temp dir when the run is killed)."""
+    with the run's temp dir when the run is killed; outside one, by the next run's sweep or
+    ``research clean`` once this process is gone: :func:`guard.lock_temp_dir`)."""
 
     def __init__(self) -> None:
         self.path: Path | None = None
         self._own: Path | None = None
+        self._lock: IO[str] | None = None
 
     def make(self, workdir: Path | None, name: str, prefix: str = "research-",
              max_chars: int | None = None, tmp_root: str | None = None) -> Path:
@@ -326,6 +328,14 @@ class OwnedDir:
         self._own = self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
         if run_dir is not None and not self.path.is_relative_to(run_dir):
             guard.note_outside_temp(self.path)
+        elif run_dir is None and prefix.startswith(guard.TEMP_PREFIX):
+            # Outside a run (a notebook's `with Celery(2) as s`) nothing else would remove it
+            # if this process is killed: locked while it lives, swept once it is gone.
+            try:
+                self._lock = guard.lock_temp_dir(self.path)
+            except BaseException:
+                self.remove()
+                raise
         return self.path
 
     @property
@@ -338,6 +348,9 @@ class OwnedDir:
         if self._own is not None:
             shutil.rmtree(self._own, ignore_errors=True)
             self._own = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 class ClusterScheduler(Scheduler):

@@ -310,7 +310,7 @@ class Parsl(ClusterScheduler):
         else:
             raise RuntimeError("a Parsl DataFlowKernel is already loaded in this process: "
                                "run one Parsl adapter at a time")
-        self.run_dir = str(self.dir.make(self.workdir, "parsl", prefix="parsl-"))
+        self.run_dir = str(self.dir.make(self.workdir, "parsl", prefix="research-parsl-"))
         if self.options["config_file"] is None:
             config = self._config()
         else:
