@@ -382,8 +382,9 @@ def lock_temp_dir(path: Path, token: str = "") -> IO[str]:
     """Mark ``path`` (named :data:`TEMP_PREFIX`...) as a temp directory that
     :func:`sweep_temp_dirs` removes once its owner is gone: a :data:`TEMP_LOCK` file saying who
     holds it, ``flock``ed by this process for as long as the returned file stays open (the
-    kernel drops the lock when the process dies, however it dies). The file appears already
-    locked, by a rename, so a sweep never sees it unlocked while its owner lives."""
+    kernel drops the lock when the process dies, however it dies; a child it forks shares the
+    open file, and the lock, until it exits). The file appears already locked, by a rename, so
+    a sweep never sees it unlocked while its owner lives."""
     import fcntl
 
     new = path / (TEMP_LOCK + ".new")
@@ -473,11 +474,29 @@ def sweep_temp_dirs(base: str | None = None) -> list[Path]:
                     continue  # its run (or a process it forked) still lives
                 if info.get("token") and processes_with_token(str(info["token"])):
                     continue  # its watchdog is still stopping them
+                if not info.get("token") and _used_by_a_process(path):
+                    continue  # a cluster's: its servers may outlive their parent a while
                 remove_temp_dir(path)
                 removed.append(path)
         except OSError:
             continue
     return removed
+
+
+def _used_by_a_process(path: Path) -> bool:
+    """Whether a live process (of this user) works in ``path`` or has it as its ``TMPDIR``:
+    a cluster started outside a run carries no token, and those of its processes that do not
+    die with their parent (Parsl's worker pool, started in the background, waits for its
+    heartbeats to time out) still use its directory for a while after their parent is gone."""
+    inside = str(path)
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.uids().real != os.getuid():
+                continue
+            tmp = proc.environ().get("TMPDIR", "")
+            if any(v == inside or v.startswith(inside + os.sep) for v in (tmp, proc.cwd())):
+                return True
+    return False
 
 
 def stop_orphans(token: str) -> list[str]:

@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from runs import (
     REPO,
@@ -520,11 +521,18 @@ def test_a_cluster_dir_made_outside_a_run_is_swept_once_its_process_is_gone(
     lives, and the next run's sweep (or ``research clean``) takes it once that is gone."""
     from research.schedulers.cluster import OwnedDir
 
-    code = ("import os; from research.schedulers.cluster import OwnedDir; "
-            "print(OwnedDir().make(None, 'x', 'research-x-'), flush=True); os._exit(0)")
-    dead = Path(subprocess.run([sys.executable, "-c", code], text=True, cwd=REPO, check=True,
-                               capture_output=True,
-                               env={**os.environ, "TMPDIR": str(short_tmp)}).stdout.strip())
+    # The owner dies at once; a server it started (its own session: it outlives the owner, as
+    # Parsl's worker pool does until its heartbeats time out) still has TMPDIR in the dir.
+    code = ("import os, subprocess, sys; from research.schedulers.cluster import OwnedDir; "
+            "p = OwnedDir().make(None, 'x', 'research-x-'); "
+            "s = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+            "env={**os.environ, 'TMPDIR': str(p)}, start_new_session=True, "
+            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+            "print(p, s.pid, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], text=True, cwd=REPO, check=True,
+                         capture_output=True, env={**os.environ, "TMPDIR": str(short_tmp)})
+    dead, server_pid = Path(out.stdout.split()[0]), int(out.stdout.split()[1])
+    server = psutil.Process(server_pid)
     live = OwnedDir()
     live_dir = live.make(None, "y", "research-y-", tmp_root=str(short_tmp))
     other = OwnedDir()  # not named research-*: none of the sweep's business
@@ -533,11 +541,16 @@ def test_a_cluster_dir_made_outside_a_run_is_swept_once_its_process_is_gone(
         assert dead.parent == short_tmp and (dead / guard.TEMP_LOCK).is_file()
         assert guard.sweep_temp_dirs(str(short_tmp)) == []  # too young
         monkeypatch.setattr(guard, "SWEEP_MIN_AGE_S", 0.0)
+        assert guard.sweep_temp_dirs(str(short_tmp)) == []  # its server still works there
+        server.kill()
+        server.wait(10)
         assert guard.sweep_temp_dirs(str(short_tmp)) == [dead]
         assert not dead.exists() and live_dir.is_dir() and other_dir.is_dir()
         live.remove()
         assert not live_dir.exists() and guard.sweep_temp_dirs(str(short_tmp)) == []
     finally:
+        with contextlib.suppress(psutil.Error):
+            server.kill()
         live.remove()
         other.remove()
 

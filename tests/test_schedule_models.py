@@ -4,6 +4,7 @@ the table that gives every registered scheduler its model."""
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +127,13 @@ def test_joblib_model_cuts_the_batches_joblib_cuts(tmp_path: Path,
     than a slice (2 x 32 or 2 x 64), so they are the last one, cut in batches of
     max(1, 48 // (10 x 2)) = 2.
 
-    Unless the machine stalls: a batch that takes 0.2 s or more from dispatch to completion
-    (0.1 s where it is still twice as long as it should be) makes joblib hold the size where
-    the model doubles it (a CI run once did, at the 9th batch). So every size joblib computes
-    is checked against the model's rule (:func:`models.joblib_next_batch_size`) on the
-    duration joblib itself had measured, and the whole sequence against the model's whenever
-    every such duration stayed under 0.1 s."""
+    Unless the machine stalls: batches of a size whose smoothed duration reaches 0.2 s from
+    dispatch to completion (queueing included; the 32-task batches take about 0.1 s) make
+    joblib hold the size where the model doubles it (a CI run once did, at the 9th batch). So
+    every size joblib computes is checked against the model's rule
+    (:func:`models.joblib_next_batch_size`) on the duration joblib itself had measured, and
+    the whole sequence against the model's whenever every such duration stayed under 0.2 s,
+    where the rule always doubles."""
     import joblib._parallel_backends as backends
     import joblib.parallel
 
@@ -139,16 +141,25 @@ def test_joblib_model_cuts_the_batches_joblib_cuts(tmp_path: Path,
     computed: list[tuple[int, float, int]] = []  # (size before, smoothed duration, size after)
     real_dispatch = joblib.parallel.Parallel._dispatch
     real_compute = backends.AutoBatchingMixin.compute_batch_size
+    real_completed = backends.AutoBatchingMixin.batch_completed
+    # joblib's callback thread updates the smoothed duration outside the lock its dispatch
+    # holds: one lock of the test's around both keeps a read here and joblib's read together.
+    lock = threading.Lock()
 
     def observe(self: Any, batch: Any) -> Any:  # records each batch, then dispatches it
         sizes.append(len(batch))
         return real_dispatch(self, batch)
 
     def compute(self: Any) -> int:  # records joblib's own inputs and answer
-        old, smoothed = self._effective_batch_size, self._smoothed_batch_duration
-        new = real_compute(self)
+        with lock:
+            old, smoothed = self._effective_batch_size, self._smoothed_batch_duration
+            new = real_compute(self)
         computed.append((old, smoothed, new))
         return new
+
+    def completed(self: Any, batch_size: int, duration: float) -> None:
+        with lock:
+            real_completed(self, batch_size, duration)
 
     d = [0.002] * 300
     tasks = [Task(i, "sleep", x, x) for i, x in enumerate(d)]
@@ -156,13 +167,14 @@ def test_joblib_model_cuts_the_batches_joblib_cuts(tmp_path: Path,
         sched.warm()
         monkeypatch.setattr(joblib.parallel.Parallel, "_dispatch", observe)
         monkeypatch.setattr(backends.AutoBatchingMixin, "compute_batch_size", compute)
+        monkeypatch.setattr(backends.AutoBatchingMixin, "batch_completed", completed)
         out = sched.run(tasks, 60)
     assert out.error is None and len(out.outcomes) == 300 and sum(sizes) == 300
     assert computed and all(new == models.joblib_next_batch_size(old, s)
                             for old, s, new in computed), computed
     expected = [b[1] for b in models.joblib_schedule(d, 2).batches]
     assert expected == [1] * 4 + [2] * 4 + [4] * 4 + [8] * 4 + [16] * 4 + [32] * 4 + [2] * 24
-    if max(s for _, s, _ in computed) < 0.1:
+    if max(s for _, s, _ in computed) < models.JOBLIB_MIN_BATCH_S:
         assert sizes == expected
     # The rule itself, at the durations that matter: doubled under 0.2 s, held from 0.2 s to
     # 2 s and before any duration (0), shrunk above 2 s.

@@ -148,9 +148,10 @@ JOBLIB_MAX_BATCH_S = 2.0
 def joblib_next_batch_size(old: int, smoothed_s: float) -> int:
     """joblib's ``AutoBatchingMixin.compute_batch_size``: the batch size after ``old``, given
     the smoothed duration of batches of size ``old`` (0: none has finished since the size last
-    changed, so the size is held). Under :data:`JOBLIB_MIN_BATCH_S` the size doubles (at most
-    up to twice the size that would fill it); over :data:`JOBLIB_MAX_BATCH_S` it shrinks;
-    between, it is held. The caller resets the smoothed duration when the size changes."""
+    changed, so the size is held). Under :data:`JOBLIB_MIN_BATCH_S` the size doubles (joblib
+    caps it at twice the size that would fill 0.2 s, which is never less than double);
+    over :data:`JOBLIB_MAX_BATCH_S` it shrinks; between, it is held. The caller resets the
+    smoothed duration when the size changes."""
     if 0 < smoothed_s < JOBLIB_MIN_BATCH_S:
         return max(1, min(2 * old, 2 * int(old * JOBLIB_MIN_BATCH_S / smoothed_s)))
     if smoothed_s > JOBLIB_MAX_BATCH_S and old >= 2:
@@ -570,11 +571,11 @@ def model_for_trial(scheduler: str, options: Mapping[str, Any] | None,
 
 __all__ = [
     "GREEDY", "JOBLIB_MAX_BATCH_S", "JOBLIB_MIN_BATCH_S", "SCHEDULER_MODELS", "JoblibSchedule",
-    "joblib_next_batch_size",
     "ModelFn", "ModelValue", "SchedulerModel", "TrialTasks", "block_makespan", "block_sizes",
     "celery_prefetch",
     "chunked_greedy", "chunks_of", "greedy_counts", "greedy_makespan", "joblib_makespan",
-    "joblib_pre_dispatch", "joblib_schedule", "label_options", "lower_bound",
+    "joblib_next_batch_size", "joblib_pre_dispatch", "joblib_schedule", "label_options",
+    "lower_bound",
     "model_for_trial", "pool_map_chunksize", "ray_pool_chunksize", "round_robin_chunks",
     "round_robin_paced", "scheduler_model", "started_order",
 ]

@@ -312,6 +312,7 @@ class OwnedDir:
              max_chars: int | None = None, tmp_root: str | None = None) -> Path:
         """Create and return the directory. ``max_chars`` bounds the path's length (unix
         socket paths are short): a longer one gives an own temp dir in ``tmp_root``."""
+        self.remove()  # a second make(): the first own dir would be left behind
         if workdir is not None:
             path = Path(workdir).resolve() / name
             if max_chars is None or len(str(path)) <= max_chars:
@@ -330,9 +331,12 @@ class OwnedDir:
             guard.note_outside_temp(self.path)
         elif run_dir is None and prefix.startswith(guard.TEMP_PREFIX):
             # Outside a run (a notebook's `with Celery(2) as s`) nothing else would remove it
-            # if this process is killed: locked while it lives, swept once it is gone.
+            # if this process is killed: locked while it lives, swept once it is gone (where
+            # there is flock: not on Windows, where the directory is only removed by remove()).
             try:
                 self._lock = guard.lock_temp_dir(self.path)
+            except ImportError:
+                pass
             except BaseException:
                 self.remove()
                 raise
