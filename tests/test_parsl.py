@@ -190,8 +190,12 @@ class TestLocalCluster:
 
 # -- a user's config --------------------------------------------------------------------------
 @pytest.mark.slow
-def test_user_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leaks: None
-                          ) -> None:
+def test_user_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leaks: None,
+                          short_tmp: Path) -> None:
+    # A user's config starts its workers as it says, with the client's TMPDIR: the pymp-* dirs
+    # of the workers Parsl terminates land there (inside a run, that is the run's own temp
+    # dir). Here, a private one.
+    monkeypatch.setenv("TMPDIR", str(short_tmp))
     cfg = tmp_path / "user_config.py"
     # A user's own config, as Parsl's docs write one: default run_dir ("runinfo") and bare
     # script names (not on PATH here: the venv is not activated in tests).
@@ -229,7 +233,13 @@ def test_monitoring_only_for_a_cluster_we_start(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_monitoring_database_is_the_native_witness(tmp_path: Path, no_leaks: None) -> None:
+def test_monitoring_database_is_the_native_witness(short_tmp: Path, no_leaks: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # A short work dir, as a run's: the workers then take the cluster's dir as TMPDIR (a long
+    # one, such as pytest's, leaves them the client's). Nothing lands in the client's TMPDIR.
+    tmp_path, tmpdir = short_tmp / "w", short_tmp / "t"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
     tasks = [Task(i, "sleep", 0.05, 0.05) for i in range(6)]
     with Parsl(2, {"monitoring": True}, workdir=tmp_path) as sched:
         sched.warm()
@@ -240,6 +250,7 @@ def test_monitoring_database_is_the_native_witness(tmp_path: Path, no_leaks: Non
         out = sched.run(tasks, timeout_s=60)
         assert out.error is None
         assert sched.monitoring_db and sched.monitoring_db.startswith(str(tmp_path))
+    assert not list(tmpdir.iterdir())
     native = out.native
     assert native is not None and sorted(native.task_id) == list(range(6))
     assert set(native.source) == {"parsl.monitoring"} and set(native.worker) == {"parsl-0"}
