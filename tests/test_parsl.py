@@ -237,11 +237,11 @@ def test_monitoring_database_is_the_native_witness(short_tmp: Path, no_leaks: No
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # A short work dir, as a run's: the workers then take the cluster's dir as TMPDIR (a long
     # one, such as pytest's, leaves them the client's). Nothing lands in the client's TMPDIR.
-    tmp_path, tmpdir = short_tmp / "w", short_tmp / "t"
+    work, tmpdir = short_tmp / "w", short_tmp / "t"
     tmpdir.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmpdir))
     tasks = [Task(i, "sleep", 0.05, 0.05) for i in range(6)]
-    with Parsl(2, {"monitoring": True}, workdir=tmp_path) as sched:
+    with Parsl(2, {"monitoring": True}, workdir=work) as sched:
         sched.warm()
         procs = sched.cluster_procs()
         cmds = " ".join(" ".join(p.cmdline()) for p in procs)
@@ -249,7 +249,7 @@ def test_monitoring_database_is_the_native_witness(short_tmp: Path, no_leaks: No
         assert _listen_addrs([*procs, psutil.Process()]) <= set(LOOPBACK)
         out = sched.run(tasks, timeout_s=60)
         assert out.error is None
-        assert sched.monitoring_db and sched.monitoring_db.startswith(str(tmp_path))
+        assert sched.monitoring_db and sched.monitoring_db.startswith(str(work))
     assert not list(tmpdir.iterdir())
     native = out.native
     assert native is not None and sorted(native.task_id) == list(range(6))

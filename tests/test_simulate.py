@@ -376,7 +376,7 @@ def test_body_curves_interpolate_in_log_length_and_hold_at_the_ends() -> None:
     got = cal.body_costs([d])
     assert [x for k in got["sleep_curve"] for x in k] == pytest.approx([1e-3, 2e-4, 1e-2, 5e-4])
     assert [x for k in got["cpu_curve"] for x in k] == pytest.approx([1e-3, 2.0, 1e-2, 2.0])
-    # The scalars likewise: the mean overshoot of every sleep, the mean stretch from 1 ms up.
+    # The scalars: the mean overshoot of every sleep; the stretch from 1 ms up, total over planned.
     assert got["sleep_overshoot_s"] == pytest.approx((1e-4 * 2 + 4e-4 + 5e-4 * 3) / 6)
     assert got["cpu_scale"] == pytest.approx(2.0)
 
