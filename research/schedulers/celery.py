@@ -55,13 +55,13 @@ from ..tasks import Outcome, Task
 from .base import RunOutput, timeout_error
 from .cluster import (
     LOOPBACK,
-    TMPDIR_MAX_CHARS,
     ClusterScheduler,
     check_worker_count,
     free_port,
     start_process,
     stop_process,
     stop_processes,
+    usable_as_tmpdir,
 )
 
 POOLS = ("prefork", "threads", "solo")
@@ -471,7 +471,7 @@ class Celery(ClusterScheduler):
                # the workers import research.tasks by module, installed or not
                "PYTHONPATH": os.pathsep.join(
                    p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
-        if len(str(state)) <= TMPDIR_MAX_CHARS:
+        if usable_as_tmpdir(state):
             # The prefork children's multiprocessing temp dirs (pymp-*), which a terminated
             # child leaves, go into the cluster's own dir, removed with it.
             env["TMPDIR"] = str(state)

@@ -46,6 +46,12 @@ LOOPBACK = "127.0.0.1"
 #: only when its path is at most this long: unix socket paths under it (multiprocessing's
 #: listeners add about 32 characters) must stay within 107 bytes.
 TMPDIR_MAX_CHARS = 72
+
+
+def usable_as_tmpdir(path: str | Path | None) -> bool:
+    """Whether a cluster's own dir can be its processes' ``TMPDIR``: set, and short enough
+    (:data:`TMPDIR_MAX_CHARS`) for the unix sockets made under it."""
+    return bool(path) and len(str(path)) <= TMPDIR_MAX_CHARS
 #: Standard-library helper processes that live as long as the interpreter by design: never a
 #: cluster's, never reaped, never a leak.
 HELPER_PROCESSES = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
@@ -425,5 +431,6 @@ class ClusterScheduler(Scheduler):
 __all__ = [
     "EXIT_WAIT_S", "HELPER_PROCESSES", "LOOPBACK", "TMPDIR_MAX_CHARS", "ClusterProcesses",
     "ClusterScheduler", "OwnedDir", "check_worker_count", "die_with_parent", "free_port", "reap",
-    "start_process", "stop_process", "stop_processes", "timeout_error", "wait_gone",
+    "start_process", "stop_process", "stop_processes", "timeout_error", "usable_as_tmpdir",
+    "wait_gone",
 ]

@@ -46,7 +46,7 @@ from ..errors import ParamError
 from ..params import Param
 from ..tasks import Outcome, Task, execute, pickled, unpickled
 from .base import ReceiveStamps, RunOutput, paced, timeout_error
-from .cluster import LOOPBACK, TMPDIR_MAX_CHARS, ClusterScheduler, check_worker_count
+from .cluster import LOOPBACK, ClusterScheduler, check_worker_count, usable_as_tmpdir
 
 #: Label of the executor this adapter builds.
 EXECUTOR_LABEL = "htex_research"
@@ -371,7 +371,7 @@ class Parsl(ClusterScheduler):
         (short enough), so the multiprocessing temp dirs (pymp-*) its terminated processes
         leave go with the cluster's own dir."""
         run_dir = self.run_dir
-        if run_dir and len(run_dir) <= TMPDIR_MAX_CHARS:
+        if run_dir and usable_as_tmpdir(run_dir):
             return f"export TMPDIR={shlex.quote(run_dir)}"
         return ""
 
