@@ -594,6 +594,32 @@ def test_contention_stretches_the_per_task_costs_by_the_cores_load() -> None:
     assert r.start == pytest.approx([4 / 3, 11 / 3])
 
 
+def test_the_clients_dispatch_loads_the_cores_once_per_unit() -> None:
+    """With ``dispatch_load`` the client's and the scheduler's cost per unit counts in the load
+    as well (version 8): a list of short sleeps, sent all the time, loads the cores where a
+    list of long ones hardly does, and a chunk is one send."""
+    c = Costs(dispatch_s=0.5, contention=1.0, dispatch_load=1.0)
+    # Four units of 0.5 s over 2 cores x 4 s: load 1/4; as two chunks of two, 1/8.
+    assert core_load([1.0] * 4, [False] * 4, [0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0], 1, c,
+                     2) == pytest.approx(0.25)
+    assert core_load([1.0] * 4, [False] * 4, [0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0], 1, c,
+                     2, n_units=2) == pytest.approx(0.125)
+    assert core_load([1.0] * 4, [False] * 4, [0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0], 1,
+                     replace(c, dispatch_load=0.0), 2) == 0.0
+    cost = Costs(dispatch_s=1e-3, worker_s=1e-3, contention=2.0, dispatch_load=1.0)
+    short = simulate(policy_for("mp-dynamic"), ["sleep"] * 200, [1e-3] * 200, 2, cost, cores=2)
+    long = simulate(policy_for("mp-dynamic"), ["sleep"] * 4, [1.0] * 4, 2, cost, cores=2)
+    idle = simulate(policy_for("mp-dynamic"), ["sleep"] * 200, [1e-3] * 200, 2,
+                    replace(cost, dispatch_load=0.0), cores=2)
+    # The short list pays dearer sends than the same list with the workers' costs alone, the
+    # long list's first start (one send) hardly moves from the idle cores' 1 + 1 ms.
+    assert short.makespan_s > idle.makespan_s * 1.2
+    assert long.start[0] == pytest.approx(2e-3, rel=0.05)
+    # The policy's own units: mp-map sends chunks, so the same list loads the cores less.
+    mapped = simulate(policy_for("mp-map"), ["sleep"] * 200, [1e-3] * 200, 2, cost, cores=2)
+    assert mapped.makespan_s < short.makespan_s
+
+
 def _loaded_study(truth: Costs, sched: str = "dask") -> list[cal.TrialData]:
     """A calibration study simulated with ``truth`` on 2 cores: no-ops on 2 and 4 workers
     (the cores busy), a sleep sweep on 4 workers (busy only at its short points) and a CPU
@@ -790,6 +816,13 @@ def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
     held = replace(grown, growth_workers=4.0)
     c.schedulers["dask"]["costs"] = held.to_dict()
     assert cal.load(c.write(tmp_path / "v7.json")).costs("dask") == (held, True)
+    # A version 7 file (no dispatch_load) loads with the load of the workers' costs alone.
+    counted = Costs(dispatch_s=1e-3, contention=1.5, dispatch_load=1.0)
+    v7 = {k: v for k, v in counted.to_dict().items() if k != "dispatch_load"}
+    old.write_text(json.dumps({**doc, "version": 7, "schedulers": {"dask": {"costs": v7}}}))
+    assert cal.load(old).costs("dask") == (replace(counted, dispatch_load=0.0), True)
+    c.schedulers["dask"]["costs"] = counted.to_dict()
+    assert cal.load(c.write(tmp_path / "v8.json")).costs("dask") == (counted, True)
     assert back.costs("dask[x=1]")[0].dispatch_s == 1e-3
     assert back.costs("unknown") == (Costs(dispatch_s=2e-3), False)
     assert back.trials("dask") == {"t0"}

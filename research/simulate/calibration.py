@@ -22,7 +22,7 @@ on the CPU trials alone.
 
 The file (JSON)::
 
-    {"format": "research.calibration", "version": 7, "label": "...", "source": "RESULTS",
+    {"format": "research.calibration", "version": 8, "label": "...", "source": "RESULTS",
      "created": "ISO time", "studies": ["overhead", "granularity"],
      "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
                                        "start_per_task_s": ..., "requeue_s": ..., "pull": 0,
@@ -31,7 +31,7 @@ The file (JSON)::
                                        "unit_s": ..., "dispatch_per_worker_s": ...,
                                        "worker_per_worker_s": ..., "growth_workers": 4,
                                        "contention": ...,
-                                       "worker_load": ...,
+                                       "worker_load": ..., "dispatch_load": 1,
                                        "sleep_curve": [[planned_s, overshoot_s], ...],
                                        "cpu_curve": [[planned_s, stretch], ...]},
                              "n_trials": 21, "fit_error": 0.03, "trials": ["trial_id", ...]}},
@@ -49,7 +49,10 @@ at every load, as they were fitted. Version 5 files (no ``worker_load``, added i
 whether a worker's own per-task cost loads its core or is a wait) load with it 1, as they
 were fitted. Version 6 files (no ``growth_workers``, added in version 7: the worker count
 beyond which the growth per worker is held, not extrapolated) load with it 0: the growth
-extrapolated to every count, as they were fitted. ``default`` (the median
+extrapolated to every count, as they were fitted. Version 7 files (no ``dispatch_load``,
+added in version 8: the client's and the scheduler's per-unit cost counted in the load of the
+cores that ``contention`` reads, :func:`~research.simulate.core.core_load`) load with it 0:
+the load of the workers' own costs alone, as they were fitted. ``default`` (the median
 of the fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
 :data:`SHIPPED` is the package's own file (its label says what it was fitted on).
 """
@@ -72,14 +75,15 @@ from .core import BUSY_BODIES, STRETCHED, Costs, _receive, loaded_schedule
 from .policies import base_name, policy_for
 
 FORMAT = "research.calibration"
-VERSION = 7
+VERSION = 8
 #: Versions :func:`load` reads (1: no body curves, the scalars serve every length; 2: no
 #: ``cpu_share_s`` or ``unit_s``, 0; 3: no ``dispatch_per_worker_s`` or
 #: ``worker_per_worker_s``, 0: the costs hold on every worker count, as they were fitted;
 #: 4: no ``contention``, 0: the costs hold at every load of the cores; 5: no
 #: ``worker_load``, 1: a worker's own cost counts as busy, as it was fitted; 6: no
-#: ``growth_workers``, 0: the growth per worker extrapolated to every count).
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+#: ``growth_workers``, 0: the growth per worker extrapolated to every count; 7: no
+#: ``dispatch_load``, 0: the load of the cores counts the workers' own costs alone).
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
 CALIBRATION_STUDIES: tuple[str, ...] = ("overhead", "granularity")
 SHIPPED = Path(__file__).with_name("default_calibration.json")
 #: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms
@@ -443,7 +447,9 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
     # after their end in one trial and 4-8 ms in the next of the same points, and a median of
     # 0.5 ms had put its METGs at 0.6x (the full run of 56f0e73).
     base = {**body_costs(own), "start_s": start_s, "start_per_task_s": per_task,
-            "return_s": max(0.0, _mean([d.last_return_s for d in own], 0.0))}
+            "return_s": max(0.0, _mean([d.last_return_s for d in own], 0.0)),
+            # The client's and the scheduler's dispatch load the cores too (version 8).
+            "dispatch_load": 1.0}
     # Few tasks suffice to place the costs; long lists are cut to keep the search quick.
     search = _Search([_shortened(d, 400, per_task) for d in trials])
     first = _Search([_shortened(d, 400, per_task) for d in own])

@@ -117,6 +117,15 @@ class Costs:
     #: and processes, which leaves the core to others). Fitted with ``contention`` (1 in
     #: calibration files before version 6).
     worker_load: float = 1.0
+    #: The share of ``dispatch_s`` that keeps a core busy, for the load ``contention`` reads
+    #: (:func:`core_load`), paid once per unit sent: the client's and the scheduler's per-task
+    #: work (serialising, bookkeeping, the broker) runs on the same cores as the workers. Set
+    #: to 1 by the calibration from version 8; 0 (the load counts the workers' own costs
+    #: alone) in older files, as they were fitted. Counted, the load tells a list of short
+    #: tasks (the client sending all the time) from a list of long ones: Celery's and Dask's
+    #: long trials on 3 workers, which the calibration never saw, came out 5-13% too slow
+    #: without it, with costs fitted where the client keeps the cores busy.
+    dispatch_load: float = 0.0
 
     def at(self, n_workers: int) -> Costs:
         """The costs in force on ``n_workers`` workers: ``dispatch_s`` and ``worker_s`` with
@@ -468,18 +477,23 @@ def _receive(end: Sequence[float], return_s: float, result_s: float) -> list[flo
 
 
 def core_load(durations: Sequence[float], busy: Sequence[bool], start: Sequence[float],
-              end: Sequence[float], n_workers: int, costs: Costs, cores: int) -> float:
-    """The share of ``cores`` a schedule's workers keep busy (0-1): the bodies that run on a
-    core (``busy``: CPU bodies, no-ops) and every task's own cost (``worker_s``, its share
-    ``worker_load``), over the cores' time from the first start to the last end. Sleeping
-    bodies do not count: they leave their core to the scheduler and the client."""
+              end: Sequence[float], n_workers: int, costs: Costs, cores: int,
+              n_units: int | None = None) -> float:
+    """The share of ``cores`` a schedule keeps busy (0-1): the bodies that run on a core
+    (``busy``: CPU bodies, no-ops), every task's own cost (``worker_s``, its share
+    ``worker_load``) and every unit's dispatch (``dispatch_s``, its share ``dispatch_load``;
+    ``n_units`` units, default one per task), over the cores' time from the first start to
+    the last end. Sleeping bodies do not count: they leave their core to the scheduler and
+    the client."""
     if not start:
         return 0.0
     span = max(end) - min(start)
     if not (span > 0 and math.isfinite(span)):
         return 1.0
-    worker_s = costs.at(n_workers).worker_s * costs.worker_load
-    used = sum(d for d, b in zip(durations, busy, strict=True) if b) + worker_s * len(start)
+    c = costs.at(n_workers)
+    used = (sum(d for d, b in zip(durations, busy, strict=True) if b)
+            + c.worker_s * c.worker_load * len(start)
+            + c.dispatch_s * c.dispatch_load * (len(start) if n_units is None else n_units))
     return min(1.0, max(0.0, used / (max(1, cores) * span)))
 
 
@@ -498,8 +512,9 @@ def loaded_schedule(policy: Policy, durations: Sequence[float], n_workers: int, 
         worker, start, end = policy.schedule(durations, n_workers, costs)
         return worker, start, end, 0.0
     _, start, end = policy.schedule(durations, n_workers, costs)
+    n_units = len(policy.units(len(durations), n_workers)) if costs.dispatch_load else None
     load = core_load(durations, busy if busy is not None else [False] * len(durations),
-                     start, end, n_workers, costs, cores or _usable_cores())
+                     start, end, n_workers, costs, cores or _usable_cores(), n_units)
     worker, start, end = policy.schedule(durations, n_workers,
                                          costs.at(n_workers).under_load(load))
     return worker, start, end, load
