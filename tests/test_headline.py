@@ -37,6 +37,11 @@ def test_lines_from_a_report_directory(tmp_path: Path) -> None:
         "simulator: median |error| 5.5% over 6 unseen trials; 1 of 2 schedulers within 5% at "
         "their defaults (misses b 14.0%); option variants: 1 of 2 (misses b[x=1] 50.0%)")
     assert len(headline(tmp_path)) == 3
+    # A run of other configs only: no claim could be checked, and the line says so.
+    pd.DataFrame({"claim_id": ["C1", "C2"], "verdict": ["not run", "not run"]}).to_csv(
+        tmp_path / "claims.csv", index=False)
+    assert claims_line(tmp_path) == ("claims: none of 2 checked (this run holds none of the "
+                                     "talk's studies)")
 
 
 def test_missing_or_empty_files_leave_their_line_out(tmp_path: Path) -> None:
