@@ -68,12 +68,13 @@ experiments: setup
 # The simulator's calibration: RESULTS/calibration.json when `make experiments` wrote one.
 CALIBRATION ?= $(wildcard $(RESULTS)/calibration.json)
 
-# Configs the simulator never saw (experiments/extra/holdout.toml: 3 and 8 workers, task-length
-# distributions no study uses), run into HOLDOUT and predicted with CALIBRATION: the full run's
-# results/calibration.json when there is one, else the package's shipped calibration.
+# Configs the simulator never saw (experiments/extra/holdout*.toml: 3, 5, 6 and 8 workers, task
+# lengths no calibration study uses), run into HOLDOUT and predicted with CALIBRATION: the full
+# run's results/calibration.json when there is one, else the package's shipped calibration.
 HOLDOUT ?= results-holdout
 holdout: setup
-	$(PY) -m research run experiments/extra/holdout.toml --out $(HOLDOUT)
+	$(PY) -m research run experiments/extra/holdout.toml experiments/extra/holdout_b.toml \
+		--out $(HOLDOUT)
 	$(PY) -m research report $(HOLDOUT) --out $(HOLDOUT)/report \
 		$(if $(CALIBRATION),--calibration $(CALIBRATION),)
 

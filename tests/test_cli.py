@@ -229,30 +229,33 @@ def test_predict_prints_a_config_without_running_it(capsys: pytest.CaptureFixtur
     assert main(["predict", "no-such.toml"]) == 2
 
 
-def test_the_holdout_config_is_one_the_simulator_never_saw(repo: Path) -> None:
-    """experiments/extra/holdout.toml (`make holdout`) shares no worker count and no task-length
-    distribution with the studies the calibration is fitted on, runs every scheduler of the
-    default suite, and every trial of it is predicted by a fitted policy."""
+def test_the_holdout_configs_are_ones_the_simulator_never_saw(repo: Path) -> None:
+    """experiments/extra/holdout*.toml (`make holdout`) share no worker count and no task-length
+    distribution with the studies the calibration is fitted on, each runs every scheduler of
+    the default suite, and every trial of them is predicted by a fitted policy."""
     from research import config
     from research.simulate import calibration
     from research.simulate.predict import predict_config
 
-    hold = config.load(repo / "experiments" / "extra" / "holdout.toml")
     fitted = [config.load(repo / "experiments" / f"{s}.toml")
               for s in calibration.CALIBRATION_STUDIES]
     seen_workers = {t.n_workers for e in fitted for t in e.trials}
     seen_shapes = {(t.shape, t.params.get("distribution"), t.params.get("order"))
                    for e in fitted for t in e.trials}
-    assert {t.n_workers for t in hold.trials}.isdisjoint(seen_workers)
-    assert not {(t.shape, t.params.get("distribution"), t.params.get("order"))
-                for t in hold.trials} & seen_shapes
     suite = {t.label for p in (repo / "experiments").glob("*.toml")
              for t in config.load(p).trials if "[" not in t.label and t.label != "serial"}
-    assert {t.label for t in hold.trials} == suite
-    pred = predict_config(str(repo / "experiments" / "extra" / "holdout.toml"), calibration.load())
-    assert len(pred) == len(hold.trials)
-    assert not pred.policy.str.startswith("not modelled").any()
-    assert (pred.predicted_makespan_s > 0).all() and (pred.costs == "fitted").all()
+    paths = sorted((repo / "experiments" / "extra").glob("holdout*.toml"))
+    assert [p.name for p in paths] == ["holdout.toml", "holdout_b.toml"]
+    for path in paths:
+        hold = config.load(path)
+        assert {t.n_workers for t in hold.trials}.isdisjoint(seen_workers), path.name
+        assert not {(t.shape, t.params.get("distribution"), t.params.get("order"))
+                    for t in hold.trials} & seen_shapes, path.name
+        assert {t.label for t in hold.trials} == suite, path.name
+        pred = predict_config(str(path), calibration.load())
+        assert len(pred) == len(hold.trials)
+        assert not pred.policy.str.startswith("not modelled").any()
+        assert (pred.predicted_makespan_s > 0).all() and (pred.costs == "fitted").all()
 
 
 @pytest.mark.slow
