@@ -21,8 +21,8 @@ README_FIGURES := paired_seed_worst_case_worst_w12_ipp-direct_vs_ipp-lb \
 	paired_seed_random_gamma_w12_ipp-direct_vs_ipp-lb makespan_seed_worst_case_worst \
 	sweep_tasklen_granularity_uniform_w4 metg predictions
 
-.PHONY: setup test test-fast lint experiments holdout report figures bench bench-analysis readme-figures \
-	clean help
+.PHONY: setup test test-fast lint experiments holdout report figures bench bench-analysis \
+	readme-figures clean help
 
 help:
 	@echo "make experiments   run the default study suite, then the report (RESULTS=DIR, QUICK=1)"

@@ -230,16 +230,22 @@ def test_predict_prints_a_config_without_running_it(capsys: pytest.CaptureFixtur
 
 
 def test_the_holdout_configs_are_ones_the_simulator_never_saw(repo: Path) -> None:
-    """experiments/extra/holdout*.toml (`make holdout`) share no worker count and no task-length
-    distribution with the studies the calibration is fitted on, each runs every scheduler of
-    the default suite, and every trial of them is predicted by a fitted policy."""
+    """experiments/extra/holdout*.toml (`make holdout`) share no worker count with the trials
+    the shipped calibration was fitted on (its `cores` are that machine's, not this one's) and
+    no workload shape with the studies it is fitted from (all equal tasks), each runs every
+    scheduler of the default suite, and every trial of them is predicted by a fitted policy."""
+    import re
+
     from research import config
     from research.simulate import calibration
     from research.simulate.predict import predict_config
 
+    shipped = calibration.load()
+    seen_workers = {int(m.group(1)) for name in shipped.schedulers
+                    for tid in shipped.trials(name) if (m := re.search(r"_w(\d+)_r\d+_", tid))}
+    assert seen_workers and {2, 4} <= seen_workers
     fitted = [config.load(repo / "experiments" / f"{s}.toml")
               for s in calibration.CALIBRATION_STUDIES]
-    seen_workers = {t.n_workers for e in fitted for t in e.trials}
     seen_shapes = {(t.shape, t.params.get("distribution"), t.params.get("order"))
                    for e in fitted for t in e.trials}
     suite = {t.label for p in (repo / "experiments").glob("*.toml")
@@ -252,7 +258,7 @@ def test_the_holdout_configs_are_ones_the_simulator_never_saw(repo: Path) -> Non
         assert not {(t.shape, t.params.get("distribution"), t.params.get("order"))
                     for t in hold.trials} & seen_shapes, path.name
         assert {t.label for t in hold.trials} == suite, path.name
-        pred = predict_config(str(path), calibration.load())
+        pred = predict_config(str(path), shipped)
         assert len(pred) == len(hold.trials)
         assert not pred.policy.str.startswith("not modelled").any()
         assert (pred.predicted_makespan_s > 0).all() and (pred.costs == "fitted").all()

@@ -23,6 +23,7 @@ from research.schedulers.cluster import (
     start_process,
     stop_process,
     stop_processes,
+    usable_as_tmpdir,
 )
 
 # A parent that ignores SIGTERM, with a child of its own: the worst case for a bounded stop.
@@ -138,6 +139,13 @@ def test_add_matching_finds_a_process_reparented_away_from_us(no_leaks: None) ->
     assert not {p.pid for p in found} & {p.pid for p in psutil.Process().children(True)}
     procs.reap(timeout_s=0.5)
     assert not [p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_cluster_dir_is_a_tmpdir_only_when_set_and_short_enough() -> None:
+    """Unix socket paths under a TMPDIR must fit in 107 bytes: at most 72 characters."""
+    assert not usable_as_tmpdir(None) and not usable_as_tmpdir("")
+    assert usable_as_tmpdir("/" + "a" * 71) and usable_as_tmpdir(Path("/" + "a" * 71))
+    assert not usable_as_tmpdir("/" + "a" * 72)
 
 
 def test_owned_dir_in_the_work_dir_or_an_own_temp_dir(tmp_path: Path) -> None:

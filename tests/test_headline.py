@@ -40,8 +40,8 @@ def test_lines_from_a_report_directory(tmp_path: Path) -> None:
     # A run of other configs only: no claim could be checked, and the line says so.
     pd.DataFrame({"claim_id": ["C1", "C2"], "verdict": ["not run", "not run"]}).to_csv(
         tmp_path / "claims.csv", index=False)
-    assert claims_line(tmp_path) == ("claims: none of 2 checked (this run holds none of the "
-                                     "talk's studies)")
+    assert claims_line(tmp_path) == ("claims: none of 2 checked (no trials of the studies they "
+                                     "read)")
 
 
 def test_missing_or_empty_files_leave_their_line_out(tmp_path: Path) -> None:

@@ -14,7 +14,14 @@ import pytest
 from research.analysis.metg import metg_of
 from research.simulate import Costs, policy_for, simulate
 from research.simulate import calibration as cal
-from research.simulate.core import STRETCHED, Policy, State, core_load, greedy_free_times
+from research.simulate.core import (
+    STRETCHED,
+    Policy,
+    State,
+    core_load,
+    greedy_free_times,
+    loaded_schedule,
+)
 from research.simulate.policies import DEFAULT_POLICY, POLICIES, Prefetching
 
 
@@ -615,9 +622,17 @@ def test_the_clients_dispatch_loads_the_cores_once_per_unit() -> None:
     # long list's first start (one send) hardly moves from the idle cores' 1 + 1 ms.
     assert short.makespan_s > idle.makespan_s * 1.2
     assert long.start[0] == pytest.approx(2e-3, rel=0.05)
-    # The policy's own units: mp-map sends chunks, so the same list loads the cores less.
-    mapped = simulate(policy_for("mp-map"), ["sleep"] * 200, [1e-3] * 200, 2, cost, cores=2)
-    assert mapped.makespan_s < short.makespan_s
+    # The policy's own messages: mp-map sends 8 chunks of 25, joblib's batches grow as they
+    # go, each one send: their loads count those, not the 200 tasks.
+    loads = {}
+    for name in ("mp-dynamic", "mp-map", "joblib"):
+        pol = policy_for(name)
+        loads[name] = loaded_schedule(pol, [1e-3] * 200, 2, cost, [False] * 200, 2)[3]
+        assert pol.sent == {"mp-dynamic": 200, "mp-map": 8}.get(name, pol.sent)
+    assert policy_for("joblib").sent == 0 and 0 < pol.sent < 100
+    assert loads["mp-dynamic"] > 0.9  # 200 sends and 200 worker costs of 1 ms: saturated
+    assert loads["mp-map"] < 0.75 * loads["mp-dynamic"]
+    assert loads["joblib"] < 0.75 * loads["mp-dynamic"]
 
 
 def _loaded_study(truth: Costs, sched: str = "dask") -> list[cal.TrialData]:
@@ -653,10 +668,11 @@ def test_fit_finds_the_contention_that_makes_sleeping_trials_cheaper(
     calibration finds the stretch and predicts a sleeping trial it never saw, which the same
     trials fitted without it predict too slow."""
     truth = Costs(dispatch_s=1e-4, worker_s=4e-4, return_s=1e-3, sleep_overshoot_s=5e-5,
-                  contention=1.5)
+                  contention=1.5, dispatch_load=1.0)
     trials = _loaded_study(truth)
     fitted, err = cal.fit_scheduler(trials)
     assert fitted.contention > 0 and fitted.worker_load == 1.0 and err < 0.05
+    assert fitted.dispatch_load == 1.0  # the dispatch is work on the cores, as the worker's
     want = _unseen("sleep", 2e-3, 100, truth)
     assert _unseen("sleep", 2e-3, 100, fitted) == pytest.approx(want, rel=0.05)
     # The same trials fitted without a stretch (none to choose from): too slow.
@@ -682,7 +698,7 @@ def test_contention_is_dropped_where_the_second_counts_noops_contradict_it(
     stretch would have them: the check on those no-ops drops it (without the check, the
     search alone keeps it)."""
     truth = Costs(dispatch_s=1e-4, worker_s=4e-4, return_s=1e-3, sleep_overshoot_s=5e-5,
-                  contention=1.5)
+                  contention=1.5, dispatch_load=1.0)
     trials = [replace(d, makespan_s=d.makespan_s / 2, wall_s=d.wall_s / 2)
               if d.n_workers == 4 and d.bodies[0] == "noop" else d
               for d in _loaded_study(truth)]
@@ -700,18 +716,19 @@ def test_a_worker_cost_that_is_a_wait_leaves_the_noops_idle_and_the_cpu_trials_s
     The fit finds that share and the stretch, and predicts a CPU trial it never saw, which
     the same trials fitted with the worker cost taken as busy predict too fast."""
     truth = Costs(dispatch_s=1e-4, worker_s=4e-4, return_s=1e-3, sleep_overshoot_s=5e-5,
-                  contention=1.5, worker_load=0.0)
-    # Only the bodies load the cores: the worker cost is not counted.
+                  contention=1.5, worker_load=0.0, dispatch_load=0.0)
+    # Only the bodies load the cores: neither the worker's cost nor the dispatch is counted.
     assert core_load([1.0, 1.0], [False, False], [1.0, 3.0], [2.0, 4.0], 1, truth, 2) == 0.0
     assert core_load([1.0], [True], [0.0], [2.0], 1, truth, 2) == pytest.approx(0.25)
     trials = _loaded_study(truth)
     fitted, err = cal.fit_scheduler(trials)
     assert fitted.worker_load == 0.0 and fitted.contention > 0 and err < 0.05
+    assert fitted.dispatch_load == 0.0  # a hand-over that is a wait throughout
     want, got = _unseen("cpu", 5e-3, 60, truth), _unseen("cpu", 5e-3, 60, fitted)
     assert got == pytest.approx(want, rel=0.05)
     monkeypatch.setattr(cal, "WORKER_LOADS", (1.0,))
     busy, _ = cal.fit_scheduler(trials)
-    assert busy.worker_load == 1.0
+    assert busy.worker_load == 1.0 and busy.dispatch_load == 1.0
     assert _unseen("cpu", 5e-3, 60, busy) < 0.95 * want  # 0.94x: too fast
 
 
@@ -823,6 +840,8 @@ def test_calibration_file_round_trip_and_errors(tmp_path: Path) -> None:
     assert cal.load(old).costs("dask") == (replace(counted, dispatch_load=0.0), True)
     c.schedulers["dask"]["costs"] = counted.to_dict()
     assert cal.load(c.write(tmp_path / "v8.json")).costs("dask") == (counted, True)
+    # The package ships a calibration of the version it writes.
+    assert json.loads(cal.SHIPPED.read_text())["version"] == cal.VERSION
     assert back.costs("dask[x=1]")[0].dispatch_s == 1e-3
     assert back.costs("unknown") == (Costs(dispatch_s=2e-3), False)
     assert back.trials("dask") == {"t0"}

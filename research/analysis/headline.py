@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .claims import NOT_RUN
 from .measure_report import METG_GOAL, PREDICTION_GOAL
 
 
@@ -34,14 +35,16 @@ def _flag(value: object) -> bool | None:
 
 
 def claims_line(report_dir: Path) -> str | None:
-    """'claims: N of M reproduced; <verdict>: ids' from ``claims.csv``."""
+    """'claims: N of M reproduced; <verdict>: ids' from ``claims.csv`` ('claims: none of M
+    checked' where every claim is not run)."""
     c = _read(report_dir / "claims.csv")
     if c is None or c.empty or "verdict" not in c.columns:
         return None
     verdict = c["verdict"].astype(str)
-    if (verdict == "not run").all():
-        # A run of the user's own configs (or `make holdout`): a list of 34 ids says nothing.
-        return f"claims: none of {len(c)} checked (this run holds none of the talk's studies)"
+    if (verdict == NOT_RUN).all():
+        # A run of other configs (the user's own, `make holdout`), or one whose trials all
+        # failed: a list of every id says nothing.
+        return f"claims: none of {len(c)} checked (no trials of the studies they read)"
     line = f"claims: {int((verdict == 'reproduced').sum())} of {len(c)} reproduced"
     for v, g in c[verdict != "reproduced"].groupby(verdict[verdict != "reproduced"], sort=True):
         line += f"; {v}: {', '.join(g['claim_id'].astype(str))}"

@@ -46,12 +46,6 @@ LOOPBACK = "127.0.0.1"
 #: only when its path is at most this long: unix socket paths under it (multiprocessing's
 #: listeners add about 32 characters) must stay within 107 bytes.
 TMPDIR_MAX_CHARS = 72
-
-
-def usable_as_tmpdir(path: str | Path | None) -> bool:
-    """Whether a cluster's own dir can be its processes' ``TMPDIR``: set, and short enough
-    (:data:`TMPDIR_MAX_CHARS`) for the unix sockets made under it."""
-    return bool(path) and len(str(path)) <= TMPDIR_MAX_CHARS
 #: Standard-library helper processes that live as long as the interpreter by design: never a
 #: cluster's, never reaped, never a leak.
 HELPER_PROCESSES = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
@@ -59,6 +53,12 @@ HELPER_PROCESSES = ("multiprocessing.resource_tracker", "multiprocessing.forkser
 EXIT_WAIT_S = 10.0
 #: Seconds to wait for killed processes to be gone.
 KILL_WAIT_S = 5.0
+
+
+def usable_as_tmpdir(path: str | Path | None) -> bool:
+    """Whether a cluster's own dir can be its processes' ``TMPDIR``: set, and short enough
+    (:data:`TMPDIR_MAX_CHARS`) for the unix sockets made under it."""
+    return bool(path) and len(str(path)) <= TMPDIR_MAX_CHARS
 
 
 def check_worker_count(n_workers: int, found: int, cluster: str, unit: str = "worker(s)",

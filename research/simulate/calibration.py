@@ -13,7 +13,8 @@ times, once with the scheduler pushing the list and once pulling (``pull``: wher
 units wait for a free slot), keeping the better of the two; then, where
 no-ops ran on a second worker count, how much the per-task costs stretch when the cores are
 busy (``contention``: :meth:`Costs.under_load`; searched on every calibration trial with a
-worker's own cost taken as busy and as a wait, ``worker_load``, kept only where it fits them
+worker's own cost, and the client's dispatch with it, taken as busy and as a wait,
+``worker_load`` and ``dispatch_load`` (not searched apart), kept only where it fits them
 better than the same search without it and leaves the second count's no-ops within 5% or no
 worse), and where the costs miss those no-ops, their growth per worker
 (``dispatch_per_worker_s``, ``worker_per_worker_s``: :meth:`Costs.at`), held beyond the
@@ -487,7 +488,10 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
         # busy, the stretch can only make the sleeping trials cheaper than the no-ops; taken
         # as waiting (Parsl's hand-over through its manager's queues), it makes the CPU
         # trials dearer, where the bodies hold both cores while the scheduler's processes
-        # wait their turn.
+        # wait their turn. The dispatch goes with the worker's cost (Costs.dispatch_load):
+        # counted as work where that is, as a wait where that is one (a hand-over whose
+        # per-task costs are waits throughout: else the dispatch alone would load the
+        # no-ops, and the premise below would not hold).
         flat_err = _search_costs(search, {**base, "pull": costs.pull}, passes, keys,
                                  costs.to_dict())[1]
         missed = second.error(costs)
@@ -498,7 +502,8 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
             # trials alone, is searched by itself; it must still beat the refit without it.
             fixed = {} if share else {k: getattr(costs, k) for k in keys}
             loaded, loaded_err = _search_costs(
-                search, {**base, "pull": costs.pull, "worker_load": share, **fixed}, passes,
+                search, {**base, "pull": costs.pull, "worker_load": share,
+                         "dispatch_load": share, **fixed}, passes,
                 (*keys, "contention") if share else ("contention",), costs.to_dict())
             if (loaded.contention and loaded_err < flat_err - 1e-12
                     and loaded_err < (best[1] if best else math.inf) - 1e-12
@@ -508,6 +513,7 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
             costs, err = best
     # The growth holds up to the most workers the calibration saw (Costs.growth_workers).
     base = {**base, "contention": costs.contention, "worker_load": costs.worker_load,
+            "dispatch_load": costs.dispatch_load,
             "growth_workers": float(max((d.n_workers for d in trials), default=0))}
     if len(set(noop_counts)) >= 2:
         # Shared or per worker, and how either grows with the workers (Costs.at): only no-ops
@@ -665,14 +671,16 @@ def default_costs(scheds: dict[str, Any]) -> Costs:
     over the fitted ones (``scheds``: name -> entry with ``costs``); the body curves stay per
     scheduler. ``worker_load`` is a choice (0 or 1) that goes with a stretch: the one most
     schedulers with a stretch made (1, as before it was a choice, where none has one or
-    they tie), not a median that could fall between."""
+    they tie), not a median that could fall between; ``dispatch_load`` goes with it."""
     if not scheds:
         return Costs()
     default = Costs.from_dict({k: _median([e["costs"][k] for e in scheds.values()], 0.0)
                                for k in Costs().scalars()})
     chosen = [e["costs"].get("worker_load", 1.0) for e in scheds.values()
               if e["costs"].get("contention", 0.0)]
-    return replace(default, worker_load=0.0 if chosen.count(0.0) > len(chosen) / 2 else 1.0)
+    share = 0.0 if chosen.count(0.0) > len(chosen) / 2 else 1.0
+    # The dispatch goes with the worker's cost: work or a wait (fit_scheduler).
+    return replace(default, worker_load=share, dispatch_load=share)
 
 
 def fit(results: Any, studies: Sequence[str] = CALIBRATION_STUDIES,

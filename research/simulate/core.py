@@ -20,7 +20,8 @@ takes them in one at a time, ``result_s`` each. Times start at the first submit 
 ``dispatch_s`` and ``worker_s`` are those in force on the trial's worker count
 (:meth:`Costs.at`: each may grow per worker, fitted where no-ops ran on two counts), and the
 per-task costs those at the trial's load of the cores (:attr:`Costs.contention`,
-:func:`loaded_schedule`: stretched where CPU bodies or no-ops keep the cores busy).
+:func:`loaded_schedule`: stretched where CPU bodies, no-ops, the workers' own costs and the
+client's sends keep the cores busy, :func:`core_load`).
 """
 
 from __future__ import annotations
@@ -107,9 +108,10 @@ class Costs:
     #: with whatever the workers run, so a cost fitted where the cores are busy (no-ops, CPU
     #: bodies on every core) is larger than the same cost beside sleeping workers. In force:
     #: ``dispatch_s``, ``worker_s``, ``unit_s``, ``requeue_s`` and ``result_s`` (and their
-    #: growth) x (1 + contention x load), where load is the share of the cores the workers
-    #: keep busy (:func:`core_load`); the costs above are those of idle cores. 0: the costs
-    #: are the same at every load (and calibration files before version 5).
+    #: growth) x (1 + contention x load), where load is the share of the cores the trial
+    #: keeps busy (:func:`core_load`: the bodies that run on a core, the workers' own costs
+    #: and the client's sends); the costs above are those of idle cores. 0: the costs are the
+    #: same at every load (and calibration files before version 5).
     contention: float = 0.0
     #: The share of a task's ``worker_s`` that keeps a core busy, for the load ``contention``
     #: reads (:func:`core_load`): 1, a worker's per-task cost is work on its core (a prefork
@@ -119,12 +121,12 @@ class Costs:
     worker_load: float = 1.0
     #: The share of ``dispatch_s`` that keeps a core busy, for the load ``contention`` reads
     #: (:func:`core_load`), paid once per unit sent: the client's and the scheduler's per-task
-    #: work (serialising, bookkeeping, the broker) runs on the same cores as the workers. Set
-    #: to 1 by the calibration from version 8; 0 (the load counts the workers' own costs
-    #: alone) in older files, as they were fitted. Counted, the load tells a list of short
-    #: tasks (the client sending all the time) from a list of long ones: Celery's and Dask's
-    #: long trials on 3 workers, which the calibration never saw, came out 5-13% too slow
-    #: without it, with costs fitted where the client keeps the cores busy.
+    #: work (serialising, bookkeeping, the broker) runs on the same cores as the workers.
+    #: Counted, the load tells a list of short tasks (the client sending all the time) from a
+    #: list of long ones: Celery's long trials on 3 workers, which the calibration never saw,
+    #: came out 5-13% too slow without it. From version 8 the calibration sets it with
+    #: ``worker_load`` (1: work, 0: a hand-over that is a wait throughout); 0 (the load counts
+    #: the workers' own costs alone) in older files, as they were fitted.
     dispatch_load: float = 0.0
 
     def at(self, n_workers: int) -> Costs:
@@ -139,7 +141,7 @@ class Costs:
                        dispatch_per_worker_s=0.0, worker_per_worker_s=0.0)
 
     def under_load(self, load: float) -> Costs:
-        """The costs in force where the workers keep ``load`` (0-1) of the cores busy: the
+        """The costs in force where the trial keeps ``load`` (0-1) of the cores busy: the
         per-task costs stretched by ``1 + contention x load`` (and ``contention`` then 0);
         ``self`` without contention."""
         if not self.contention:
@@ -277,6 +279,9 @@ class Policy:
     #: Set by :meth:`schedule` of a policy whose task order is random (new in every run of the
     #: scheduler): the (lowest, highest) makespan over the orders it tried; None otherwise.
     spread: tuple[float, float] | None = None
+    #: Set by :meth:`schedule`: how many units (messages) the client sent, each paying
+    #: ``dispatch_s``; what :func:`core_load` counts the dispatch by.
+    sent: int = 0
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -328,6 +333,7 @@ class Policy:
         costs = costs.at(n_workers)
         n = len(durations)
         units = self.units(n, n_workers)
+        self.sent = len(units)
         if (self.greedy and costs.dispatch_s >= 0 and costs.requeue_s >= 0
                 and math.isfinite(costs.dispatch_s + costs.start_s + costs.worker_s + costs.unit_s
                                   + costs.start_per_task_s + costs.requeue_s)
@@ -512,9 +518,8 @@ def loaded_schedule(policy: Policy, durations: Sequence[float], n_workers: int, 
         worker, start, end = policy.schedule(durations, n_workers, costs)
         return worker, start, end, 0.0
     _, start, end = policy.schedule(durations, n_workers, costs)
-    n_units = len(policy.units(len(durations), n_workers)) if costs.dispatch_load else None
     load = core_load(durations, busy if busy is not None else [False] * len(durations),
-                     start, end, n_workers, costs, cores or _usable_cores(), n_units)
+                     start, end, n_workers, costs, cores or _usable_cores(), policy.sent)
     worker, start, end = policy.schedule(durations, n_workers,
                                          costs.at(n_workers).under_load(load))
     return worker, start, end, load

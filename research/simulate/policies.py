@@ -284,8 +284,11 @@ class JoblibBatches(Policy):
                 nxt += take
             return ready_q.pop(0)
 
+        self.sent = 0  # one message per batch (core_load)
+
         def run(batch: list[int]) -> None:
             nonlocal client
+            self.sent += 1
             stamp = client
             client += costs.dispatch_s
             f, w = heapq.heappop(free)
