@@ -277,7 +277,7 @@ def test_report_claims_figures_and_trace_commands(tmp_path: Path,
     err = capsys.readouterr().err
     assert "16 trial(s), 0 failed, 0 broken" in err
     # The verdicts follow, read back from the CSVs (research.analysis.headline).
-    assert f"claims: 0 of {len(claims.CLAIMS)} reproduced; {claims.NOT_RUN}: C1" in err
+    assert f"claims: none of {len(claims.CLAIMS)} checked (no trials of the studies" in err
     for name in ("index.html", "report.md", "summary.csv", "claims.csv"):
         assert (rep / name).stat().st_size > 0, name
     table = pd.read_csv(rep / "claims.csv")
