@@ -418,3 +418,24 @@ def test_metg_order_reads_the_sweep(tmp_path: Path) -> None:
     # Only points on another worker count: not run.
     ctx = claims.Context(_metg_summary({"dask-local": 1e-3, "dask": 5e-3}, n=2), tmp_path)
     assert claims.metg_order(ctx, claim).verdict == claims.NOT_RUN
+
+
+def test_a_verdict_on_trials_of_a_stalled_machine_says_so(tmp_path: Path) -> None:
+    """A trial whose sleeps overshot by seconds (the machine stalled, not the scheduler) keeps
+    its verdict, with a caution in the note; the same claim on normal trials has none."""
+    def summary(p95: float) -> pd.DataFrame:
+        return pd.DataFrame({"experiment": ["seed_worst_case"], "scheduler": ["dask"],
+                             "workload": ["worst"], "trial_status": ["ok"],
+                             "makespan_s": [12.85], "sleep_error_p95_s": [p95]})
+
+    claim = claims.Claim("X1", "a claim", "", claims.WORST_CASE, ("dask",),
+                         lambda ctx, c: claims.Outcome(claims.NOT_REPRODUCED, note="model"))
+    stalled = claims.evaluate_claim(claims.Context(summary(9.4), tmp_path), claim)
+    assert stalled["verdict"] == claims.NOT_REPRODUCED
+    assert stalled["note"].startswith("model; caution: a trial's sleeps overshot by 9.40 s")
+    calm = claims.evaluate_claim(claims.Context(summary(0.002), tmp_path), claim)
+    assert calm["note"] == "model"
+    # Not run stays not run, without a caution about trials it did not judge.
+    idle = claims.Claim("X2", "a claim", "", claims.WORST_CASE, ("dask",),
+                        lambda ctx, c: claims.not_run("no data"))
+    assert claims.evaluate_claim(claims.Context(summary(9.4), tmp_path), idle)["note"] == "no data"

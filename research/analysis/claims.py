@@ -852,13 +852,44 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
+#: A sleep of a claim's trials that overshot by more than this (its trial's p95, seconds) is
+#: no scheduler's doing: the machine stalled (a paused VM, a host under load). Normal p95s are
+#: under 50 ms; a full run of eb3fd5f had Dask's 1 s sleeps of the talk's worst case last 10.4 s
+#: on all 12 workers at once, which failed claim D1.
+STALL_S = 0.25
+
+
+def stall_note(ctx: Context, claim: Claim) -> str:
+    """A caveat for a claim whose trials' sleeps overshot by more than :data:`STALL_S` ("" if
+    none did, or the summary has no sleep accuracy)."""
+    worst = 0.0
+    for sched in claim.schedulers:
+        ok, _ = ctx.trials(claim.study, sched)
+        if "sleep_error_p95_s" in ok:
+            worst = max(worst, float(pd.to_numeric(ok["sleep_error_p95_s"],
+                                                   errors="coerce").max(skipna=True) or 0.0))
+    if not worst > STALL_S:  # NaN too
+        return ""
+    return (f"caution: a trial's sleeps overshot by {worst:.2f} s (p95): the machine stalled "
+            "during it, so the verdict says little; rerun the study")
+
+
 def evaluate_claim(ctx: Context, claim: Claim) -> dict[str, Any]:
     """One row of the claims table (:data:`COLUMNS`). A check that raises is reported under
-    the claim's own id as ``not run``, with the exception text."""
+    the claim's own id as ``not run``, with the exception text. A verdict whose trials show
+    a stalled machine (:func:`stall_note`) keeps its verdict and says so in its note."""
     try:
         out = claim.check(ctx, claim)
     except Exception as exc:  # odd data in one study must not hide the other verdicts
         out = not_run(f"the check could not be evaluated: {type(exc).__name__}: {exc}")
+    if out.verdict != NOT_RUN:
+        try:
+            caveat = stall_note(ctx, claim)
+        except Exception:  # a caveat must never cost the verdict
+            caveat = ""
+        if caveat:
+            out = Outcome(out.verdict, out.expected, out.our_value, out.tolerance,
+                          f"{out.note}; {caveat}" if out.note else caveat)
     return {"claim_id": claim.id, "claim": claim.statement, "talk_value": claim.talk_value,
             "expected": out.expected, "our_value": out.our_value, "tolerance": out.tolerance,
             "verdict": out.verdict, "note": out.note}
@@ -900,11 +931,11 @@ def prime_speedups(results_dir: Path | str) -> pd.DataFrame | None:
 
 
 __all__ = [
-    "CLAIMS", "COLUMNS", "NOT_REPRODUCED", "NOT_RUN", "REPRODUCED", "STUDIES", "VERDICTS",
-    "Check", "Claim", "Context", "Outcome", "Study", "Tolerance", "blocks_model", "chunk_model",
-    "demo_result", "efficiency_order", "equal_counts", "evaluate", "evaluate_claim", "find_bench",
-    "greedy_over_chunks", "near_greedy", "near_model", "not_run", "overhead_chain",
-    "overhead_order", "prefetch_blocks", "prime_speedups", "processes_speedup",
-    "round_robin_static", "speedup_ratio", "threads_no_speedup", "throughput_vs", "unequal_counts",
-    "verdict",
+    "CLAIMS", "COLUMNS", "NOT_REPRODUCED", "NOT_RUN", "REPRODUCED", "STALL_S", "STUDIES",
+    "VERDICTS", "Check", "Claim", "Context", "Outcome", "Study", "Tolerance", "blocks_model",
+    "chunk_model", "demo_result", "efficiency_order", "equal_counts", "evaluate",
+    "evaluate_claim", "find_bench", "greedy_over_chunks", "near_greedy", "near_model",
+    "not_run", "overhead_chain", "overhead_order", "prefetch_blocks", "prime_speedups",
+    "processes_speedup", "round_robin_static", "speedup_ratio", "stall_note",
+    "threads_no_speedup", "throughput_vs", "unequal_counts", "verdict",
 ]
