@@ -634,6 +634,18 @@ def test_the_clients_dispatch_loads_the_cores_once_per_unit() -> None:
     assert loads["mp-map"] < 0.75 * loads["mp-dynamic"]
     assert loads["joblib"] < 0.75 * loads["mp-dynamic"]
 
+    # A plugin's own schedule that does not count its sends: one per task, never a count
+    # left over from an earlier schedule.
+    class Own(Policy):
+        def schedule(self, durations: list[float], n_workers: int,
+                     costs: Costs) -> tuple[list[int], list[float], list[float]]:
+            return Policy().schedule(durations, n_workers, costs)
+
+    own = Own()
+    own.sent = 3
+    assert loaded_schedule(own, [1e-3] * 200, 2, cost, [False] * 200, 2)[3] == pytest.approx(
+        loads["mp-dynamic"])
+
 
 def _loaded_study(truth: Costs, sched: str = "dask") -> list[cal.TrialData]:
     """A calibration study simulated with ``truth`` on 2 cores: no-ops on 2 and 4 workers

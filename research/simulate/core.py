@@ -280,7 +280,8 @@ class Policy:
     #: scheduler): the (lowest, highest) makespan over the orders it tried; None otherwise.
     spread: tuple[float, float] | None = None
     #: Set by :meth:`schedule`: how many units (messages) the client sent, each paying
-    #: ``dispatch_s``; what :func:`core_load` counts the dispatch by.
+    #: ``dispatch_s``; what :func:`core_load` counts the dispatch by. A policy whose own
+    #: ``schedule`` leaves it unset is counted one send per task (:func:`loaded_schedule`).
     sent: int = 0
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
@@ -517,9 +518,11 @@ def loaded_schedule(policy: Policy, durations: Sequence[float], n_workers: int, 
     if not costs.contention:
         worker, start, end = policy.schedule(durations, n_workers, costs)
         return worker, start, end, 0.0
+    policy.sent = -1  # a schedule of a policy's own that does not count its sends: per task
     _, start, end = policy.schedule(durations, n_workers, costs)
     load = core_load(durations, busy if busy is not None else [False] * len(durations),
-                     start, end, n_workers, costs, cores or _usable_cores(), policy.sent)
+                     start, end, n_workers, costs, cores or _usable_cores(),
+                     policy.sent if policy.sent >= 0 else None)
     worker, start, end = policy.schedule(durations, n_workers,
                                          costs.at(n_workers).under_load(load))
     return worker, start, end, load
