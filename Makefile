@@ -73,8 +73,7 @@ CALIBRATION ?= $(wildcard $(RESULTS)/calibration.json)
 # run's results/calibration.json when there is one, else the package's shipped calibration.
 HOLDOUT ?= results-holdout
 holdout: setup
-	$(PY) -m research run experiments/extra/holdout.toml experiments/extra/holdout_b.toml \
-		--out $(HOLDOUT)
+	$(PY) -m research run experiments/extra/holdout*.toml --out $(HOLDOUT)
 	$(PY) -m research report $(HOLDOUT) --out $(HOLDOUT)/report \
 		$(if $(CALIBRATION),--calibration $(CALIBRATION),)
 
