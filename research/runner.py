@@ -16,6 +16,7 @@ and SIGHUP stop it like Ctrl-C.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -59,6 +60,9 @@ class SweepResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (trial_id, reason)
     #: Existing trials measured by other code or other library versions (see --rerun-stale).
     stale: list[Path] = field(default_factory=list)
+    #: Trial files of an earlier definition of a trial written now (:func:`replaced_by`),
+    #: moved to ``.superseded/`` (where they went).
+    replaced: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -186,6 +190,23 @@ def supersede(path: Path) -> Path:
     return dest
 
 
+def replaced_by(spec: TrialSpec, out: Path) -> list[Path]:
+    """Trial files under ``out`` that an earlier definition of ``spec`` wrote: the same
+    experiment, scheduler label, workload, worker count and repeat, another key (the
+    workload's parameters, the options or the schema changed: a config edited between runs
+    into the same directory, such as the METG sweep's 50 tasks per point becoming 200). Left
+    beside the new file, both would count as the same point of the study."""
+    path = spec.path(out)
+    prefix = path.name[: -len(f"{spec.key[:10]}.parquet")]
+    found = []
+    for p in path.parent.glob(f"{glob.escape(prefix)}*.parquet"):
+        rest = p.name[len(prefix):]
+        if (p != path and len(rest) == len(".parquet") + 10 and rest.endswith(".parquet")
+                and all(c in "0123456789abcdef" for c in rest[:10])):
+            found.append(p)
+    return sorted(found)
+
+
 def _groups(trials: Sequence[TrialSpec]) -> list[list[TrialSpec]]:
     """Trials that can share one cluster: same scheduler (or cluster family), worker count
     and cluster options. A group's first trial's scheduler starts the cluster."""
@@ -287,6 +308,10 @@ class Sweep:
                   ) as bar:
             for group in _groups(todo):
                 self._run_group(group, bar)
+        if self.result.replaced:
+            self.log(f"moved {len(self.result.replaced)} trial file(s) of an earlier definition "
+                     "of trials written now (their config changed) aside, to "
+                     f"{SUPERSEDED_DIR}/ (e.g. {self.result.replaced[0].name})")
         return self.result
 
     def _run_group(self, group: list[TrialSpec], bar: Any) -> None:
@@ -436,6 +461,9 @@ class Sweep:
                 schema.write_native(d.native, native_path, trial, self.system)
             # The trial file last: it is what marks the trial done.
             schema.write_trial(d.rows, path, trial, self.system, d.spec.config_text)
+            # Only now, with the new file written: an earlier definition of this trial is
+            # moved aside, never deleted, and stays where it was if the run dies first.
+            self.result.replaced.extend(supersede(old) for old in replaced_by(d.spec, self.out))
         self.result.written.append(path)
 
 
@@ -543,6 +571,6 @@ def cleanup_tmp(out: Path) -> None:
 
 __all__ = [
     "CLUSTERS_DIR", "RESULT_REPR_CHARS", "SweepResult", "build_rows", "check_out_dir",
-    "cleanup_tmp", "read_cluster_file", "result_repr", "run_sweep", "stale_reason",
+    "cleanup_tmp", "read_cluster_file", "replaced_by", "result_repr", "run_sweep", "stale_reason",
     "write_cluster_file",
 ]

@@ -125,6 +125,55 @@ def test_rerun_skips_and_force_redoes(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(list((out / "resume").glob("*.parquet"))) == 4
 
 
+def test_a_trial_whose_config_changed_moves_its_old_file_aside(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A workload edited between two runs into one directory (the METG sweep's points went
+    from 50 tasks to 200) gives its trials new ids: the old files of the same slot (experiment,
+    scheduler, workload, workers, repeat) move to .superseded/, once the new one is written,
+    so the study does not count both; another workload's files, and one whose name only
+    starts alike, stay."""
+    text = """
+        [experiment]
+        name = "edit"
+        repeats = 1
+        n_workers = 2
+        schedulers = ["threads"]
+        [workloads.u]
+        shape = "uniform"
+        n_tasks = {n}
+        duration_s = 0.001
+        [workloads.v]
+        shape = "uniform"
+        n_tasks = 2
+        duration_s = 0.001
+        [workloads.u_w2_r0]
+        shape = "uniform"
+        n_tasks = 2
+        duration_s = 0.001
+        """
+    out = tmp_path / "res"
+    assert main(["run", str(_cfg(tmp_path, text.format(n=4))), "--out", str(out),
+                 "--no-progress"]) == 0
+    before = {p.name for p in (out / "edit").glob("*.parquet")}
+    assert len(before) == 3
+    capsys.readouterr()
+    assert main(["run", str(_cfg(tmp_path, text.format(n=6))), "--out", str(out),
+                 "--no-progress"]) == 0
+    said = capsys.readouterr()
+    assert "wrote 1 trial file(s), skipped 2" in said.err
+    assert "moved 1 trial file(s) of an earlier definition" in said.out + said.err
+    after = {p.name for p in (out / "edit").glob("*.parquet")}
+    gone = before - after
+    assert len(gone) == 1 and next(iter(gone)).startswith("threads_u_w2_r0_")
+    assert len(after) == 3 and before - gone <= after  # v and u_w2_r0 untouched
+    moved = list((out / "edit" / ".superseded").glob("threads_u_w2_r0_*.parquet"))
+    assert len(moved) == 1  # kept, not lost
+    assert len(pd.read_parquet(moved[0])) == 4
+    new = [p for p in (out / "edit").glob("threads_u_w2_r0_*.parquet")
+           if p.name not in before]
+    assert len(new) == 1 and len(pd.read_parquet(new[0])) == 6
+
+
 @pytest.mark.slow
 def test_ctrl_c_shuts_down_keeps_finished_trials_and_resumes(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, """
