@@ -523,8 +523,7 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
         # the growth is searched only then, from the costs fitted without it, and kept only
         # where it fits the calibration better without fitting those no-ops worse: the fit
         # over the whole study would otherwise buy a growth the no-ops contradict (fitted on 2
-        # and 4 workers, it was extrapolated to 12): it must fit the other counts' no-ops (4
-        # and 12 workers in the default suite) better.
+        # and 4 workers, it is extrapolated to 12): it must fit the second count's no-ops better.
         start = _anchored_growth(search, costs, main)
         grown, grown_err = _search_costs(search, {**base, "pull": costs.pull}, passes,
                                          (*keys, *GROWTH_KEYS), start.to_dict())

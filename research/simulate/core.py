@@ -89,8 +89,7 @@ class Costs:
     #: more workers (heartbeats and bookkeeping per worker, its process sharing the cores
     #: with more worker processes). In force: ``dispatch_s + dispatch_per_worker_s x workers``.
     #: One worker count cannot tell it from ``dispatch_s``: fitted where the calibration
-    #: studies hold two or more (the overhead study's no-ops on 2, 4 and 12 workers; 2 and 4
-    #: before the 12 were added), 0 otherwise.
+    #: studies hold two (the overhead study's no-ops on 2 and 4 workers), 0 otherwise.
     dispatch_per_worker_s: float = 0.0
     #: How much ``worker_s`` grows per worker: each worker's own per-task work (deserialising,
     #: the round trip to the scheduler) slows as more worker processes share the cores and the
@@ -101,8 +100,7 @@ class Costs:
     #: fitted on. Beyond it the costs in force are this count's; a growth seen between 2 and 4
     #: workers is not extrapolated to 12 (linear, it put ipp-lb's per-task cost on 12 workers
     #: at 8.8 ms where its 4-worker cost was 3.1 ms, and its 12-worker trials of short tasks
-    #: 9-22% too slow). The overhead study's no-ops on 12 workers (the third count) now let
-    #: the growth be fitted up to the suite's largest count, not held beyond 4.
+    #: 9-22% too slow).
     #: 0: no bound (calibration files before version 7, as they were fitted).
     growth_workers: float = 0.0
     #: How much the per-task costs stretch when the cores are busy: the scheduler's, the
