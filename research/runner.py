@@ -16,7 +16,6 @@ and SIGHUP stop it like Ctrl-C.
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -25,7 +24,7 @@ import reprlib
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,20 +189,27 @@ def supersede(path: Path) -> Path:
     return dest
 
 
-def replaced_by(spec: TrialSpec, out: Path) -> list[Path]:
+def replaced_by(spec: TrialSpec, out: Path,
+                names: Iterable[str] | None = None) -> list[Path]:
     """Trial files under ``out`` that an earlier definition of ``spec`` wrote: the same
     experiment, scheduler label, workload, worker count and repeat, another key (the
     workload's parameters, the options or the schema changed: a config edited between runs
     into the same directory, such as the METG sweep's 50 tasks per point becoming 200). Left
-    beside the new file, both would count as the same point of the study."""
+    beside the new file, both would count as the same point of the study. ``names``: the
+    file names in the trial's experiment directory, where the caller keeps a listing (else
+    the directory is listed). Not a slot that no trial has any more (a workload renamed, a
+    repeat dropped): only a trial run or skipped now replaces files."""
     path = spec.path(out)
     prefix = path.name[: -len(f"{spec.key[:10]}.parquet")]
+    if names is None:
+        names = os.listdir(path.parent) if path.parent.is_dir() else ()
     found = []
-    for p in path.parent.glob(f"{glob.escape(prefix)}*.parquet"):
-        rest = p.name[len(prefix):]
-        if (p != path and len(rest) == len(".parquet") + 10 and rest.endswith(".parquet")
+    for name in names:
+        rest = name[len(prefix):]
+        if (name.startswith(prefix) and name != path.name
+                and len(rest) == len(".parquet") + 10 and rest.endswith(".parquet")
                 and all(c in "0123456789abcdef" for c in rest[:10])):
-            found.append(p)
+            found.append(path.parent / name)
     return sorted(found)
 
 
@@ -245,6 +251,34 @@ class Sweep:
         self.cpu_rate: float | None = None
         self._cpu_rate_at = -math.inf  # time.monotonic() of the last measurement
         self.result = SweepResult()
+        #: The trial files this run's trials have (written or skipped): never an earlier
+        #: definition of another, even where two share a slot (``serial`` on 2 and on 4
+        #: workers runs on 1 both times, and their workloads may differ with the count).
+        self._planned: set[Path] = set()
+        self._listing: dict[Path, set[str]] = {}  # experiment dir -> its file names
+        self._logged = 0  # how many of result.replaced were logged
+
+    def _replace_earlier(self, spec: TrialSpec) -> None:
+        """Move the files of earlier definitions of ``spec`` (:func:`replaced_by`) aside to
+        ``.superseded/``, never one of this run's own trials; a move that fails is logged and
+        the sweep goes on (the old file then stays, and counts). A trial of the new definition
+        that failed replaces the old file too: it is what the config now asks for, and the old
+        one measured something else."""
+        folder = spec.path(self.out).parent
+        if folder not in self._listing:
+            self._listing[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
+        names = self._listing[folder]
+        for old in replaced_by(spec, self.out, names):
+            if old in self._planned:
+                continue
+            try:
+                self.result.replaced.append(supersede(old))
+            except OSError as exc:
+                self.log(f"could not move {old.name} (an earlier definition of "
+                         f"{spec.trial_id}) aside: {exc}")
+                continue
+            names.discard(old.name)
+            names.discard(old.stem + schema.NATIVE_SUFFIX)
 
     def _cpu_rate(self) -> float:
         """The CPU body's loop iterations per second, measured now (before each CPU trial).
@@ -279,6 +313,7 @@ class Sweep:
 
     def run(self, trials: Sequence[TrialSpec]) -> SweepResult:
         todo, reasons = [], []
+        self._planned = {t.path(self.out) for t in trials}
         for t in trials:
             path = t.path(self.out)
             if not self.force and trial_is_done(path):
@@ -290,10 +325,13 @@ class Sweep:
                         todo.append(t)
                         continue
                 self.result.skipped.append(path)
+                # Done already, perhaps by a run killed before it moved the old file aside.
+                self._replace_earlier(t)
             else:
                 todo.append(t)
         if self.result.skipped:
             self.log(f"skipping {len(self.result.skipped)} trial(s) already done (--force redoes)")
+        self._log_replaced()
         if self.result.stale:
             verb = "rerunning them" if self.rerun_stale else "--rerun-stale reruns them"
             self.log(f"{len(self.result.stale)} existing trial(s) were measured by other code or "
@@ -308,11 +346,17 @@ class Sweep:
                   ) as bar:
             for group in _groups(todo):
                 self._run_group(group, bar)
-        if self.result.replaced:
-            self.log(f"moved {len(self.result.replaced)} trial file(s) of an earlier definition "
-                     "of trials written now (their config changed) aside, to "
-                     f"{SUPERSEDED_DIR}/ (e.g. {self.result.replaced[0].name})")
+        self._log_replaced()
         return self.result
+
+    def _log_replaced(self) -> None:
+        """Say how many files of earlier definitions were moved aside since the last time."""
+        new = self.result.replaced[self._logged:]
+        if new:
+            self.log(f"moved {len(new)} trial file(s) of an earlier definition of this run's "
+                     f"trials (their config changed) aside, to {SUPERSEDED_DIR}/ "
+                     f"(e.g. {new[0].name})")
+        self._logged = len(self.result.replaced)
 
     def _run_group(self, group: list[TrialSpec], bar: Any) -> None:
         # In the run's own temp dir (research.guard.RunTemp), named short: Ray's unix sockets
@@ -461,9 +505,11 @@ class Sweep:
                 schema.write_native(d.native, native_path, trial, self.system)
             # The trial file last: it is what marks the trial done.
             schema.write_trial(d.rows, path, trial, self.system, d.spec.config_text)
+            self._listing.get(path.parent, set()).add(path.name)
             # Only now, with the new file written: an earlier definition of this trial is
-            # moved aside, never deleted, and stays where it was if the run dies first.
-            self.result.replaced.extend(supersede(old) for old in replaced_by(d.spec, self.out))
+            # moved aside, never deleted, and stays where it was if the run dies first (the
+            # next run moves it, this trial then skipped as done).
+            self._replace_earlier(d.spec)
         self.result.written.append(path)
 
 

@@ -174,6 +174,104 @@ def test_a_trial_whose_config_changed_moves_its_old_file_aside(
     assert len(new) == 1 and len(pd.read_parquet(new[0])) == 6
 
 
+def test_two_trials_of_one_run_in_one_slot_keep_both_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``serial`` on 2 and on 4 workers runs on 1 both times, and the worst case's tasks differ
+    with the count: two trials of one run whose names differ only in the key. Neither is an
+    earlier definition of the other; a second run skips both and moves nothing."""
+    cfg = _cfg(tmp_path, """
+        [experiment]
+        name = "twin"
+        repeats = 1
+        n_workers = [2, 4]
+        schedulers = ["serial"]
+        [workloads.worst]
+        shape = "worst_case"
+        n_tasks = 8
+        long_s = 0.004
+        short_s = 0.001
+        """)
+    out = tmp_path / "res"
+    for _ in range(2):
+        assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+        assert len(list((out / "twin").glob("serial_worst_w1_r0_*.parquet"))) == 2
+    said = capsys.readouterr()
+    assert "wrote 0 trial file(s), skipped 2" in said.err
+    assert "moved" not in said.out + said.err
+    assert not (out / "twin" / ".superseded").exists()
+
+
+def test_an_earlier_definition_left_by_a_killed_run_is_moved_on_the_next(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run killed after writing a trial and before moving its earlier definition aside:
+    the next run skips the trial as done and moves the old file (and its witness) then."""
+    text = """
+        [experiment]
+        name = "kill"
+        repeats = 1
+        n_workers = 2
+        schedulers = ["threads"]
+        [workloads.u]
+        shape = "uniform"
+        n_tasks = {n}
+        duration_s = 0.001
+        """
+    out = tmp_path / "res"
+    assert main(["run", str(_cfg(tmp_path, text.format(n=2))), "--out", str(out),
+                 "--no-progress"]) == 0
+    (old,) = (out / "kill").glob("*.parquet")
+    keep = tmp_path / old.name
+    keep.write_bytes(old.read_bytes())
+    assert main(["run", str(_cfg(tmp_path, text.format(n=3))), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert not old.exists()
+    # As if the run had died before the move: the old file, and a witness beside it.
+    keep.replace(old)
+    witness = old.with_name(old.stem + schema.NATIVE_SUFFIX)
+    witness.write_bytes(b"")
+    capsys.readouterr()
+    assert main(["run", str(_cfg(tmp_path, text.format(n=3))), "--out", str(out),
+                 "--no-progress"]) == 0
+    said = capsys.readouterr()
+    assert "wrote 0 trial file(s), skipped 1" in said.err
+    assert "moved 1 trial file(s) of an earlier definition" in said.out + said.err
+    assert not old.exists() and not witness.exists()
+    moved = list((out / "kill" / ".superseded").iterdir())
+    assert sum(p.name.endswith(schema.NATIVE_SUFFIX) for p in moved) == 1
+    assert len(list((out / "kill").glob("*.parquet"))) == 1
+
+
+def test_replaced_by_matches_the_slot_and_a_key_only(tmp_path: Path) -> None:
+    """Only ``<label>_<workload>_w<n>_r<repeat>_<10 hex>.parquet`` beside the trial's own file:
+    not its witness, not another workload whose name starts alike, not a key of another
+    length or case, not what is in .superseded/ already."""
+    from research.runner import replaced_by
+
+    cfg = _cfg(tmp_path, """
+        [experiment]
+        name = "names"
+        n_workers = 2
+        schedulers = ["threads"]
+        [workloads.u]
+        shape = "uniform"
+        n_tasks = 2
+        duration_s = 0.001
+        """)
+    (spec,) = config.load(cfg).trials
+    folder = spec.path(tmp_path).parent
+    (folder / ".superseded").mkdir(parents=True)
+    prefix = "threads_u_w2_r0_"
+    earlier = folder / f"{prefix}0123456789.parquet"
+    others = [f"{prefix}0123456789{schema.NATIVE_SUFFIX}", f"{prefix}0123456789a.parquet",
+              f"{prefix}ABCDEF0123.parquet", "threads_u_w2_r0_w2_r0_0123456789.parquet",
+              "threads_u_w2_r1_0123456789.parquet", "threads_v_w2_r0_0123456789.parquet",
+              spec.path(tmp_path).name]
+    for name in [earlier.name, *others]:
+        (folder / name).write_bytes(b"")
+    (folder / ".superseded" / f"{prefix}fedcba9876.parquet").write_bytes(b"")
+    assert replaced_by(spec, tmp_path) == [earlier]
+
+
 @pytest.mark.slow
 def test_ctrl_c_shuts_down_keeps_finished_trials_and_resumes(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, """
