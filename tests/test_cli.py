@@ -125,6 +125,22 @@ def test_rerun_skips_and_force_redoes(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(list((out / "resume").glob("*.parquet"))) == 4
 
 
+def _threads_u(name: str, n_tasks: int, more: str = "") -> str:
+    """A config of experiment ``name``: threads on 2 workers, once, workload ``u`` of
+    ``n_tasks`` 1 ms sleeps, and the workload tables in ``more``."""
+    return f"""
+        [experiment]
+        name = "{name}"
+        repeats = 1
+        n_workers = 2
+        schedulers = ["threads"]
+        [workloads.u]
+        shape = "uniform"
+        n_tasks = {n_tasks}
+        duration_s = 0.001
+        """ + more
+
+
 def test_a_trial_whose_config_changed_moves_its_old_file_aside(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A workload edited between two runs into one directory (the METG sweep's points went
@@ -132,16 +148,7 @@ def test_a_trial_whose_config_changed_moves_its_old_file_aside(
     scheduler, workload, workers, repeat) move to .superseded/, once the new one is written,
     so the study does not count both; another workload's files, and one whose name only
     starts alike, stay."""
-    text = """
-        [experiment]
-        name = "edit"
-        repeats = 1
-        n_workers = 2
-        schedulers = ["threads"]
-        [workloads.u]
-        shape = "uniform"
-        n_tasks = {n}
-        duration_s = 0.001
+    more = """
         [workloads.v]
         shape = "uniform"
         n_tasks = 2
@@ -152,12 +159,12 @@ def test_a_trial_whose_config_changed_moves_its_old_file_aside(
         duration_s = 0.001
         """
     out = tmp_path / "res"
-    assert main(["run", str(_cfg(tmp_path, text.format(n=4))), "--out", str(out),
+    assert main(["run", str(_cfg(tmp_path, _threads_u("edit", 4, more))), "--out", str(out),
                  "--no-progress"]) == 0
     before = {p.name for p in (out / "edit").glob("*.parquet")}
     assert len(before) == 3
     capsys.readouterr()
-    assert main(["run", str(_cfg(tmp_path, text.format(n=6))), "--out", str(out),
+    assert main(["run", str(_cfg(tmp_path, _threads_u("edit", 6, more))), "--out", str(out),
                  "--no-progress"]) == 0
     said = capsys.readouterr()
     assert "wrote 1 trial file(s), skipped 2" in said.err
@@ -205,24 +212,13 @@ def test_an_earlier_definition_left_by_a_killed_run_is_moved_on_the_next(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A run killed after writing a trial and before moving its earlier definition aside:
     the next run skips the trial as done and moves the old file (and its witness) then."""
-    text = """
-        [experiment]
-        name = "kill"
-        repeats = 1
-        n_workers = 2
-        schedulers = ["threads"]
-        [workloads.u]
-        shape = "uniform"
-        n_tasks = {n}
-        duration_s = 0.001
-        """
     out = tmp_path / "res"
-    assert main(["run", str(_cfg(tmp_path, text.format(n=2))), "--out", str(out),
+    assert main(["run", str(_cfg(tmp_path, _threads_u("kill", 2))), "--out", str(out),
                  "--no-progress"]) == 0
     (old,) = (out / "kill").glob("*.parquet")
     keep = tmp_path / old.name
     keep.write_bytes(old.read_bytes())
-    assert main(["run", str(_cfg(tmp_path, text.format(n=3))), "--out", str(out),
+    assert main(["run", str(_cfg(tmp_path, _threads_u("kill", 3))), "--out", str(out),
                  "--no-progress"]) == 0
     assert not old.exists()
     # As if the run had died before the move: the old file, and a witness beside it.
@@ -230,7 +226,7 @@ def test_an_earlier_definition_left_by_a_killed_run_is_moved_on_the_next(
     witness = old.with_name(old.stem + schema.NATIVE_SUFFIX)
     witness.write_bytes(b"")
     capsys.readouterr()
-    assert main(["run", str(_cfg(tmp_path, text.format(n=3))), "--out", str(out),
+    assert main(["run", str(_cfg(tmp_path, _threads_u("kill", 3))), "--out", str(out),
                  "--no-progress"]) == 0
     said = capsys.readouterr()
     assert "wrote 0 trial file(s), skipped 1" in said.err
@@ -247,17 +243,7 @@ def test_replaced_by_matches_the_slot_and_a_key_only(tmp_path: Path) -> None:
     length or case, not what is in .superseded/ already."""
     from research.runner import replaced_by
 
-    cfg = _cfg(tmp_path, """
-        [experiment]
-        name = "names"
-        n_workers = 2
-        schedulers = ["threads"]
-        [workloads.u]
-        shape = "uniform"
-        n_tasks = 2
-        duration_s = 0.001
-        """)
-    (spec,) = config.load(cfg).trials
+    (spec,) = config.load(_cfg(tmp_path, _threads_u("names", 2))).trials
     folder = spec.path(tmp_path).parent
     (folder / ".superseded").mkdir(parents=True)
     prefix = "threads_u_w2_r0_"
