@@ -292,3 +292,24 @@ def test_repeat_noise_is_the_spread_of_repeated_trials() -> None:
     summ = error_summary(pred).set_index("scheduler")["repeat noise"]
     assert summ["dask"] == pytest.approx((one + three) / 2)
     assert math.isnan(summ["ray"])
+
+
+def test_counts_error_is_the_share_of_tasks_on_other_workers() -> None:
+    """Sorted per-worker counts (workers are interchangeable): half the summed differences
+    over the tasks; a worker one side lacks got nothing there; the error summary takes the
+    median per scheduler."""
+    from research.simulate.predict import counts_error, error_summary
+
+    assert counts_error([10, 10, 10, 10], [10, 10, 10, 10]) == 0.0
+    assert counts_error([10, 10, 10, 10], [10, 10, 10, 10][::-1]) == 0.0
+    assert counts_error([5, 16, 29, 30], [20, 20, 20, 20]) == pytest.approx((15 + 4 + 9 + 10) / 160)
+    assert counts_error([40], [20, 20]) == pytest.approx(0.5)  # half the tasks moved
+    assert math.isnan(counts_error([], []))
+    pred = pd.DataFrame({
+        "scheduler": ["dask"] * 3, "experiment": ["g"] * 3, "workload": ["a", "b", "c"],
+        "n_workers": [2] * 3, "measured_makespan_s": [1.0] * 3, "error": [0.0] * 3,
+        "in_calibration": [False] * 3, "predicted_tasks_per_worker": ["2 2", "1 3", "0 4"],
+        "measured_tasks_per_worker": ["2 2"] * 3, "counts_error": [0.0, 0.25, 0.5],
+    })
+    row = error_summary(pred).set_index("scheduler").loc["dask"]
+    assert row["counts match"] == pytest.approx(1 / 3) and row["counts error"] == 0.25

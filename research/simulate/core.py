@@ -262,6 +262,10 @@ class State:
     n_units: list[int] = field(default_factory=list)
     starts: list[list[float]] = field(default_factory=list)  # start times of its units
     requeue_s: float = 0.0  # Costs.requeue_s: a freed slot takes this long to be refilled
+    #: The index of the last unit each worker was given (-1: none yet), for a pick that
+    #: breaks ties by the least recently used worker (ipyparallel's); kept by
+    #: :meth:`Policy.schedule`'s scan, not by its fast path (:meth:`Policy.pick` does not read it).
+    given: list[int] = field(default_factory=list)
 
 
 class Policy:
@@ -344,7 +348,7 @@ class Policy:
         pull = self.bounded and costs.pull >= 0.5
         lead = costs.start_s + costs.start_per_task_s * n
         state = State(n_workers, [0.0] * n_workers, [[] for _ in range(n_workers)],
-                      [0] * n_workers, [[] for _ in range(n_workers)], hold)
+                      [0] * n_workers, [[] for _ in range(n_workers)], hold, [-1] * n_workers)
         worker, start, end = [0] * n, [0.0] * n, [0.0] * n
         sent = 0.0
         p = self.prefetch
@@ -372,6 +376,7 @@ class Policy:
             state.free_at[w] = t
             state.slots[w].append(t)
             state.n_units[w] += 1
+            state.given[w] = u
         return worker, start, end
 
     def _schedule_greedy(self, durations: Sequence[float], n_workers: int, costs: Costs,

@@ -118,16 +118,49 @@ class ChunkedGreedy(Policy):
 
 class LoadBalanced(ChunkedGreedy):
     """ipyparallel's LoadBalancedView: one message per item (or chunk), at most ``hwm``
-    outstanding per engine (default 1)."""
+    outstanding per engine (default 1), to the least loaded engine, the least recently used
+    of equals (the controller's ``leastload`` scheme over its LRU-ordered engine list)."""
 
     name = "ipp-lb"
-    description = "greedy over chunks (default 1), bounded queue of hwm per engine"
+    description = ("greedy over chunks (default 1), bounded queue of hwm per engine, least "
+                   "loaded then least recently used engine")
     default_chunksize = None
 
     @property
     def prefetch(self) -> int:
         hwm = self.options.get("hwm")
         return hwm if isinstance(hwm, int) and hwm > 0 else 1
+
+    def pick(self, unit_index: int, ready_s: float, state: State) -> int:
+        """Of the engines with a free slot at ``ready_s``, the one with the fewest units
+        outstanding, the least recently given one of equals; else the one whose slot frees
+        first (the controller holds the task until an engine reports back).
+
+        Why not the lowest index on ties (:meth:`Policy.pick`): where the controller is the
+        bottleneck most engines are idle whenever a task is handed over, and the lowest index
+        then took most of them (5 to 57 tasks per engine predicted for ``holdout``'s
+        exponential list on 8 engines, where they ran 31 to 48); ipyparallel moves an engine
+        that gets a task to the back of its list (``TaskScheduler.add_job``)."""
+        # Written out by hand (no key tuples): pick() runs for every unit of every ipp-lb
+        # trial the calibration simulates. Keys compared in order: (no free slot, outstanding
+        # units or when a slot frees, last unit given).
+        p, hold = self.prefetch, state.requeue_s
+        given = state.given or [-1] * state.n_workers
+        now = ready_s + 1e-15
+        best, best_c, best_l, best_g = 0, 2, math.inf, math.inf
+        for w, s in enumerate(state.slots):
+            a = s[-p] + hold if len(s) >= p else 0.0
+            if a <= now:  # a free slot: by units outstanding, then least recently used
+                c = 0
+                # With one slot a free one means nothing outstanding.
+                load = 0.0 if p == 1 else float(sum(1 for e in s[-p:] if e > ready_s))
+            else:
+                c, load = 1, a
+            g = given[w]
+            if c < best_c or (c == best_c and (load < best_l or (load == best_l
+                                                                  and g < best_g))):
+                best, best_c, best_l, best_g = w, c, load, g
+        return best
 
 
 class RoundRobin(ChunkedGreedy):

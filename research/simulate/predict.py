@@ -18,8 +18,24 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "trial_id", "experiment", "scheduler", "workload", "n_workers", "policy",
     "predicted_makespan_s", "measured_makespan_s", "error", "predicted_wall_s", "measured_wall_s",
     "wall_error", "predicted_tasks_per_worker", "measured_tasks_per_worker", "in_calibration",
-    "costs", "note", "predicted_makespan_low_s", "predicted_makespan_high_s",
+    "costs", "note", "predicted_makespan_low_s", "predicted_makespan_high_s", "counts_error",
 )
+
+
+def counts_error(predicted: Sequence[int], measured: Sequence[int]) -> float:
+    """The share of a trial's tasks that ran on other workers than predicted: half the summed
+    differences of the per-worker counts, both sorted (workers are interchangeable), over
+    the tasks (0: the same counts; 1: none where predicted). NaN without tasks. Why not only
+    exact matches: a dynamic scheduler's counts differ by a task or two from run to run, and
+    an exact match says nothing of how far a policy's imbalance is from the one measured."""
+    n = sum(measured)
+    if n <= 0:
+        return math.nan
+    width = max(len(predicted), len(measured))
+    # A worker missing from one side got nothing there: the least loaded.
+    p = sorted([*predicted, *[0] * (width - len(predicted))])
+    m = sorted([*measured, *[0] * (width - len(measured))])
+    return sum(abs(a - b) for a, b in zip(p, m, strict=True)) / (2 * n)
 
 
 def predict_trial(d: TrialData, cal: Calibration) -> dict[str, Any]:
@@ -55,6 +71,7 @@ def predict_trial(d: TrialData, cal: Calibration) -> dict[str, Any]:
         # Where the scheduler's task order is new in every run (Dask's local scheduler), the
         # makespans over the orders the model tried; else the prediction itself.
         **_range(sim.makespan_range, pm),
+        "counts_error": counts_error(sim.counts, d.counts),
     }
 
 
@@ -77,7 +94,8 @@ def error_summary(pred: pd.DataFrame) -> pd.DataFrame:
     """Median and max |error| of the makespan per scheduler, over the trials the calibration
     never saw (``out of sample``) and over all, with the trial counts."""
     cols = ["scheduler", "trials", "unseen trials", "median |error| unseen",
-            "max |error| unseen", "median |error| all", "counts match", "repeat noise"]
+            "max |error| unseen", "median |error| all", "counts match", "counts error",
+            "repeat noise"]
     if pred.empty:
         return pd.DataFrame(columns=cols)
     noise = repeat_noise(pred)
@@ -86,10 +104,13 @@ def error_summary(pred: pd.DataFrame) -> pd.DataFrame:
         err = g["error"].abs()
         unseen = g[~g["in_calibration"].astype(bool)]["error"].abs()
         match = (g["predicted_tasks_per_worker"] == g["measured_tasks_per_worker"]).mean()
+        moved = (pd.to_numeric(g["counts_error"], errors="coerce") if "counts_error" in g
+                 else pd.Series(dtype=float))
         rows.append({"scheduler": sched, "trials": len(g), "unseen trials": len(unseen),
                      "median |error| unseen": _med(unseen), "max |error| unseen":
                      float(unseen.max()) if len(unseen) else math.nan,
                      "median |error| all": _med(err), "counts match": float(match),
+                     "counts error": _med(moved),
                      "repeat noise": noise.get(str(sched), math.nan)})
     from ..analysis.results import sort_trials
 
@@ -161,5 +182,5 @@ def predict_config(path: str, cal: Calibration, quick: bool = False) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-__all__ = ["CALIBRATION_STUDIES", "PREDICTION_COLUMNS", "error_summary", "predict_config",
-           "predict_trial", "predictions", "repeat_noise"]
+__all__ = ["CALIBRATION_STUDIES", "PREDICTION_COLUMNS", "counts_error", "error_summary",
+           "predict_config", "predict_trial", "predictions", "repeat_noise"]
