@@ -301,15 +301,21 @@ def test_counts_error_is_the_share_of_tasks_on_other_workers() -> None:
     from research.simulate.predict import counts_error, error_summary
 
     assert counts_error([10, 10, 10, 10], [10, 10, 10, 10]) == 0.0
-    assert counts_error([10, 10, 10, 10], [10, 10, 10, 10][::-1]) == 0.0
-    assert counts_error([5, 16, 29, 30], [20, 20, 20, 20]) == pytest.approx((15 + 4 + 9 + 10) / 160)
+    assert counts_error([1, 3], [3, 1]) == 0.0  # the same counts on other workers
+    assert counts_error([30, 5, 29, 16], [18, 21, 20, 21]) == pytest.approx(
+        (13 + 4 + 8 + 9) / 160)  # sorted: 5 16 29 30 against 18 20 21 21
     assert counts_error([40], [20, 20]) == pytest.approx(0.5)  # half the tasks moved
+    assert counts_error([3, 3], [2, 2]) == pytest.approx(2 / 12)  # over the larger total
     assert math.isnan(counts_error([], []))
     pred = pd.DataFrame({
         "scheduler": ["dask"] * 3, "experiment": ["g"] * 3, "workload": ["a", "b", "c"],
         "n_workers": [2] * 3, "measured_makespan_s": [1.0] * 3, "error": [0.0] * 3,
         "in_calibration": [False] * 3, "predicted_tasks_per_worker": ["2 2", "1 3", "0 4"],
-        "measured_tasks_per_worker": ["2 2"] * 3, "counts_error": [0.0, 0.25, 0.5],
+        "measured_tasks_per_worker": ["2 2"] * 3, "counts_error": [0.0, 0.1, 0.5],
     })
     row = error_summary(pred).set_index("scheduler").loc["dask"]
-    assert row["counts match"] == pytest.approx(1 / 3) and row["counts error"] == 0.25
+    assert row["counts match"] == pytest.approx(1 / 3) and row["counts error"] == 0.1
+    # A trial not predicted (arrivals over time, payloads) has no counts: left out of both.
+    pred.loc[2, ["predicted_tasks_per_worker", "counts_error"]] = ["", math.nan]
+    row = error_summary(pred).set_index("scheduler").loc["dask"]
+    assert row["counts match"] == 0.5 and row["counts error"] == pytest.approx(0.05)

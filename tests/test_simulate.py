@@ -260,6 +260,20 @@ def test_ipp_lb_hands_a_task_to_the_least_loaded_then_least_recently_used_engine
     # The load first: at 3 s engine 0 still runs its 5 s task, engine 1 is idle though it
     # was given a task more recently.
     assert _run("ipp-lb", [5, 0.1, 1], 2, Costs(dispatch_s=1.0), hwm=2).worker == [0, 1, 1]
+    # ... unless the controller has not heard of the end yet (requeue_s after it): engine 1
+    # still counts its task at 3 s, and the least recently used of the two gets it.
+    assert _run("ipp-lb", [5, 0.5, 1], 2, Costs(dispatch_s=1.0, requeue_s=1.0),
+                hwm=2).worker == [0, 1, 0]
+    # scheme "lru": the least recently used engine below hwm, whatever its load.
+    assert _run("ipp-lb", [5, 0.1, 1], 2, Costs(dispatch_s=1.0), hwm=2,
+                scheme="lru").worker == [0, 1, 0]
+    # The controller pulls (the shipped ipp-lb costs): the same round robin.
+    assert _run("ipp-lb", [0.5] * 8, 4, Costs(dispatch_s=1.0, pull=1.0)).worker == [
+        0, 1, 2, 3, 0, 1, 2, 3]
+    # hwm=0: no limit, every task handed over at once to the least loaded (engine 0's
+    # second task waits behind its 5 s one, where hwm=1 holds it for engine 1).
+    assert _run("ipp-lb", [5, 1, 1, 1], 2, hwm=0).worker == [0, 1, 0, 1]
+    assert _run("ipp-lb", [5, 1, 1, 1], 2).worker == [0, 1, 1, 1]
 
 
 def test_greedy_matches_list_scheduling() -> None:

@@ -216,11 +216,11 @@ def prediction_section(doc: Any, results: R.Results, out_dir: Path,
              "sqrt(2); the median over such trials): in the default suite the granularity "
              "sweep's short points and the no-ops, which are in-sample, and the batching "
              "study. It is the spread of short trials on this machine, a yardstick for the "
-             "errors beside it, not their own noise. 'counts match': the share of trials "
-             "whose tasks per worker (sorted) the model predicted exactly; 'counts error': "
-             "the share of a trial's tasks that ran on other workers than predicted (half "
-             "the summed differences of the sorted counts, over the tasks), the median over "
-             "all trials.", "note")
+             "errors beside it, not their own noise. 'counts match': the share of the trials "
+             "predicted whose tasks per worker (sorted) the model predicted exactly; 'counts "
+             "error': the share of a trial's tasks that ran on other workers than predicted "
+             "(half the summed differences of the sorted counts, over the tasks), the median "
+             "over the trials predicted (seen or not: the counts are not fitted).", "note")
     if pred.empty:
         doc.para("No completed trial to predict.", "note")
         return pred

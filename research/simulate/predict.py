@@ -25,10 +25,11 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
 def counts_error(predicted: Sequence[int], measured: Sequence[int]) -> float:
     """The share of a trial's tasks that ran on other workers than predicted: half the summed
     differences of the per-worker counts, both sorted (workers are interchangeable), over
-    the tasks (0: the same counts; 1: none where predicted). NaN without tasks. Why not only
-    exact matches: a dynamic scheduler's counts differ by a task or two from run to run, and
-    an exact match says nothing of how far a policy's imbalance is from the one measured."""
-    n = sum(measured)
+    the tasks (the larger of the two totals, should they differ; 0: the same counts, at most
+    1 - 1/workers). NaN without tasks. Why not only exact matches: a dynamic scheduler's
+    counts differ by a task or two from run to run, and an exact match says nothing of how
+    far a policy's imbalance is from the one measured."""
+    n = max(sum(predicted), sum(measured))
     if n <= 0:
         return math.nan
     width = max(len(predicted), len(measured))
@@ -54,8 +55,9 @@ def predict_trial(d: TrialData, cal: Calibration) -> dict[str, Any]:
         # The model hands a whole batch over at once and moves no data: no prediction, rather
         # than a wrong one that would count in the error summary.
         note = f"{d.unmodelled}: the simulator models neither; not predicted"
-    pm = math.nan if unknown or d.unmodelled else sim.makespan_s
-    pw = math.nan if unknown or d.unmodelled else sim.wall_s
+    skip = bool(unknown or d.unmodelled)
+    pm = math.nan if skip else sim.makespan_s
+    pw = math.nan if skip else sim.wall_s
     return {
         "trial_id": d.trial_id, "experiment": d.experiment, "scheduler": d.scheduler,
         "workload": d.workload, "n_workers": d.n_workers, "policy": policy.name,
@@ -63,7 +65,8 @@ def predict_trial(d: TrialData, cal: Calibration) -> dict[str, Any]:
         "error": pm / d.makespan_s - 1 if d.makespan_s > 0 else math.nan,
         "predicted_wall_s": pw, "measured_wall_s": d.wall_s,
         "wall_error": pw / d.wall_s - 1 if d.wall_s > 0 else math.nan,
-        "predicted_tasks_per_worker": _counts(sim.counts),
+        # Not predicted: no counts either (the schedule simulated is not the trial's).
+        "predicted_tasks_per_worker": "" if skip else _counts(sim.counts),
         "measured_tasks_per_worker": _counts(d.counts),
         "in_calibration": d.trial_id in cal.trials(d.scheduler),
         "costs": "fitted" if fitted else "default (scheduler not calibrated)",
@@ -71,7 +74,7 @@ def predict_trial(d: TrialData, cal: Calibration) -> dict[str, Any]:
         # Where the scheduler's task order is new in every run (Dask's local scheduler), the
         # makespans over the orders the model tried; else the prediction itself.
         **_range(sim.makespan_range, pm),
-        "counts_error": counts_error(sim.counts, d.counts),
+        "counts_error": math.nan if skip else counts_error(sim.counts, d.counts),
     }
 
 
@@ -103,7 +106,10 @@ def error_summary(pred: pd.DataFrame) -> pd.DataFrame:
     for sched, g in pred.groupby("scheduler", sort=False):
         err = g["error"].abs()
         unseen = g[~g["in_calibration"].astype(bool)]["error"].abs()
-        match = (g["predicted_tasks_per_worker"] == g["measured_tasks_per_worker"]).mean()
+        # Over the trials predicted (the others have no predicted counts).
+        said = g["predicted_tasks_per_worker"].fillna("").astype(str).str.strip() != ""
+        match = ((g["predicted_tasks_per_worker"] == g["measured_tasks_per_worker"])[said].mean()
+                 if said.any() else math.nan)
         moved = (pd.to_numeric(g["counts_error"], errors="coerce") if "counts_error" in g
                  else pd.Series(dtype=float))
         rows.append({"scheduler": sched, "trials": len(g), "unseen trials": len(unseen),
@@ -177,7 +183,7 @@ def predict_config(path: str, cal: Calibration, quick: bool = False) -> pd.DataF
                      "predicted_makespan_s": math.nan if skip else sim.makespan_s,
                      **_range(sim.makespan_range, math.nan if skip else sim.makespan_s),
                      "predicted_wall_s": math.nan if skip else sim.wall_s,
-                     "predicted_tasks_per_worker": _counts(sim.counts),
+                     "predicted_tasks_per_worker": "" if skip else _counts(sim.counts),
                      "costs": "fitted" if fitted else "default"})
     return pd.DataFrame(rows)
 
