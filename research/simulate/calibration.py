@@ -19,11 +19,11 @@ better than the same search without it and leaves the second count's no-ops with
 worse), and where the costs miss those no-ops, their growth per worker
 (``dispatch_per_worker_s``, ``worker_per_worker_s``: :meth:`Costs.at`), held beyond the
 largest worker count of the trials it was fitted on (``growth_workers``); then ``cpu_share_s``
-on the CPU trials alone.
+and, where the costs stretch, ``body_load`` on the CPU trials alone.
 
 The file (JSON)::
 
-    {"format": "research.calibration", "version": 8, "label": "...", "source": "RESULTS",
+    {"format": "research.calibration", "version": 9, "label": "...", "source": "RESULTS",
      "created": "ISO time", "studies": ["overhead", "granularity"],
      "schedulers": {"NAME": {"costs": {"dispatch_s": ..., "worker_s": ..., "start_s": ...,
                                        "start_per_task_s": ..., "requeue_s": ..., "pull": 0,
@@ -33,6 +33,7 @@ The file (JSON)::
                                        "worker_per_worker_s": ..., "growth_workers": 4,
                                        "contention": ...,
                                        "worker_load": ..., "dispatch_load": 1,
+                                       "body_load": ...,
                                        "sleep_curve": [[planned_s, overshoot_s], ...],
                                        "cpu_curve": [[planned_s, stretch], ...]},
                              "n_trials": 21, "fit_error": 0.03, "trials": ["trial_id", ...]}},
@@ -53,7 +54,9 @@ beyond which the growth per worker is held, not extrapolated) load with it 0: th
 extrapolated to every count, as they were fitted. Version 7 files (no ``dispatch_load``,
 added in version 8: the client's and the scheduler's per-unit cost counted in the load of the
 cores that ``contention`` reads, :func:`~research.simulate.core.core_load`) load with it 0:
-the load of the workers' own costs alone, as they were fitted. ``default`` (the median
+the load of the workers' own costs alone, as they were fitted. Version 8 files (no
+``body_load``, added in version 9: the share of a CPU body's time that counts in that load)
+load with it 1: a CPU body counts whole, as they were fitted. ``default`` (the median
 of the fitted schedulers' numbers; no curves) serves a scheduler the file does not know.
 :data:`SHIPPED` is the package's own file (its label says what it was fitted on).
 """
@@ -76,15 +79,16 @@ from .core import BUSY_BODIES, STRETCHED, Costs, _receive, loaded_schedule
 from .policies import base_name, policy_for
 
 FORMAT = "research.calibration"
-VERSION = 8
+VERSION = 9
 #: Versions :func:`load` reads (1: no body curves, the scalars serve every length; 2: no
 #: ``cpu_share_s`` or ``unit_s``, 0; 3: no ``dispatch_per_worker_s`` or
 #: ``worker_per_worker_s``, 0: the costs hold on every worker count, as they were fitted;
 #: 4: no ``contention``, 0: the costs hold at every load of the cores; 5: no
 #: ``worker_load``, 1: a worker's own cost counts as busy, as it was fitted; 6: no
 #: ``growth_workers``, 0: the growth per worker extrapolated to every count; 7: no
-#: ``dispatch_load``, 0: the load of the cores counts the workers' own costs alone).
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+#: ``dispatch_load``, 0: the load of the cores counts the workers' own costs alone; 8: no
+#: ``body_load``, 1: a CPU body counts whole in the load, as it was fitted).
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 CALIBRATION_STUDIES: tuple[str, ...] = ("overhead", "granularity")
 SHIPPED = Path(__file__).with_name("default_calibration.json")
 #: Values tried for dispatch_s and worker_s (seconds): 0 and a log grid from 1 us to 30 ms
@@ -535,16 +539,22 @@ def fit_scheduler(trials: Sequence[TrialData], passes: int = 3) -> tuple[Costs, 
             costs, err = grown, grown_err
     cpu = [d for d in search.trials if "cpu" in d.bodies]
     if cpu:
-        # The client's share of the cores (Costs.cpu_share_s) shows in the CPU trials only:
+        # The client's share of the cores (Costs.cpu_share_s) and, where the costs stretch,
+        # how much a CPU body loads the cores (Costs.body_load) show in the CPU trials only:
         # chosen on those, the other costs held, so the sleep and no-op trials that outnumber
-        # them cannot outvote it; kept only where it fits them better than none.
+        # them cannot outvote them (neither moves a sleep trial; a no-op's body takes next to
+        # nothing); each kept only where it fits them better than none (a share of 0, a
+        # whole body).
         sub = _Search(cpu)
-        best_v, best_e = 0.0, sub.error(costs)
-        for v in GRID[1:]:
-            e = sub.error(replace(costs, cpu_share_s=v))
-            if e < best_e - 1e-12:
-                best_v, best_e = v, e
-        costs = replace(costs, cpu_share_s=best_v)
+        best_v, best_e = (1.0, 0.0), sub.error(replace(costs, body_load=1.0))
+        for load in BODY_LOADS if costs.contention else (1.0,):
+            for v in GRID:
+                if (load, v) == (1.0, 0.0):
+                    continue
+                e = sub.error(replace(costs, body_load=load, cpu_share_s=v))
+                if e < best_e - 1e-12:
+                    best_v, best_e = (load, v), e
+        costs = replace(costs, body_load=best_v[0], cpu_share_s=best_v[1])
         err = search.error(costs)
     return costs, err
 
@@ -650,6 +660,8 @@ def _set(costs: dict[str, Any], key: str, value: float) -> dict[str, Any]:
 
 #: Values tried for :attr:`Costs.contention` (the stretch at full load less 1).
 CONTENTION_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+#: Values tried for :attr:`Costs.body_load` (where the costs stretch), whole first.
+BODY_LOADS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
 #: Values tried for :attr:`Costs.worker_load` (with the stretch): busy, or a wait.
 WORKER_LOADS: tuple[float, ...] = (1.0, 0.0)
 
