@@ -112,6 +112,21 @@ def test_a_direct_view_that_balanced_is_not_reproduced(tmp_path: Path) -> None:
     assert v["C7"].verdict == claims.NOT_REPRODUCED  # blocks give equal counts
 
 
+def test_unequal_counts_is_not_run_where_the_list_cannot_tell(tmp_path: Path) -> None:
+    """The quick suite's random list (32 tasks on 4 workers) spreads 2 under greedy, one task
+    more than an equal split may: a balanced run of it cannot be told from an equal split,
+    whatever its counts, so the claims that read it are not run, saying why; the talk's list
+    (spread 5 on 12) decides them (test_verdicts_follow_the_data)."""
+    small = random_durations(32, 9527, 0.025, "gamma", gamma_shape=7.5, gamma_scale=0.5)
+    for sched, policy in (("ipp-lb", "greedy"), ("dask", "blocks")):
+        write_trial(tmp_path, R, sched, small, 4, policy)
+    v = _verdicts(tmp_path)
+    for cid in ("C7", "D3"):  # a balanced run (greedy) and an equal one (blocks) alike
+        assert v[cid].verdict == claims.NOT_RUN, (cid, v[cid])
+        assert v[cid].note.startswith(claims.NOT_CHECKABLE) and "32 tasks on 4" in v[cid].note
+        assert "spread 2 under greedy" in v[cid].expected
+
+
 def test_reduced_runs_are_compared_with_the_model(tmp_path: Path) -> None:
     p = validate("worst_case", {"n_tasks": 18, "long_s": 0.5, "short_s": 0.1}, 4)
     small = [t.planned_s for t in build_tasks("worst_case", p, 4)]

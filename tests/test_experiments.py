@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from research import config, schema
+from research.analysis.claims import NOT_CHECKABLE
 from research.schedulers import REGISTRY
 
 from procs import cluster_process_names
@@ -60,7 +61,13 @@ def test_quick_suite_end_to_end(repo: Path, tmp_path: Path) -> None:
     claims = pd.read_csv(report / "claims.csv")
     assert len(claims) >= 20 and claims.claim_id.is_unique
     # Every claim gets a verdict from data measured in this run; which one is the finding.
-    assert set(claims.verdict) <= {"reproduced", "not reproduced"}, claims[["claim_id", "note"]]
+    # Except where the quick list cannot decide it: "engines with long tasks run fewer" on
+    # 32 tasks over 4 workers, whose greedy schedule spreads 2 (an equal split 1).
+    small = claims.note.fillna("").str.startswith(NOT_CHECKABLE)
+    assert set(claims[small].claim_id) == {"C7", "D3", "R3"}, claims[small]
+    assert set(claims[small].verdict) == {"not run"}
+    assert set(claims[~small].verdict) <= {"reproduced", "not reproduced"}, claims[
+        ["claim_id", "note"]]
 
     figures = {p.name for p in (report / "figures").glob("*.png")}
     assert any(f.startswith("paired_seed_worst_case") and "ipp-direct_vs_ipp-lb" in f
