@@ -289,10 +289,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     out = cal.write(args.out or args.results / "calibration.json")
     for name, e in cal.schedulers.items():
         c = e["costs"]
+        part = c.get("body_load", 1.0)
         print(f"  {name:<11} dispatch {c['dispatch_s'] * 1e6:9.1f} us  worker "
               f"{c['worker_s'] * 1e6:9.1f} us  sleep +{c['sleep_overshoot_s'] * 1e6:7.1f} us  "
               f"busy cores x{1 + c.get('contention', 0.0):.2f}"
-              f"{'' if c.get('worker_load', 1.0) else ' (worker cost a wait)'}  "
+              f"{'' if c.get('worker_load', 1.0) else ' (worker cost a wait)'}"
+              f"{'' if part == 1.0 else f' (a CPU task counts {part:g})'}  "
               f"fit |log err| {e['fit_error']:.3f} ({e['n_trials']} trials)", file=sys.stderr)
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -65,6 +65,7 @@ def test_quick_suite_end_to_end(repo: Path, tmp_path: Path) -> None:
     # 32 tasks over 4 workers, whose greedy schedule spreads 2 (an equal split 1).
     small = claims.note.fillna("").str.startswith(NOT_CHECKABLE)
     assert set(claims[small].claim_id) == {"C7", "D3", "R3"}, claims[small]
+    assert claims[small].note.str.contains("32 tasks on 4 workers").all(), claims[small]
     assert set(claims[small].verdict) == {"not run"}
     assert set(claims[~small].verdict) <= {"reproduced", "not reproduced"}, claims[
         ["claim_id", "note"]]

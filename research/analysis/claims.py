@@ -10,8 +10,10 @@ is compared with the talk directly; a quick run, with smaller task lists, is com
 same models.
 
 A verdict comes from measured data only: ``reproduced``, ``not reproduced``, or ``not run``
-(with the reason: the study was not run, its trials failed, its data is missing, or the check
-itself raised, with the exception text). Adding a claim is adding one row to :data:`CLAIMS`.
+(with the reason: the study was not run, its trials failed, its data is missing, the task
+list that ran cannot decide it (:data:`NOT_CHECKABLE`: a reduced list whose model
+expectation lies too close to the alternative), or the check itself raised, with the
+exception text). Adding a claim is adding one row to :data:`CLAIMS`.
 """
 
 from __future__ import annotations

@@ -128,14 +128,16 @@ class Costs:
     #: ``worker_load`` (1: work, 0: a hand-over that is a wait throughout); 0 (the load counts
     #: the workers' own costs alone) in older files, as they were fitted.
     dispatch_load: float = 0.0
-    #: The share of a busy body's time (CPU bodies, no-ops) that counts in the load
-    #: ``contention`` reads (:func:`core_load`): 1, a CPU body holds its core whole and the
-    #: per-task costs stretch as on cores busy with the costs themselves (the no-ops, from
-    #: which the stretch is fitted); below 1, the scheduler's processes get more of the cores
-    #: beside CPU bodies than beside no-ops (the OS shares a core between a spinning body and a
-    #: process that wakes up for a message). Fitted on the CPU trials alone (1 before version
-    #: 9): Dask's stretch, x4.4 at full load from its no-ops and sleeps, put its CPU points'
-    #: walls 11-29% too long and its CPU METG at 2.4x in the full run of d484059.
+    #: The share of a busy task's time on its core (a CPU task's body and the client's share,
+    #: ``cpu_share_s``; a no-op's body) that counts in the load ``contention`` reads
+    #: (:func:`core_load`): 1, a CPU task holds its core whole and the per-task costs stretch
+    #: as on cores busy with the costs themselves (the no-ops, from which the stretch is
+    #: fitted); below 1, the scheduler's processes get more of the cores beside CPU bodies
+    #: than beside no-ops (the OS shares a core between a spinning body and a process that
+    #: wakes up for a message). Fitted with ``cpu_share_s`` on the CPU trials alone (1 before
+    #: version 9): Dask's stretch, x4.4 at full load from its no-ops and sleeps, put its CPU
+    #: points' walls 16-29% too long at 1.4 and 4 ms and its CPU METG at 2.4x in the full run
+    #: of d484059.
     body_load: float = 1.0
 
     def at(self, n_workers: int) -> Costs:
@@ -501,11 +503,11 @@ def core_load(durations: Sequence[float], busy: Sequence[bool], start: Sequence[
               end: Sequence[float], n_workers: int, costs: Costs, cores: int,
               n_units: int | None = None) -> float:
     """The share of ``cores`` a schedule keeps busy (0-1): the bodies that run on a core
-    (``busy``: CPU bodies, no-ops; their share ``body_load``), every task's own cost
-    (``worker_s``, its share ``worker_load``) and every unit's dispatch (``dispatch_s``, its
-    share ``dispatch_load``; ``n_units`` units, default one per task), over the cores' time
-    from the first start to the last end. Sleeping bodies do not count: they leave their
-    core to the scheduler and the client."""
+    (``busy``: CPU tasks, with the client's share, and no-ops; their share ``body_load``),
+    every task's own cost (``worker_s``, its share ``worker_load``) and every unit's dispatch
+    (``dispatch_s``, its share ``dispatch_load``; ``n_units`` units, default one per task),
+    over the cores' time from the first start to the last end. Sleeping bodies do not count:
+    they leave their core to the scheduler and the client."""
     if not start:
         return 0.0
     span = max(end) - min(start)
