@@ -166,9 +166,15 @@ class LoadBalanced(ChunkedGreedy):
             if a <= ready_s + 1e-15:  # a free slot: by units outstanding, then LRU
                 c = 0
                 # A unit is outstanding until the controller hears of its end (requeue_s
-                # later); with one slot a free one means none.
-                load = (0.0 if p == 1 or not self._by_load
-                        else float(sum(1 for e in s[-p:] if e + hold > ready_s + 1e-15)))
+                # later); with one slot a free one means none. A worker's units end in the
+                # order they were given: count back from the last until one was heard of
+                # (hwm 0, no limit, would otherwise scan every unit it ever got).
+                load = 0.0
+                if p > 1 and self._by_load:
+                    k = len(s) - 1
+                    while k >= 0 and s[k] + hold > ready_s + 1e-15:
+                        load += 1.0
+                        k -= 1
             else:
                 c, load = 1, a
             g = given[w]
